@@ -1,0 +1,481 @@
+//! Configuration: built-in defaults → TOML file → `DOSSIER__SECTION__KEY`
+//! environment variables, validated once at start-up.
+//!
+//! Every error names the key and where its value came from (file, variable
+//! or built-in default), because "invalid config" alone costs an operator an
+//! afternoon.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::retry::RetryPolicy;
+
+/// Environment variable naming the configuration file when `--config` is absent.
+pub const CONFIG_ENV: &str = "DOSSIER_CONFIG";
+/// Prefix of the variables that override single keys (`DOSSIER__QUEUE__BACKEND`).
+pub const ENV_PREFIX: &str = "DOSSIER__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist (given by {given_by})")]
+    MissingFile { path: PathBuf, given_by: String },
+    #[error("invalid configuration:\n{0}")]
+    Invalid(String),
+}
+
+/// All settings. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub queue: QueueSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (created when missing) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackendKind {
+    /// The jobs table of the SQLite database: no server needed.
+    Sqlite,
+    /// A Redis server shared by worker processes on several machines.
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub backend: QueueBackendKind,
+    /// Redis URL for the `redis` backend; the `sqlite` backend uses `database.url`
+    /// unless this names another SQLite file.
+    pub url: Option<String>,
+    /// Prefix of every Redis key, so that several deployments (or tests) share a server.
+    pub prefix: String,
+    /// How often an idle worker looks for due jobs (pushes from the same
+    /// process, and Redis pushes from anywhere, wake it at once).
+    pub poll_interval_ms: u64,
+    /// How long a worker holds a job without renewing its lease before the
+    /// job is handed to another worker.
+    pub lease_ms: u64,
+    /// How often a worker renews its leases and announces itself.
+    pub heartbeat_ms: u64,
+    /// How often expired leases are looked for.
+    pub rescue_interval_ms: u64,
+    /// On SIGTERM, how long in-flight jobs may take to finish before they
+    /// are handed back to the queue.
+    pub shutdown_timeout_ms: u64,
+    /// How long finished jobs stay visible.
+    pub done_retention_secs: u64,
+    /// Most jobs taken in one fetch.
+    pub fetch_batch: u32,
+    /// Settings of every kind that `kinds` does not override.
+    pub defaults: KindSettings,
+    /// Per-kind overrides, keyed by job kind.
+    pub kinds: BTreeMap<String, KindOverride>,
+}
+
+/// The settings of one job kind's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindSettings {
+    /// Jobs of this kind run at once in one worker process.
+    pub concurrency: u32,
+    /// An attempt running longer fails with a `timeout` error (and is retried).
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindOverride {
+    pub concurrency: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_cap_ms: Option<u64>,
+    pub jitter: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Apply pending migrations when the worker starts.
+    pub migrate_on_start: bool,
+    /// First part of the worker's name; host, pid and a random suffix follow.
+    pub name_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `dossier_core=debug,info`…); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "sqlite://var/dossier.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            backend: QueueBackendKind::Sqlite,
+            url: None,
+            prefix: "dossier".into(),
+            poll_interval_ms: 200,
+            lease_ms: 30_000,
+            heartbeat_ms: 5_000,
+            rescue_interval_ms: 5_000,
+            shutdown_timeout_ms: 30_000,
+            done_retention_secs: 7 * 24 * 3600,
+            fetch_batch: 100,
+            defaults: KindSettings::default(),
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for KindSettings {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        KindSettings {
+            concurrency: 8,
+            timeout_ms: 300_000,
+            max_attempts: retry.max_attempts,
+            backoff_base_ms: retry.backoff_base_ms,
+            backoff_cap_ms: retry.backoff_cap_ms,
+            jitter: retry.jitter,
+        }
+    }
+}
+
+impl KindSettings {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_cap_ms: self.backoff_cap_ms,
+            jitter: self.jitter,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            migrate_on_start: true,
+            name_prefix: "dossier-worker".into(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: DatabaseSettings::default(),
+            queue: QueueSettings::default(),
+            worker: WorkerSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The effective settings of one kind: its overrides over the defaults.
+    pub fn kind(&self, kind: &str) -> KindSettings {
+        let d = &self.defaults;
+        match self.kinds.get(kind) {
+            None => d.clone(),
+            Some(o) => KindSettings {
+                concurrency: o.concurrency.unwrap_or(d.concurrency),
+                timeout_ms: o.timeout_ms.unwrap_or(d.timeout_ms),
+                max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
+                backoff_base_ms: o.backoff_base_ms.unwrap_or(d.backoff_base_ms),
+                backoff_cap_ms: o.backoff_cap_ms.unwrap_or(d.backoff_cap_ms),
+                jitter: o.jitter.unwrap_or(d.jitter),
+            },
+        }
+    }
+
+    /// The SQLite URL the `sqlite` queue backend uses.
+    pub fn sqlite_url<'a>(&'a self, database: &'a DatabaseSettings) -> &'a str {
+        self.url.as_deref().unwrap_or(&database.url)
+    }
+}
+
+impl Settings {
+    /// Loads settings from the built-in defaults, then `file` (or the file
+    /// named by `DOSSIER_CONFIG`), then `DOSSIER__…` variables; validates them.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let (path, given_by) = match (file, env_file) {
+            (Some(p), _) => (Some(p.to_path_buf()), "--config".to_string()),
+            (None, Some(p)) => (Some(p), format!("environment variable {CONFIG_ENV}")),
+            (None, None) => (None, String::new()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile { path, given_by });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(&figment)
+    }
+
+    /// Extracts and validates settings from an assembled figment.
+    pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let lines: Vec<String> = e.into_iter().map(|e| format!("  - {e}")).collect();
+            ConfigError::Invalid(lines.join("\n"))
+        })?;
+        let problems = settings.problems(figment);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ))
+        }
+    }
+
+    /// Every semantic problem at once, each naming its key and source.
+    fn problems(&self, figment: &Figment) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, why: String| {
+            out.push(format!("{key}: {why} (set by {})", source_of(figment, key)));
+        };
+        match url::Url::parse(&self.database.url) {
+            Ok(u) if matches!(u.scheme(), "sqlite" | "postgres" | "postgresql") => {}
+            Ok(u) => bad(
+                "database.url",
+                format!(
+                    "scheme `{}` is not supported; use sqlite://PATH or postgres://…",
+                    u.scheme()
+                ),
+            ),
+            Err(e) => bad("database.url", format!("not a valid URL: {e}")),
+        }
+        if self.database.max_connections == 0 {
+            bad("database.max_connections", "must be at least 1".into());
+        }
+        match (self.queue.backend, self.queue.url.as_deref()) {
+            (QueueBackendKind::Redis, None) => bad(
+                "queue.url",
+                "the redis backend needs a URL such as redis://127.0.0.1:6379/0".into(),
+            ),
+            (QueueBackendKind::Redis, Some(u)) => match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+                Ok(p) => bad(
+                    "queue.url",
+                    format!("scheme `{}` is not a Redis URL", p.scheme()),
+                ),
+                Err(e) => bad("queue.url", format!("not a valid URL: {e}")),
+            },
+            (QueueBackendKind::Sqlite, Some(u)) => match url::Url::parse(u) {
+                Ok(p) if p.scheme() == "sqlite" => {}
+                _ => bad(
+                    "queue.url",
+                    "the sqlite backend takes a sqlite:// URL (or none: database.url is used)"
+                        .into(),
+                ),
+            },
+            (QueueBackendKind::Sqlite, None) => {
+                if !self.database.url.starts_with("sqlite:") {
+                    bad(
+                        "queue.backend",
+                        "the sqlite queue needs a SQLite database; set queue.url to a sqlite:// URL or use the redis backend".into(),
+                    );
+                }
+            }
+        }
+        if self.queue.prefix.is_empty() || self.queue.prefix.contains(char::is_whitespace) {
+            bad("queue.prefix", "must be a non-empty word".into());
+        }
+        for (key, value) in [
+            ("queue.poll_interval_ms", self.queue.poll_interval_ms),
+            ("queue.lease_ms", self.queue.lease_ms),
+            ("queue.heartbeat_ms", self.queue.heartbeat_ms),
+            ("queue.rescue_interval_ms", self.queue.rescue_interval_ms),
+            ("queue.fetch_batch", u64::from(self.queue.fetch_batch)),
+        ] {
+            if value == 0 {
+                bad(key, "must be greater than 0".into());
+            }
+        }
+        if self.queue.heartbeat_ms * 2 > self.queue.lease_ms {
+            bad(
+                "queue.heartbeat_ms",
+                format!(
+                    "must be at most half of queue.lease_ms ({}), or leases expire between heartbeats",
+                    self.queue.lease_ms
+                ),
+            );
+        }
+        let kinds = std::iter::once(("queue.defaults".to_string(), self.queue.defaults.clone()))
+            .chain(
+                self.queue
+                    .kinds
+                    .keys()
+                    .map(|k| (format!("queue.kinds.{k}"), self.queue.kind(k))),
+            );
+        for (prefix, k) in kinds {
+            if k.concurrency == 0 {
+                bad(&format!("{prefix}.concurrency"), "must be at least 1".into());
+            }
+            if k.max_attempts == 0 {
+                bad(&format!("{prefix}.max_attempts"), "must be at least 1".into());
+            }
+            if k.timeout_ms == 0 {
+                bad(&format!("{prefix}.timeout_ms"), "must be greater than 0".into());
+            }
+            if k.backoff_cap_ms < k.backoff_base_ms {
+                bad(
+                    &format!("{prefix}.backoff_cap_ms"),
+                    "must not be below backoff_base_ms".into(),
+                );
+            }
+            if !(0.0..=1.0).contains(&k.jitter) {
+                bad(&format!("{prefix}.jitter"), "must be between 0 and 1".into());
+            }
+        }
+        out
+    }
+}
+
+/// Where a key's value came from, in words an operator can act on.
+fn source_of(figment: &Figment, key: &str) -> String {
+    let Some(meta) = figment.find_metadata(key) else {
+        return "built-in default".into();
+    };
+    let path: Vec<&str> = key.split('.').collect();
+    if meta.name.contains("environment") {
+        return match meta.interpolate(&figment::Profile::Default, &path) {
+            name if name.starts_with(ENV_PREFIX) => format!("environment variable {name}"),
+            name => format!("environment variable {ENV_PREFIX}{}", name.to_uppercase()),
+        };
+    }
+    match &meta.source {
+        Some(figment::Source::File(p)) => format!("file {}", p.display()),
+        Some(other) if !meta.name.contains("Serialized") => format!("{} ({other})", meta.name),
+        _ => "built-in default".into(),
+    }
+}
+
+/// Hides the password of a URL before it is shown or logged.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            // set_password only fails on URLs that cannot have one.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figment_with(toml: &str) -> Figment {
+        Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml))
+    }
+
+    #[test]
+    fn shipped_default_file_matches_built_in_defaults() {
+        let text = include_str!("../../config/default.toml");
+        let s = Settings::from_figment(&figment_with(text)).expect("default.toml is valid");
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn production_example_is_valid() {
+        let text = include_str!("../../config/production.example.toml");
+        let s = Settings::from_figment(&figment_with(text)).expect("production example is valid");
+        assert_eq!(s.queue.backend, QueueBackendKind::Redis);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Settings::from_figment(&figment_with("[queue]\nbakend = 'redis'\n"))
+            .expect_err("unknown key refused")
+            .to_string();
+        assert!(err.contains("bakend"), "{err}");
+    }
+
+    #[test]
+    fn redis_without_url_is_refused_with_its_key() {
+        let err = Settings::from_figment(&figment_with("[queue]\nbackend = 'redis'\n"))
+            .expect_err("missing url refused")
+            .to_string();
+        assert!(err.contains("queue.url"), "{err}");
+    }
+
+    #[test]
+    fn kind_overrides_fall_back_to_defaults() {
+        let s = Settings::from_figment(&figment_with(
+            "[queue.defaults]\nconcurrency = 3\n[queue.kinds.x]\nmax_attempts = 2\n",
+        ))
+        .expect("valid");
+        let k = s.queue.kind("x");
+        assert_eq!((k.concurrency, k.max_attempts), (3, 2));
+        assert_eq!(s.queue.kind("y").max_attempts, 10);
+    }
+
+    #[test]
+    fn redact_url_hides_password() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
+    }
+}

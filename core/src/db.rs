@@ -1,0 +1,149 @@
+//! Database connections and migrations, for SQLite (embedded) and PostgreSQL.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot create the directory {path} for the SQLite database: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0}: use sqlite://PATH or postgres://…")]
+    Unsupported(String),
+}
+
+/// A connection pool to the business database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The file a `sqlite:` URL names, when it names one (not `:memory:`).
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") {
+        None
+    } else {
+        Some(PathBuf::from(path))
+    }
+}
+
+/// Opens a SQLite pool tuned for a job queue: WAL (readers never block the
+/// writer), `synchronous=NORMAL` (durable across process crashes, which is
+/// what a queue needs; apalis-sqlite's OFF is not), and a busy timeout so
+/// that several processes on one file wait rather than fail.
+pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
+    if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(PathBuf::from)) {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(&parent).map_err(|source| DbError::CreateDir {
+                path: parent.clone(),
+                source,
+            })?;
+        }
+    }
+    let redacted = crate::config::redact_url(url);
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|source| DbError::Connect {
+            url: redacted.clone(),
+            source,
+        })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redacted,
+            source,
+        })
+}
+
+impl Database {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Database::Sqlite(connect_sqlite(url, max_connections).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .map_err(|source| DbError::Connect {
+                    url: crate::config::redact_url(url),
+                    source,
+                })?;
+            Ok(Database::Postgres(pool))
+        } else {
+            Err(DbError::Unsupported(crate::config::redact_url(url)))
+        }
+    }
+
+    /// Applies every migration not applied yet; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize, DbError> {
+        match self {
+            Database::Sqlite(pool) => {
+                let before = applied_sqlite(pool).await;
+                SQLITE_MIGRATIONS.run(pool).await?;
+                Ok(SQLITE_MIGRATIONS.iter().count().saturating_sub(before))
+            }
+            Database::Postgres(pool) => {
+                let before = applied_postgres(pool).await;
+                POSTGRES_MIGRATIONS.run(pool).await?;
+                Ok(POSTGRES_MIGRATIONS.iter().count().saturating_sub(before))
+            }
+        }
+    }
+}
+
+// Before the first migration the bookkeeping table does not exist: zero applied.
+async fn applied_sqlite(pool: &SqlitePool) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}
+
+async fn applied_postgres(pool: &PgPool) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_path_reads_urls() {
+        assert_eq!(sqlite_path("sqlite://var/x.db"), Some(PathBuf::from("var/x.db")));
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db?mode=rwc"), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
+}

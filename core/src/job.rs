@@ -1,0 +1,210 @@
+//! The job as every backend stores it, and the outcome vocabulary handlers use.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job stands. "Scheduled" and "retrying" are both waiting for their
+/// run time; they differ by whether the job has already been attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Due now, waiting for a worker.
+    Pending,
+    /// Due later, never attempted.
+    Scheduled,
+    /// Held by a worker under a lease.
+    Running,
+    /// Failed at least once, due again later.
+    Retrying,
+    /// Finished successfully.
+    Done,
+    /// Failed permanently, exhausted its attempts, or killed by an operator.
+    Dead,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Scheduled,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Done,
+        JobStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Running => "running",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job to be enqueued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// When to run it first (epoch ms); `None` means now.
+    pub run_at_ms: Option<i64>,
+    pub max_attempts: u32,
+    /// The same key twice enqueues once; the second push returns the first job's id.
+    pub idempotency_key: Option<String>,
+    /// Correlates the job with the request that created it in logs.
+    pub trace_id: Option<String>,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "id", rename_all = "snake_case")]
+pub enum PushOutcome {
+    Created(String),
+    /// A job with the same idempotency key already exists: its id.
+    Duplicate(String),
+}
+
+impl PushOutcome {
+    pub fn id(&self) -> &str {
+        match self {
+            PushOutcome::Created(id) | PushOutcome::Duplicate(id) => id,
+        }
+    }
+}
+
+/// One failed attempt, kept for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub at_ms: i64,
+    /// `transient`, `permanent`, `panic`, `timeout`, `lost` (worker died) or `killed`.
+    pub class: String,
+    pub message: String,
+}
+
+/// A stored job, as listings and `jobs show` see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+    pub last_error: Option<String>,
+    pub errors: Vec<AttemptError>,
+    /// What the handler returned on success.
+    pub result: Option<serde_json::Value>,
+}
+
+/// A job handed to a worker: enough to run it, nothing more.
+#[derive(Debug, Clone)]
+pub struct LeasedJob {
+    pub id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub trace_id: Option<String>,
+}
+
+/// How a handler says it failed. The class decides what the runtime does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth trying again (server down, timeout, 429…). `retry_after`
+    /// overrides the backoff, e.g. with an HTTP `Retry-After`.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will never succeed (bad input, not found, forbidden): straight to the dead set.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl JobError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        JobError::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        JobError::Transient {
+            message: message.into(),
+            retry_after: Some(after),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        JobError::Permanent {
+            message: message.into(),
+        }
+    }
+}
+
+/// Counts of one queue, as `dossier queues` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub kind: String,
+    pub pending: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub done: u64,
+    pub dead: u64,
+    /// Age of the oldest job due now and not yet picked up.
+    pub oldest_pending_age_ms: Option<i64>,
+}
+
+impl QueueCounts {
+    /// Jobs that still have to run.
+    pub fn outstanding(&self) -> u64 {
+        self.pending + self.scheduled + self.running + self.retrying
+    }
+}
+
+/// A worker process as seen through its heartbeats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub kinds: Vec<String>,
+    pub started_at_ms: i64,
+    pub last_heartbeat_ms: i64,
+    pub running: u64,
+}
+
+/// A filter for job listings.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub kind: Option<String>,
+    pub status: Option<JobStatus>,
+    pub limit: usize,
+}

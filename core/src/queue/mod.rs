@@ -1,0 +1,177 @@
+//! The queue: one trait, one implementation per backend.
+//!
+//! Every backend keeps the same record (`JobRecord`) and the same life cycle:
+//! queued → running (under a lease renewed by heartbeats) → done or dead, with
+//! failed attempts going back to queued at a later run time. The runtime
+//! (`crate::runtime`) decides *what* happens after an attempt; a backend only
+//! makes it durable. Apalis 1.0's own backends cannot do that uniformly (see
+//! `docs/architecture.md`), hence these.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{QueueBackendKind, Settings};
+use crate::job::{
+    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
+    WorkerInfo,
+};
+
+pub mod redis;
+pub mod sqlite;
+mod wake;
+
+pub use wake::Wakers;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SQLite queue: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("Redis queue: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("cannot open the queue: {0}")]
+    Open(#[from] crate::db::DbError),
+    #[error("stored job {id} is unreadable: {why}")]
+    Corrupt { id: String, why: String },
+}
+
+/// A failed attempt, as the runtime hands it to the backend.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub id: String,
+    pub error: AttemptError,
+    /// When to run again (epoch ms); `None` sends the job to the dead set.
+    pub retry_at_ms: Option<i64>,
+}
+
+/// A successful attempt and what the handler returned.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    pub result: serde_json::Value,
+}
+
+/// What an operator's retry or kill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Applied,
+    NotFound,
+    /// The job's status does not allow it (e.g. killing a finished job).
+    Refused(JobStatus),
+}
+
+/// The durable queue operations every backend provides.
+#[async_trait]
+pub trait QueueBackend: Send + Sync + 'static {
+    /// `sqlite` or `redis`.
+    fn name(&self) -> &'static str;
+
+    /// Wake-up handles: a push in this process (or, on Redis, anywhere)
+    /// notifies the kind's handle so that idle workers fetch at once.
+    fn wakers(&self) -> &Wakers;
+
+    /// Starts delivering wake-ups from other processes, until `stop`.
+    async fn listen(&self, _stop: CancellationToken) {}
+
+    async fn push(&self, job: NewJob) -> Result<PushOutcome, QueueError> {
+        let mut out = self.push_bulk(vec![job]).await?;
+        out.pop().ok_or_else(|| QueueError::Corrupt {
+            id: String::new(),
+            why: "push returned no outcome".into(),
+        })
+    }
+
+    /// Enqueues many jobs at once, in order; one outcome per job.
+    async fn push_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError>;
+
+    /// Leases up to `limit` due jobs of `kind` to `worker` for `lease`.
+    async fn fetch(
+        &self,
+        kind: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<LeasedJob>, QueueError>;
+
+    /// Marks jobs done. Jobs whose lease `worker` no longer holds are left alone.
+    async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError>;
+
+    /// Records a failed attempt: retry later or dead.
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError>;
+
+    /// Hands leased jobs back without counting the attempt (graceful shutdown).
+    async fn release(&self, worker: &str, ids: &[String]) -> Result<(), QueueError>;
+
+    /// Renews the leases of `running` and records that `worker` is alive.
+    async fn heartbeat(
+        &self,
+        worker: &WorkerInfo,
+        running: &[String],
+        lease: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Forgets a worker that stopped cleanly.
+    async fn deregister(&self, worker: &str) -> Result<(), QueueError>;
+
+    /// Re-queues (or, out of attempts, kills) jobs whose lease ran out;
+    /// returns how many it handled.
+    async fn rescue(&self) -> Result<u64, QueueError>;
+
+    /// Deletes finished jobs older than `retention`, and workers silent that long.
+    async fn purge(&self, retention: Duration) -> Result<u64, QueueError>;
+
+    /// Per-kind counts, every kind that has jobs.
+    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError>;
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
+
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
+
+    /// Runs a dead or waiting job now. A dead job that used all its attempts
+    /// gets one more (River's rule), so a retried job is never lost to a
+    /// spent budget.
+    async fn retry(&self, id: &str) -> Result<AdminOutcome, QueueError>;
+
+    /// Retries every dead job (of one kind); returns how many.
+    async fn retry_all_dead(&self, kind: Option<&str>) -> Result<u64, QueueError>;
+
+    /// Sends a waiting or running job to the dead set.
+    async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError>;
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
+}
+
+/// Opens the backend the settings name.
+pub async fn open(settings: &Settings) -> Result<Arc<dyn QueueBackend>, QueueError> {
+    let q = &settings.queue;
+    Ok(match q.backend {
+        QueueBackendKind::Sqlite => {
+            let url = q.sqlite_url(&settings.database);
+            let pool =
+                crate::db::connect_sqlite(url, settings.database.max_connections.max(2)).await?;
+            Arc::new(sqlite::SqliteQueue::new(pool))
+        }
+        QueueBackendKind::Redis => {
+            let url = q.url.as_deref().unwrap_or_default();
+            Arc::new(redis::RedisQueue::connect(url, &q.prefix).await?)
+        }
+    })
+}
+
+/// How a status maps onto stored state for a waiting job.
+pub(crate) fn waiting_status(run_at_ms: i64, attempts: u32, now_ms: i64) -> JobStatus {
+    if run_at_ms <= now_ms {
+        JobStatus::Pending
+    } else if attempts == 0 {
+        JobStatus::Scheduled
+    } else {
+        JobStatus::Retrying
+    }
+}
+
+/// The message recorded when a lease runs out: prefix, worker name, suffix.
+pub(crate) const LOST_PREFIX: &str = "worker ";
+pub(crate) const LOST_SUFFIX: &str =
+    " stopped renewing its lease (killed, crashed or cut off); job handed back";

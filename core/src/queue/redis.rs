@@ -1,0 +1,923 @@
+//! The queue on Redis: a reliable-queue design of our own.
+//!
+//! apalis-redis 1.0 pushes every job through a scheduled set that it promotes
+//! all at once (it fails above ~8,000 due jobs), drains in O(N²) with task
+//! locks on, ignores `max_attempts` and cannot list its tasks (see the field
+//! notes). Here each kind has:
+//!
+//! - `{p}:ready:{kind}`    LIST of job ids due now (RPUSH / LPOP);
+//! - `{p}:sched:{kind}`    ZSET of never-run jobs by run time;
+//! - `{p}:retry:{kind}`    ZSET of failed jobs by next run time;
+//! - `{p}:running:{kind}`  ZSET of leased jobs by lease deadline;
+//! - `{p}:done:{kind}` and `{p}:dead:{kind}`  ZSETs by finishing time;
+//! - `{p}:job:{id}`        HASH holding the record.
+//!
+//! Every transition is one Lua script, so a crash between two steps cannot
+//! lose a job; due jobs are promoted in bounded chunks, so a backlog of any
+//! size costs the same per fetch. Designed for one Redis server (not Cluster).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    waiting_status, AdminOutcome, Completion, Failure, QueueBackend, QueueError, Wakers,
+    LOST_PREFIX, LOST_SUFFIX,
+};
+use crate::clock::now_ms;
+use crate::job::{
+    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
+    WorkerInfo,
+};
+
+/// Due jobs promoted per fetch: bounded so that `unpack` never overflows
+/// Lua's stack and a fetch never blocks Redis for long.
+const PROMOTE_CHUNK: usize = 1_000;
+/// Jobs per push script call.
+const PUSH_CHUNK: usize = 1_000;
+
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    client: redis::Client,
+    prefix: String,
+    wakers: Wakers,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    push: Script,
+    fetch: Script,
+    complete: Script,
+    fail: Script,
+    release: Script,
+    heartbeat: Script,
+    rescue: Script,
+    counts: Script,
+    retry: Script,
+    kill: Script,
+    purge: Script,
+}
+
+/// Appends one JSON object to the JSON array text of `errors` (no cjson
+/// round trip: it would print large integers in exponent form).
+const LUA_APPEND_ERROR: &str = r#"
+local function append_error(key, err_json)
+  local errors = redis.call('HGET', key, 'errors')
+  if not errors or errors == '[]' or errors == '' then
+    errors = '[' .. err_json .. ']'
+  else
+    errors = string.sub(errors, 1, -2) .. ',' .. err_json .. ']'
+  end
+  redis.call('HSET', key, 'errors', errors)
+end
+"#;
+
+const PUSH: &str = r#"
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local out = {}
+local woken = {}
+local i = 3
+while i <= #ARGV do
+  local id, kind, payload, run_at, max, idem, trace =
+    ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4], ARGV[i+5], ARGV[i+6]
+  i = i + 7
+  local dup = false
+  if idem ~= '' then
+    local prev = redis.call('HGET', p .. ':idem', idem)
+    if prev then
+      table.insert(out, 'dup:' .. prev)
+      dup = true
+    else
+      redis.call('HSET', p .. ':idem', idem, id)
+    end
+  end
+  if not dup then
+    local key = p .. ':job:' .. id
+    redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
+      'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]')
+    if idem ~= '' then redis.call('HSET', key, 'idempotency_key', idem) end
+    if trace ~= '' then redis.call('HSET', key, 'trace_id', trace) end
+    if run_at <= now then
+      redis.call('RPUSH', p .. ':ready:' .. kind, id)
+      woken[kind] = true
+    else
+      redis.call('ZADD', p .. ':sched:' .. kind, run_at, id)
+    end
+    redis.call('SADD', p .. ':kinds', kind)
+    table.insert(out, 'new:' .. id)
+  end
+end
+for kind, _ in pairs(woken) do
+  redis.call('PUBLISH', p .. ':wake', kind)
+end
+return out
+"#;
+
+const FETCH: &str = r#"
+local p, kind = ARGV[1], ARGV[2]
+local now, limit, deadline, worker, chunk =
+  tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
+local ready = p .. ':ready:' .. kind
+for _, set in ipairs({p .. ':retry:' .. kind, p .. ':sched:' .. kind}) do
+  local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, chunk)
+  if #due > 0 then
+    redis.call('ZREM', set, unpack(due))
+    redis.call('RPUSH', ready, unpack(due))
+  end
+end
+local ids = redis.call('LPOP', ready, limit)
+if not ids then return {} end
+local out = {}
+local running = p .. ':running:' .. kind
+for _, id in ipairs(ids) do
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'payload', 'max_attempts', 'trace_id')
+  if f[1] == 'queued' then
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', deadline,
+      'updated_at', now)
+    redis.call('ZADD', running, deadline, id)
+    table.insert(out, {id, f[2], attempts, f[3], f[4] or ''})
+  end
+end
+return out
+"#;
+
+const COMPLETE: &str = r#"
+local p, worker, now = ARGV[1], ARGV[2], ARGV[3]
+local n = 0
+local i = 4
+while i <= #ARGV do
+  local id, result = ARGV[i], ARGV[i+1]
+  i = i + 2
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind')
+  if f[1] == 'running' and f[2] == worker then
+    redis.call('HSET', key, 'state', 'done', 'finished_at', now, 'updated_at', now, 'result', result)
+    redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
+    redis.call('ZREM', p .. ':running:' .. f[3], id)
+    redis.call('ZADD', p .. ':done:' .. f[3], now, id)
+    n = n + 1
+  end
+end
+return n
+"#;
+
+const FAIL: &str = r#"
+local p, worker, now, id, retry_at, err_json, message =
+  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local key = p .. ':job:' .. id
+local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind')
+if f[1] ~= 'running' or f[2] ~= worker then return 0 end
+local kind = f[3]
+append_error(key, err_json)
+redis.call('HSET', key, 'last_error', message, 'updated_at', now)
+redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
+redis.call('ZREM', p .. ':running:' .. kind, id)
+if retry_at == '' then
+  redis.call('HSET', key, 'state', 'dead', 'finished_at', now)
+  redis.call('ZADD', p .. ':dead:' .. kind, now, id)
+else
+  local at = tonumber(retry_at)
+  redis.call('HSET', key, 'state', 'queued', 'run_at', at)
+  if at <= now then
+    redis.call('RPUSH', p .. ':ready:' .. kind, id)
+    redis.call('PUBLISH', p .. ':wake', kind)
+  else
+    redis.call('ZADD', p .. ':retry:' .. kind, at, id)
+  end
+end
+return 1
+"#;
+
+const RELEASE: &str = r#"
+local p, worker, now = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind', 'attempts')
+  if f[1] == 'running' and f[2] == worker then
+    local attempts = math.max(tonumber(f[4]) - 1, 0)
+    redis.call('HSET', key, 'state', 'queued', 'attempts', attempts, 'run_at', now, 'updated_at', now)
+    redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
+    redis.call('ZREM', p .. ':running:' .. f[3], id)
+    redis.call('LPUSH', p .. ':ready:' .. f[3], id)
+    redis.call('PUBLISH', p .. ':wake', f[3])
+  end
+end
+return 1
+"#;
+
+const HEARTBEAT: &str = r#"
+local p, worker, deadline, now, info = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind')
+  if f[1] == 'running' and f[2] == worker then
+    redis.call('HSET', key, 'lease_expires_at', deadline)
+    redis.call('ZADD', p .. ':running:' .. f[3], deadline, id)
+  end
+end
+redis.call('HSET', p .. ':workers', worker, info)
+redis.call('ZADD', p .. ':beats', now, worker)
+return 1
+"#;
+
+const RESCUE: &str = r#"
+local p, now, lost_prefix, lost_suffix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local n = 0
+for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  local running = p .. ':running:' .. kind
+  local expired = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    local key = p .. ':job:' .. id
+    local f = redis.call('HMGET', key, 'state', 'lease_owner', 'attempts', 'max_attempts')
+    redis.call('ZREM', running, id)
+    if f[1] == 'running' then
+      local message = lost_prefix .. (f[2] or '?') .. lost_suffix
+      append_error(key, '{"attempt":' .. f[3] .. ',"at_ms":' .. ARGV[2] ..
+        ',"class":"lost","message":' .. cjson.encode(message) .. '}')
+      redis.call('HSET', key, 'last_error', message, 'updated_at', now, 'run_at', now)
+      redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
+      if tonumber(f[3]) >= tonumber(f[4]) then
+        redis.call('HSET', key, 'state', 'dead', 'finished_at', now)
+        redis.call('ZADD', p .. ':dead:' .. kind, now, id)
+      else
+        redis.call('HSET', key, 'state', 'queued')
+        redis.call('RPUSH', p .. ':ready:' .. kind, id)
+        redis.call('PUBLISH', p .. ':wake', kind)
+      end
+      n = n + 1
+    end
+  end
+end
+return n
+"#;
+
+const COUNTS: &str = r#"
+local p, now = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  local sched, retry = p .. ':sched:' .. kind, p .. ':retry:' .. kind
+  local ready = p .. ':ready:' .. kind
+  local due_s = redis.call('ZCOUNT', sched, '-inf', now)
+  local due_r = redis.call('ZCOUNT', retry, '-inf', now)
+  local oldest = ''
+  local head = redis.call('LINDEX', ready, 0)
+  if head then oldest = redis.call('HGET', p .. ':job:' .. head, 'run_at') or '' end
+  for _, set in ipairs({sched, retry}) do
+    local first = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+    if #first > 0 and (oldest == '' or tonumber(first[2]) < tonumber(oldest)) then
+      oldest = first[2]
+    end
+  end
+  table.insert(out, {kind,
+    redis.call('LLEN', ready) + due_s + due_r,
+    redis.call('ZCARD', sched) - due_s,
+    redis.call('ZCARD', p .. ':running:' .. kind),
+    redis.call('ZCARD', retry) - due_r,
+    redis.call('ZCARD', p .. ':done:' .. kind),
+    redis.call('ZCARD', p .. ':dead:' .. kind),
+    oldest})
+end
+return out
+"#;
+
+/// Retries one job (ARGV[3]) or every dead job of a kind (ARGV[4], up to 1,000 a call).
+const RETRY: &str = r#"
+local p, now = ARGV[1], tonumber(ARGV[2])
+local function retry_one(id)
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'kind', 'attempts', 'max_attempts')
+  if not f[1] then return 'missing' end
+  local kind = f[2]
+  if f[1] == 'dead' then
+    redis.call('ZREM', p .. ':dead:' .. kind, id)
+  elseif f[1] == 'queued' then
+    local a = redis.call('ZREM', p .. ':sched:' .. kind, id)
+    local b = redis.call('ZREM', p .. ':retry:' .. kind, id)
+    if a + b == 0 then return 'ok' end
+  else
+    return f[1]
+  end
+  local max = math.max(tonumber(f[4]), tonumber(f[3]) + 1)
+  redis.call('HSET', key, 'state', 'queued', 'run_at', now, 'updated_at', now, 'max_attempts', max)
+  redis.call('HDEL', key, 'finished_at')
+  redis.call('RPUSH', p .. ':ready:' .. kind, id)
+  redis.call('PUBLISH', p .. ':wake', kind)
+  return 'ok'
+end
+if ARGV[3] ~= '' then return retry_one(ARGV[3]) end
+local ids = redis.call('ZRANGE', p .. ':dead:' .. ARGV[4], 0, 999)
+for _, id in ipairs(ids) do retry_one(id) end
+return #ids
+"#;
+
+const KILL: &str = r#"
+local p, now, id, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local key = p .. ':job:' .. id
+local f = redis.call('HMGET', key, 'state', 'kind', 'attempts')
+if not f[1] then return 'missing' end
+if f[1] ~= 'queued' and f[1] ~= 'running' then return f[1] end
+local kind = f[2]
+redis.call('LREM', p .. ':ready:' .. kind, 0, id)
+redis.call('ZREM', p .. ':sched:' .. kind, id)
+redis.call('ZREM', p .. ':retry:' .. kind, id)
+redis.call('ZREM', p .. ':running:' .. kind, id)
+append_error(key, ARGV[5])
+redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'updated_at', now, 'last_error', reason)
+redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
+redis.call('ZADD', p .. ':dead:' .. kind, now, id)
+return 'ok'
+"#;
+
+const PURGE: &str = r#"
+local p, cutoff = ARGV[1], tonumber(ARGV[2])
+local n = 0
+for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  local done = p .. ':done:' .. kind
+  local ids = redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do
+    local key = p .. ':job:' .. id
+    local idem = redis.call('HGET', key, 'idempotency_key')
+    if idem then redis.call('HDEL', p .. ':idem', idem) end
+    redis.call('DEL', key)
+    redis.call('ZREM', done, id)
+    n = n + 1
+  end
+end
+local stale = redis.call('ZRANGEBYSCORE', p .. ':beats', '-inf', '(' .. cutoff)
+for _, w in ipairs(stale) do
+  redis.call('HDEL', p .. ':workers', w)
+  redis.call('ZREM', p .. ':beats', w)
+end
+return n
+"#;
+
+impl Scripts {
+    fn new() -> Self {
+        let with_errors = |body: &str| Script::new(&format!("{LUA_APPEND_ERROR}\n{body}"));
+        Scripts {
+            push: Script::new(PUSH),
+            fetch: Script::new(FETCH),
+            complete: Script::new(COMPLETE),
+            fail: with_errors(FAIL),
+            release: Script::new(RELEASE),
+            heartbeat: Script::new(HEARTBEAT),
+            rescue: with_errors(RESCUE),
+            counts: Script::new(COUNTS),
+            retry: Script::new(RETRY),
+            kill: with_errors(KILL),
+            purge: Script::new(PURGE),
+        }
+    }
+}
+
+fn opt_ms(map: &HashMap<String, String>, field: &str) -> Option<i64> {
+    map.get(field).and_then(|v| v.parse().ok())
+}
+
+impl RedisQueue {
+    /// Connects; the connection manager reconnects by itself after a Redis
+    /// restart, and scripts are reloaded on `NOSCRIPT`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisQueue, QueueError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(RedisQueue {
+            conn,
+            client,
+            prefix: prefix.to_string(),
+            wakers: Wakers::default(),
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// Deletes every key under this queue's prefix (tests and benchmarks).
+    pub async fn destroy(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                deleted += conn.del::<_, u64>(keys).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+
+    async fn kinds(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut kinds: Vec<String> = conn.smembers(self.key("kinds")).await?;
+        kinds.sort();
+        Ok(kinds)
+    }
+
+    async fn records(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.key(&format!("job:{id}")));
+        }
+        let mut conn = self.conn.clone();
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let now = now_ms();
+        ids.iter()
+            .zip(maps)
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(id, m)| record_from_hash(id, &m, now))
+            .collect()
+    }
+}
+
+fn record_from_hash(
+    id: &str,
+    m: &HashMap<String, String>,
+    now: i64,
+) -> Result<JobRecord, QueueError> {
+    let corrupt = |why: String| QueueError::Corrupt {
+        id: id.to_string(),
+        why,
+    };
+    let get = |f: &str| m.get(f).cloned().ok_or_else(|| corrupt(format!("no field {f}")));
+    let num = |f: &str| -> Result<i64, QueueError> {
+        get(f)?.parse().map_err(|e| corrupt(format!("{f}: {e}")))
+    };
+    let attempts = num("attempts")? as u32;
+    let run_at = num("run_at")?;
+    let status = match get("state")?.as_str() {
+        "queued" => waiting_status(run_at, attempts, now),
+        "running" => JobStatus::Running,
+        "done" => JobStatus::Done,
+        "dead" => JobStatus::Dead,
+        other => return Err(corrupt(format!("unknown state {other}"))),
+    };
+    Ok(JobRecord {
+        id: id.to_string(),
+        kind: get("kind")?,
+        payload: serde_json::from_str(&get("payload")?)
+            .map_err(|e| corrupt(format!("payload: {e}")))?,
+        status,
+        attempts,
+        max_attempts: num("max_attempts")? as u32,
+        run_at_ms: run_at,
+        created_at_ms: num("created_at")?,
+        updated_at_ms: num("updated_at")?,
+        finished_at_ms: opt_ms(m, "finished_at"),
+        lease_owner: m.get("lease_owner").cloned(),
+        lease_expires_at_ms: opt_ms(m, "lease_expires_at"),
+        idempotency_key: m.get("idempotency_key").cloned(),
+        trace_id: m.get("trace_id").cloned(),
+        last_error: m.get("last_error").cloned(),
+        errors: serde_json::from_str(m.get("errors").map(String::as_str).unwrap_or("[]"))
+            .map_err(|e| corrupt(format!("errors: {e}")))?,
+        result: m
+            .get("result")
+            .map(|r| serde_json::from_str(r))
+            .transpose()
+            .map_err(|e| corrupt(format!("result: {e}")))?,
+    })
+}
+
+fn admin_outcome(answer: &str) -> AdminOutcome {
+    match answer {
+        "ok" => AdminOutcome::Applied,
+        "missing" => AdminOutcome::NotFound,
+        "running" => AdminOutcome::Refused(JobStatus::Running),
+        "done" => AdminOutcome::Refused(JobStatus::Done),
+        _ => AdminOutcome::Refused(JobStatus::Dead),
+    }
+}
+
+#[async_trait]
+impl QueueBackend for RedisQueue {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn wakers(&self) -> &Wakers {
+        &self.wakers
+    }
+
+    /// Subscribes to `{p}:wake` and wakes local fetchers; resubscribes after
+    /// a lost connection. The poll interval covers any gap.
+    async fn listen(&self, stop: CancellationToken) {
+        let channel = self.key("wake");
+        while !stop.is_cancelled() {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if let Err(e) = pubsub.subscribe(&channel).await {
+                        tracing::warn!(error = %e, "cannot subscribe to wake-ups; retrying");
+                    } else {
+                        let mut stream = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                msg = stream.next() => match msg {
+                                    Some(msg) => {
+                                        if let Ok(kind) = msg.get_payload::<String>() {
+                                            self.wakers.wake(&kind);
+                                        }
+                                    }
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "wake-up subscription lost; retrying"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn push_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut conn = self.conn.clone();
+        for chunk in jobs.chunks(PUSH_CHUNK) {
+            let now = now_ms();
+            let mut inv = self.scripts.push.prepare_invoke();
+            inv.arg(&self.prefix).arg(now);
+            for j in chunk {
+                inv.arg(uuid::Uuid::now_v7().to_string())
+                    .arg(&j.kind)
+                    .arg(j.payload.to_string())
+                    .arg(j.run_at_ms.unwrap_or(now))
+                    .arg(j.max_attempts)
+                    .arg(j.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(j.trace_id.as_deref().unwrap_or(""));
+            }
+            let answers: Vec<String> = inv.invoke_async(&mut conn).await?;
+            for a in answers {
+                out.push(match a.split_once(':') {
+                    Some(("new", id)) => PushOutcome::Created(id.to_string()),
+                    Some((_, id)) => PushOutcome::Duplicate(id.to_string()),
+                    None => {
+                        return Err(QueueError::Corrupt {
+                            id: a,
+                            why: "unexpected push answer".into(),
+                        })
+                    }
+                });
+            }
+            // Wake local fetchers at once; other processes hear the PUBLISH.
+            let mut kinds: Vec<&str> = chunk.iter().map(|j| j.kind.as_str()).collect();
+            kinds.dedup();
+            for k in kinds {
+                self.wakers.wake(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(
+        &self,
+        kind: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<LeasedJob>, QueueError> {
+        let now = now_ms();
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, String, u32, u32, String)> = self
+            .scripts
+            .fetch
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(kind)
+            .arg(now)
+            .arg(limit)
+            .arg(now + lease.as_millis() as i64)
+            .arg(worker)
+            .arg(PROMOTE_CHUNK)
+            .invoke_async(&mut conn)
+            .await?;
+        rows.into_iter()
+            .map(|(id, payload, attempt, max_attempts, trace)| {
+                Ok(LeasedJob {
+                    payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
+                        id: id.clone(),
+                        why: format!("payload: {e}"),
+                    })?,
+                    id,
+                    kind: kind.to_string(),
+                    attempt,
+                    max_attempts,
+                    trace_id: (!trace.is_empty()).then_some(trace),
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.complete.prepare_invoke();
+        inv.arg(&self.prefix).arg(worker).arg(now_ms());
+        for c in done {
+            inv.arg(&c.id).arg(c.result.to_string());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+        let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
+            id: failure.id.clone(),
+            why: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .fail
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(worker)
+            .arg(now_ms())
+            .arg(&failure.id)
+            .arg(failure.retry_at_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(error)
+            .arg(&failure.error.message)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, ids: &[String]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.release.prepare_invoke();
+        inv.arg(&self.prefix).arg(worker).arg(now_ms());
+        for id in ids {
+            inv.arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerInfo,
+        running: &[String],
+        lease: Duration,
+    ) -> Result<(), QueueError> {
+        let now = now_ms();
+        let info = serde_json::to_string(worker).map_err(|e| QueueError::Corrupt {
+            id: worker.name.clone(),
+            why: e.to_string(),
+        })?;
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(&worker.name)
+            .arg(now + lease.as_millis() as i64)
+            .arg(now)
+            .arg(info);
+        for id in running {
+            inv.arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, worker: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .hdel(self.key("workers"), worker)
+            .zrem(self.key("beats"), worker)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = self
+            .scripts
+            .rescue
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(LOST_PREFIX)
+            .arg(LOST_SUFFIX)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = self
+            .scripts
+            .purge
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now_ms() - retention.as_millis() as i64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        let now = now_ms();
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, u64, u64, u64, u64, u64, u64, String)> = self
+            .scripts
+            .counts
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut out: Vec<QueueCounts> = rows
+            .into_iter()
+            .map(
+                |(kind, pending, scheduled, running, retrying, done, dead, oldest)| QueueCounts {
+                    kind,
+                    pending,
+                    scheduled,
+                    running,
+                    retrying,
+                    done,
+                    dead,
+                    oldest_pending_age_ms: oldest.parse::<i64>().ok().map(|t| (now - t).max(0)),
+                },
+            )
+            .collect();
+        out.sort_by(|a, b| a.kind.cmp(&b.kind));
+        Ok(out)
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+        let limit = filter.limit.max(1);
+        let kinds = match &filter.kind {
+            Some(k) => vec![k.clone()],
+            None => self.kinds().await?,
+        };
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = Vec::new();
+        // Read a bounded window from each structure, then filter by the
+        // derived status: a due scheduled job shows as pending, as on SQLite.
+        for kind in &kinds {
+            let k = |s: &str| self.key(&format!("{s}:{kind}"));
+            let window = limit as isize;
+            let mut candidates: Vec<String> = Vec::new();
+            let wanted = |s: JobStatus| filter.status.is_none_or(|f| f == s);
+            if wanted(JobStatus::Pending) {
+                candidates.extend(conn.lrange::<_, Vec<String>>(k("ready"), 0, window - 1).await?);
+            }
+            for set in ["sched", "retry"] {
+                if wanted(JobStatus::Pending) || wanted(JobStatus::Scheduled) || wanted(JobStatus::Retrying) {
+                    candidates.extend(
+                        conn.zrange::<_, Vec<String>>(k(set), 0, window - 1).await?,
+                    );
+                }
+            }
+            if wanted(JobStatus::Running) {
+                candidates.extend(conn.zrange::<_, Vec<String>>(k("running"), 0, window - 1).await?);
+            }
+            for (set, st) in [("done", JobStatus::Done), ("dead", JobStatus::Dead)] {
+                if wanted(st) {
+                    candidates.extend(conn.zrevrange::<_, Vec<String>>(k(set), 0, window - 1).await?);
+                }
+            }
+            ids.extend(candidates);
+        }
+        let mut records: Vec<JobRecord> = self
+            .records(&ids)
+            .await?
+            .into_iter()
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .collect();
+        records.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then(b.id.cmp(&a.id)));
+        records.dedup_by(|a, b| a.id == b.id);
+        records.truncate(limit);
+        Ok(records)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        Ok(self.records(&[id.to_string()]).await?.pop())
+    }
+
+    async fn retry(&self, id: &str) -> Result<AdminOutcome, QueueError> {
+        let mut conn = self.conn.clone();
+        let answer: String = self
+            .scripts
+            .retry
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(id)
+            .arg("")
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(admin_outcome(&answer))
+    }
+
+    async fn retry_all_dead(&self, kind: Option<&str>) -> Result<u64, QueueError> {
+        let kinds = match kind {
+            Some(k) => vec![k.to_string()],
+            None => self.kinds().await?,
+        };
+        let mut conn = self.conn.clone();
+        let mut total = 0;
+        for k in kinds {
+            loop {
+                let n: u64 = self
+                    .scripts
+                    .retry
+                    .prepare_invoke()
+                    .arg(&self.prefix)
+                    .arg(now_ms())
+                    .arg("")
+                    .arg(&k)
+                    .invoke_async(&mut conn)
+                    .await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError> {
+        let now = now_ms();
+        let attempts = self.get(id).await?.map(|j| j.attempts).unwrap_or(0);
+        let error = AttemptError {
+            attempt: attempts,
+            at_ms: now,
+            class: "killed".into(),
+            message: reason.to_string(),
+        };
+        let mut conn = self.conn.clone();
+        let answer: String = self
+            .scripts
+            .kill
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now)
+            .arg(id)
+            .arg(reason)
+            .arg(serde_json::to_string(&error).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(admin_outcome(&answer))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.key("workers")).await?;
+        let mut out: Vec<WorkerInfo> = all
+            .values()
+            .filter_map(|v| serde_json::from_str::<WorkerInfo>(v).ok())
+            .collect();
+        let beats: Vec<(String, i64)> = conn
+            .zrange_withscores(self.key("beats"), 0, -1)
+            .await?;
+        let beats: HashMap<String, i64> = beats.into_iter().collect();
+        for w in &mut out {
+            if let Some(b) = beats.get(&w.name) {
+                w.last_heartbeat_ms = *b;
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}

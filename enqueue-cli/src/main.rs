@@ -1,0 +1,345 @@
+//! `dossier`: submit jobs, inspect and repair queues, run migrations.
+//! A thin shell over `dossier_core`; see `dossier --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use dossier_core::catalogue::Catalogue;
+use dossier_core::clock::{format_ms, now_ms};
+use dossier_core::config::Settings;
+use dossier_core::db::Database;
+use dossier_core::job::{JobFilter, JobRecord, JobStatus, PushOutcome};
+use dossier_core::queue::{self, AdminOutcome, QueueBackend};
+use dossier_core::submit::{self, SubmitOptions};
+
+#[derive(Parser)]
+#[command(name = "dossier", version, about = "Submit Dossier jobs, inspect and repair the queues")]
+struct Cli {
+    /// Configuration file (else $DOSSIER_CONFIG, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate,
+    /// Submit a job of any kind.
+    Enqueue(EnqueueArgs),
+    /// Per-queue counts: pending, scheduled, running, retrying, done, dead.
+    Queues(JsonFlag),
+    /// List, show, retry or kill jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Worker processes and their last heartbeat.
+    Workers(JsonFlag),
+    /// The job kinds this build knows.
+    Kinds,
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EnqueueArgs {
+    /// Job kind (see `dossier kinds`).
+    kind: String,
+    /// Payload as JSON.
+    #[arg(long, value_name = "JSON")]
+    json: String,
+    /// When to run: RFC 3339 time or delay (+30s, +5m, +2h, +1d).
+    #[arg(long, value_name = "WHEN")]
+    run_at: Option<String>,
+    /// Attempts in all (default: the kind's configured max_attempts).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// The same key twice enqueues once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Carried into the worker's logs.
+    #[arg(long)]
+    trace_id: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        /// pending, scheduled, running, retrying, done or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its payload (secrets redacted) and every attempt's error.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a dead or waiting job now; `--all-dead` retries the dead set.
+    Retry {
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        #[arg(long)]
+        all_dead: bool,
+        /// With --all-dead: only this kind.
+        #[arg(long, requires = "all_dead")]
+        kind: Option<String>,
+    },
+    /// Send a waiting or running job to the dead set.
+    Kill {
+        id: String,
+        #[arg(long, default_value = "killed by an operator")]
+        reason: String,
+    },
+}
+
+/// An error the user can fix: printed as is, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+fn user(msg: impl Into<String>) -> anyhow::Error {
+    UserError(msg.into()).into()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UserError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| user(e.to_string()))?;
+    dossier_core::logging::init(&settings.log);
+    let catalogue = Catalogue::product();
+    match cli.command {
+        Command::Migrate => {
+            let db = Database::connect(&settings.database.url, settings.database.max_connections)
+                .await?;
+            let n = db.migrate().await?;
+            println!("migrations applied: {n}");
+            Ok(())
+        }
+        Command::Kinds => {
+            for k in catalogue.kinds() {
+                println!("{:<20} {}", k.kind, k.description);
+            }
+            Ok(())
+        }
+        Command::Enqueue(a) => {
+            let options = SubmitOptions {
+                run_at: a.run_at,
+                max_attempts: a.max_attempts,
+                idempotency_key: a.idempotency_key,
+                trace_id: a.trace_id,
+            };
+            let job = submit::prepare(&catalogue, &settings.queue, &a.kind, &a.json, &options)
+                .map_err(|e| user(e.to_string()))?;
+            let q = open_queue(&settings).await?;
+            match q.push(job).await? {
+                PushOutcome::Created(id) => println!("enqueued {id}"),
+                PushOutcome::Duplicate(id) => {
+                    println!("already enqueued {id} (same idempotency key): nothing added")
+                }
+            }
+            Ok(())
+        }
+        Command::Queues(f) => {
+            let q = open_queue(&settings).await?;
+            let counts = q.counts().await?;
+            if f.json {
+                println!("{}", serde_json::to_string(&counts)?);
+            } else {
+                println!(
+                    "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  oldest pending",
+                    "queue", "pending", "scheduled", "running", "retrying", "done", "dead"
+                );
+                for c in counts {
+                    println!(
+                        "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  {}",
+                        c.kind,
+                        c.pending,
+                        c.scheduled,
+                        c.running,
+                        c.retrying,
+                        c.done,
+                        c.dead,
+                        c.oldest_pending_age_ms
+                            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Workers(f) => {
+            let q = open_queue(&settings).await?;
+            let workers = q.workers().await?;
+            if f.json {
+                println!("{}", serde_json::to_string(&workers)?);
+            } else {
+                let now = now_ms();
+                println!("{:<48} {:<16} {:>8} {:>14}  kinds", "worker", "host", "running", "last heartbeat");
+                for w in workers {
+                    println!(
+                        "{:<48} {:<16} {:>8} {:>13.1}s  {}",
+                        w.name,
+                        w.host,
+                        w.running,
+                        (now - w.last_heartbeat_ms) as f64 / 1000.0,
+                        w.kinds.join(",")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
+    }
+}
+
+async fn open_queue(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn QueueBackend>> {
+    if settings.database.url.starts_with("sqlite:") {
+        // The embedded queue lives in the database: make sure it exists.
+        let db = Database::connect(&settings.database.url, 1).await?;
+        db.migrate().await?;
+    }
+    queue::open(settings).await.context("cannot open the queue")
+}
+
+fn redacted(mut job: JobRecord, catalogue: &Catalogue) -> JobRecord {
+    catalogue.redact(&job.kind, &mut job.payload);
+    job
+}
+
+async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> anyhow::Result<()> {
+    let q = open_queue(settings).await?;
+    match cmd {
+        JobsCommand::List {
+            kind,
+            status,
+            limit,
+            json,
+        } => {
+            let status = status
+                .map(|s| {
+                    JobStatus::parse(&s).ok_or_else(|| {
+                        user(format!(
+                            "unknown status `{s}`; use pending, scheduled, running, retrying, done or dead"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let list: Vec<JobRecord> = q
+                .list(&JobFilter { kind, status, limit })
+                .await?
+                .into_iter()
+                .map(|j| redacted(j, catalogue))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                println!("{:<36} {:<20} {:<9} {:>8}  {:<24}  last error", "id", "kind", "status", "attempts", "updated");
+                for j in list {
+                    println!(
+                        "{:<36} {:<20} {:<9} {:>8}  {:<24}  {}",
+                        j.id,
+                        j.kind,
+                        j.status,
+                        format!("{}/{}", j.attempts, j.max_attempts),
+                        format_ms(j.updated_at_ms),
+                        j.last_error.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        JobsCommand::Show { id, json } => {
+            let job = q
+                .get(&id)
+                .await?
+                .ok_or_else(|| user(format!("no job with id {id}")))?;
+            let job = redacted(job, catalogue);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+                return Ok(());
+            }
+            println!("id:            {}", job.id);
+            println!("kind:          {}", job.kind);
+            println!("status:        {}", job.status);
+            println!("attempts:      {}/{}", job.attempts, job.max_attempts);
+            println!("created:       {}", format_ms(job.created_at_ms));
+            println!("run at:        {}", format_ms(job.run_at_ms));
+            println!("updated:       {}", format_ms(job.updated_at_ms));
+            if let Some(t) = job.finished_at_ms {
+                println!("finished:      {}", format_ms(t));
+            }
+            if let Some(w) = &job.lease_owner {
+                println!("worker:        {w}");
+            }
+            if let Some(k) = &job.idempotency_key {
+                println!("idempotency:   {k}");
+            }
+            if let Some(t) = &job.trace_id {
+                println!("trace id:      {t}");
+            }
+            println!("payload:       {}", job.payload);
+            if let Some(r) = &job.result {
+                println!("result:        {r}");
+            }
+            for e in &job.errors {
+                println!("error #{:<3}    {} [{}] {}", e.attempt, format_ms(e.at_ms), e.class, e.message);
+            }
+            Ok(())
+        }
+        JobsCommand::Retry { id, all_dead, kind } => {
+            if all_dead {
+                let n = q.retry_all_dead(kind.as_deref()).await?;
+                println!("retried {n} dead job(s)");
+                return Ok(());
+            }
+            let id = id.unwrap_or_default();
+            admin_result(q.retry(&id).await?, &id, "retried", "only dead or waiting jobs can be retried")
+        }
+        JobsCommand::Kill { id, reason } => admin_result(
+            q.kill(&id, &reason).await?,
+            &id,
+            "killed",
+            "only waiting or running jobs can be killed",
+        ),
+    }
+}
+
+fn admin_result(outcome: AdminOutcome, id: &str, verb: &str, rule: &str) -> anyhow::Result<()> {
+    match outcome {
+        AdminOutcome::Applied => {
+            println!("{verb} {id}");
+            Ok(())
+        }
+        AdminOutcome::NotFound => Err(user(format!("no job with id {id}"))),
+        AdminOutcome::Refused(status) => Err(user(format!("job {id} is {status}: {rule}"))),
+    }
+}

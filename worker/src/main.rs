@@ -1,0 +1,149 @@
+//! `dossier-worker`: runs the job handlers (`run`), the one-command demo on
+//! the embedded default (`demo`) and the queue benchmark (`bench`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use dossier_core::bench::{self, BenchOptions};
+use dossier_core::catalogue::Catalogue;
+use dossier_core::config::{QueueBackendKind, Settings};
+use dossier_core::db::Database;
+use dossier_core::runtime::{self, CancellationToken, Registry, Worker};
+use dossier_core::{demo, jobs, queue};
+
+#[derive(Parser)]
+#[command(name = "dossier-worker", version, about = "Dossier's worker pool")]
+struct Cli {
+    /// Configuration file (else $DOSSIER_CONFIG, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker pool until SIGTERM/SIGINT.
+    Run {
+        /// Do not apply pending migrations at start-up.
+        #[arg(long)]
+        no_migrate: bool,
+        /// Only these kinds (comma-separated); default: all.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+    },
+    /// Fresh SQLite database under var/, a realistic batch, drain, summary.
+    Demo {
+        #[arg(long, default_value_t = 500)]
+        jobs: usize,
+        #[arg(long, default_value = "var/demo.db")]
+        database: PathBuf,
+    },
+    /// Push N no-op jobs, drain them with concurrency C; one JSON line.
+    Bench {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: Backend,
+        /// Redis URL or SQLite URL (defaults: local Redis, var/bench.db).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 50_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u32,
+        #[arg(long, default_value_t = 200)]
+        pickup_samples: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    dossier_core::logging::init(&settings.log);
+    match cli.command {
+        Command::Run { no_migrate, kinds } => run(settings, !no_migrate, kinds).await,
+        Command::Demo { jobs, database } => {
+            let report = demo::run(settings, &database, jobs).await?;
+            println!("Demo on {} ({} jobs, {} ms)", report.database, report.enqueued, report.elapsed_ms);
+            for c in &report.counts {
+                println!(
+                    "  {:<14} done {:>5}  dead {:>4}  pending {}  running {}  retrying {}",
+                    c.kind, c.done, c.dead, c.pending, c.running, c.retrying
+                );
+            }
+            println!("Dead jobs (permanent failures, kept with their reason):");
+            for (input, why) in &report.dead_samples {
+                println!("  {input:<22} {why}");
+            }
+            println!(
+                "Inspect it: DOSSIER__DATABASE__URL=sqlite://{} cargo run --release -p dossier-cli -- jobs list --status dead",
+                report.database
+            );
+            Ok(())
+        }
+        Command::Bench {
+            backend,
+            url,
+            jobs,
+            concurrency,
+            pickup_samples,
+        } => {
+            let backend = match backend {
+                Backend::Sqlite => QueueBackendKind::Sqlite,
+                Backend::Redis => QueueBackendKind::Redis,
+            };
+            let result = bench::run(
+                settings,
+                BenchOptions {
+                    backend,
+                    url,
+                    jobs,
+                    concurrency,
+                    pickup_samples,
+                },
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Result<()> {
+    let catalogue = Catalogue::product();
+    for kind in settings.queue.kinds.keys().chain(only.iter()) {
+        if catalogue.get(kind).is_none() {
+            anyhow::bail!(
+                "unknown job kind `{kind}` (in queue.kinds or --kinds); known kinds: {}",
+                catalogue.kinds().iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if migrate && settings.worker.migrate_on_start {
+        let db = Database::connect(&settings.database.url, 1).await?;
+        let n = db.migrate().await.context("migrations failed")?;
+        tracing::info!(applied = n, "migrations up to date");
+    }
+    let backend = queue::open(&settings).await?;
+    let mut all = Registry::new();
+    jobs::register_all(&mut all);
+    let registry = if only.is_empty() { all } else { all.only(&only) };
+    let worker = Worker::new(
+        runtime::worker_name(&settings.worker.name_prefix),
+        settings.queue.clone(),
+        backend,
+        registry,
+    )?;
+    let stop = CancellationToken::new();
+    tokio::spawn(runtime::stop_on_signal(stop.clone()));
+    let report = worker.run(stop).await?;
+    tracing::info!(?report, "bye");
+    Ok(())
+}
