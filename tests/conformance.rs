@@ -1,1 +1,680 @@
+//! The runtime conformance suite: every test runs against each backend
+//! (a real SQLite file and a real Redis server), each on its own data.
 
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use dossier_core::clock::now_ms;
+use dossier_core::job::{JobFilter, JobStatus, PushOutcome};
+use dossier_core::queue::AdminOutcome;
+use dossier_e2e::*;
+
+/// Generates one `#[tokio::test]` per backend for each scenario below.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(dossier_e2e::BackendKind::Sqlite).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(dossier_e2e::BackendKind::Redis).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    runs_jobs_and_stores_results,
+    retries_with_exponential_backoff,
+    honours_retry_after,
+    permanent_errors_go_straight_to_the_dead_set,
+    exhausted_attempts_keep_every_error,
+    panics_count_as_failed_attempts,
+    timeouts_count_as_failed_attempts,
+    dead_jobs_can_be_retried,
+    jobs_can_be_killed,
+    idempotency_keys_enqueue_once,
+    scheduled_jobs_wait_for_their_time,
+    graceful_shutdown_finishes_or_returns_in_flight_jobs,
+    listings_and_counts_agree,
+    sigkill_mid_job_loses_nothing,
+    sigterm_drains_and_exits_zero,
+    two_processes_share_a_queue_each_job_once,
+);
+
+/// Not a test: the entry point of child worker processes (see support).
+#[test]
+#[ignore = "entry point of child worker processes, run by the suites themselves"]
+fn child_worker() {
+    child_worker_main();
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+async fn runs_jobs_and_stores_results(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(q.push(Probe::ok(&format!("job-{i}")).job()).await);
+    }
+    let w = q.start_worker(probe_registry(rec.clone()));
+    q.drain(LONG).await;
+    let report = w.stop().await;
+    assert_eq!(report.succeeded, 30);
+    for (i, id) in ids.iter().enumerate() {
+        let job = q.job(id).await;
+        assert_eq!(job.status, JobStatus::Done);
+        assert_eq!(job.attempts, 1);
+        assert!(job.lease_owner.is_none());
+        assert_eq!(
+            job.result,
+            Some(serde_json::json!({"label": format!("job-{i}"), "attempt": 1}))
+        );
+    }
+    assert_eq!(rec.events().len(), 30, "each job ran exactly once");
+    q.cleanup().await;
+}
+
+async fn retries_with_exponential_backoff(kind: BackendKind) {
+    // base 200 ms, jitter 0.2: the gap before attempt 2 is in [160, 200] ms
+    // plus pickup, before attempt 3 in [320, 400] ms plus pickup.
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let id = q
+        .push(
+            Probe {
+                label: "flaky".into(),
+                fail_times: 2,
+                mode: "transient".into(),
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(rec.clone()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    w.stop().await;
+    assert_eq!(job.attempts, 3);
+    assert_eq!(job.errors.len(), 2);
+    assert!(job.errors.iter().all(|e| e.class == "transient"));
+    let t = rec.times("flaky");
+    assert_eq!(t.len(), 3);
+    let (gap1, gap2) = (t[1] - t[0], t[2] - t[1]);
+    assert!(gap1 >= 160, "first backoff too short: {gap1} ms");
+    assert!(gap2 >= 320, "second backoff too short: {gap2} ms");
+    // Upper bounds: nominal delay + poll interval + generous scheduling slack.
+    assert!(
+        gap1 <= 200 + 100 + 1_500,
+        "first backoff too long: {gap1} ms"
+    );
+    assert!(
+        gap2 <= 400 + 100 + 1_500,
+        "second backoff too long: {gap2} ms"
+    );
+    q.cleanup().await;
+}
+
+async fn honours_retry_after(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let id = q
+        .push(
+            Probe {
+                label: "quota".into(),
+                fail_times: 1,
+                mode: "retry_after".into(),
+                retry_after_ms: 1_200,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(rec.clone()));
+    let waiting = q
+        .wait_for(&id, LONG, |j| j.status == JobStatus::Retrying)
+        .await;
+    assert!(waiting.run_at_ms - waiting.errors[0].at_ms >= 1_200);
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    w.stop().await;
+    let t = rec.times("quota");
+    assert!(
+        t[1] - t[0] >= 1_200,
+        "Retry-After not honoured: {} ms",
+        t[1] - t[0]
+    );
+    assert_eq!(job.attempts, 2);
+    q.cleanup().await;
+}
+
+async fn permanent_errors_go_straight_to_the_dead_set(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let id = q
+        .push(
+            Probe {
+                label: "bad-input".into(),
+                fail_times: 99,
+                mode: "permanent".into(),
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(rec.clone()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Dead).await;
+    w.stop().await;
+    assert_eq!(job.attempts, 1, "a permanent error is not retried");
+    assert_eq!(job.last_error.as_deref(), Some("bad-input refused"));
+    assert_eq!(job.errors[0].class, "permanent");
+    assert!(job.finished_at_ms.is_some());
+    assert_eq!(rec.times("bad-input").len(), 1);
+    q.cleanup().await;
+}
+
+async fn exhausted_attempts_keep_every_error(kind: BackendKind) {
+    let mut settings = fast_settings();
+    settings.queue.defaults.backoff_base_ms = 20;
+    let q = TestQueue::with_settings(kind, settings).await;
+    let mut job = Probe {
+        label: "always".into(),
+        fail_times: 99,
+        mode: "transient".into(),
+        ..Probe::default()
+    }
+    .job();
+    job.max_attempts = 3;
+    let id = q.push(job).await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Dead).await;
+    w.stop().await;
+    assert_eq!(job.attempts, 3, "max attempts honoured");
+    let attempts: Vec<u32> = job.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    assert_eq!(job.last_error.as_deref(), Some("attempt 3 failed"));
+    q.cleanup().await;
+}
+
+async fn panics_count_as_failed_attempts(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let id = q
+        .push(
+            Probe {
+                label: "boom".into(),
+                fail_times: 1,
+                mode: "panic".into(),
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    let report = w.stop().await;
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.errors[0].class, "panic");
+    assert!(
+        job.errors[0]
+            .message
+            .contains("probe boom panics on attempt 1")
+    );
+    assert_eq!((report.succeeded, report.failed), (1, 1));
+    q.cleanup().await;
+}
+
+async fn timeouts_count_as_failed_attempts(kind: BackendKind) {
+    let mut settings = fast_settings();
+    settings.queue.defaults.timeout_ms = 300;
+    let q = TestQueue::with_settings(kind, settings).await;
+    let mut job = Probe {
+        label: "slow".into(),
+        sleep_ms: 5_000,
+        ..Probe::default()
+    }
+    .job();
+    job.max_attempts = 2;
+    let id = q.push(job).await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Dead).await;
+    w.stop().await;
+    assert_eq!(job.attempts, 2);
+    assert!(
+        job.errors.iter().all(|e| e.class == "timeout"),
+        "{:?}",
+        job.errors
+    );
+    q.cleanup().await;
+}
+
+async fn dead_jobs_can_be_retried(kind: BackendKind) {
+    let mut settings = fast_settings();
+    settings.queue.defaults.backoff_base_ms = 20;
+    let q = TestQueue::with_settings(kind, settings).await;
+    // Fails its first 2 attempts but only has 2: dead, then retried once more.
+    let mut job = Probe {
+        label: "second-chance".into(),
+        fail_times: 2,
+        mode: "transient".into(),
+        ..Probe::default()
+    }
+    .job();
+    job.max_attempts = 2;
+    let id = q.push(job).await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let mut j = Probe {
+            label: format!("other-{i}"),
+            fail_times: 1,
+            mode: "permanent".into(),
+            ..Probe::default()
+        }
+        .job();
+        j.max_attempts = 1;
+        others.push(q.push(j).await);
+    }
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.wait_for(&id, LONG, |j| j.status == JobStatus::Dead).await;
+    for o in &others {
+        q.wait_for(o, LONG, |j| j.status == JobStatus::Dead).await;
+    }
+    assert_eq!(
+        q.backend.retry(&id).await.expect("retry"),
+        AdminOutcome::Applied
+    );
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    assert_eq!(job.attempts, 3, "the retry granted one more attempt");
+    assert_eq!(
+        q.backend.retry(&id).await.expect("retry"),
+        AdminOutcome::Refused(JobStatus::Done)
+    );
+    assert_eq!(
+        q.backend.retry("no-such-job").await.expect("retry"),
+        AdminOutcome::NotFound
+    );
+    // Retry of the whole dead set of a kind: the permanent failures run again.
+    assert_eq!(
+        q.backend
+            .retry_all_dead(Some("other-kind"))
+            .await
+            .expect("retry all"),
+        0
+    );
+    assert_eq!(
+        q.backend
+            .retry_all_dead(Some(PROBE))
+            .await
+            .expect("retry all"),
+        3
+    );
+    for o in &others {
+        // They are permanent on attempt 1 only: the second attempt succeeds.
+        q.wait_for(o, LONG, |j| j.status == JobStatus::Done).await;
+    }
+    w.stop().await;
+    q.cleanup().await;
+}
+
+async fn jobs_can_be_killed(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let mut later = Probe::ok("later").job();
+    later.run_at_ms = Some(now_ms() + 60_000);
+    let scheduled = q.push(later).await;
+    assert_eq!(q.job(&scheduled).await.status, JobStatus::Scheduled);
+    assert_eq!(
+        q.backend
+            .kill(&scheduled, "client deleted")
+            .await
+            .expect("kill"),
+        AdminOutcome::Applied
+    );
+    let job = q.job(&scheduled).await;
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.errors[0].class, "killed");
+    assert_eq!(job.last_error.as_deref(), Some("client deleted"));
+    // A running job can be killed too; its worker's late outcome is ignored.
+    let running = q
+        .push(
+            Probe {
+                label: "long".into(),
+                sleep_ms: 800,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.wait_for(&running, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    assert_eq!(
+        q.backend.kill(&running, "stop it").await.expect("kill"),
+        AdminOutcome::Applied
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(q.job(&running).await.status, JobStatus::Dead);
+    assert_eq!(
+        q.backend.kill(&running, "again").await.expect("kill"),
+        AdminOutcome::Refused(JobStatus::Dead)
+    );
+    w.stop().await;
+    q.cleanup().await;
+}
+
+async fn idempotency_keys_enqueue_once(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let mut job = Probe::ok("once").job();
+    job.idempotency_key = Some("client-42:siret".into());
+    let first = q.backend.push(job.clone()).await.expect("push");
+    let second = q.backend.push(job.clone()).await.expect("push");
+    let PushOutcome::Created(id) = &first else {
+        panic!("first push creates: {first:?}")
+    };
+    assert_eq!(second, PushOutcome::Duplicate(id.clone()));
+    // Also within one bulk push.
+    let mut other = job.clone();
+    other.idempotency_key = Some("client-43:siret".into());
+    let bulk = q
+        .backend
+        .push_bulk(vec![other.clone(), job.clone(), other])
+        .await
+        .expect("bulk");
+    assert!(matches!(bulk[0], PushOutcome::Created(_)));
+    assert_eq!(bulk[1], PushOutcome::Duplicate(id.clone()));
+    assert_eq!(bulk[2], PushOutcome::Duplicate(bulk[0].id().to_string()));
+    let counts = q.backend.counts().await.expect("counts");
+    assert_eq!(counts[0].pending, 2);
+    q.cleanup().await;
+}
+
+async fn scheduled_jobs_wait_for_their_time(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let run_at = now_ms() + 1_000;
+    let mut job = Probe::ok("at").job();
+    job.run_at_ms = Some(run_at);
+    let id = q.push(job).await;
+    let w = q.start_worker(probe_registry(rec.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.job(&id).await.status, JobStatus::Scheduled);
+    q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    w.stop().await;
+    let started = rec.times("at")[0];
+    assert!(started >= run_at, "ran {} ms early", run_at - started);
+    assert!(started - run_at < 1_500, "ran {} ms late", started - run_at);
+    q.cleanup().await;
+}
+
+async fn graceful_shutdown_finishes_or_returns_in_flight_jobs(kind: BackendKind) {
+    let q = TestQueue::new(kind).await; // shutdown timeout 1.5 s
+    let short = q
+        .push(
+            Probe {
+                label: "short".into(),
+                sleep_ms: 400,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let long = q
+        .push(
+            Probe {
+                label: "long".into(),
+                sleep_ms: 30_000,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.wait_for(&long, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    q.wait_for(&short, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    let t = Instant::now();
+    let report = w.stop().await;
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!((report.succeeded, report.released), (1, 1));
+    assert_eq!(q.job(&short).await.status, JobStatus::Done);
+    let back = q.job(&long).await;
+    assert_eq!(back.status, JobStatus::Pending, "handed back to the queue");
+    assert_eq!(back.attempts, 0, "an interrupted attempt is not counted");
+    assert!(back.lease_owner.is_none());
+    assert!(
+        q.backend.workers().await.expect("workers").is_empty(),
+        "deregistered"
+    );
+    q.cleanup().await;
+}
+
+async fn listings_and_counts_agree(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let now = now_ms();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(q.push(Probe::ok(&format!("p{i}")).job()).await);
+    }
+    for i in 0..2 {
+        let mut j = Probe::ok(&format!("s{i}")).job();
+        j.run_at_ms = Some(now + 3_600_000);
+        q.push(j).await;
+    }
+    q.backend.kill(&ids[0], "test").await.expect("kill");
+    let counts = q.backend.counts().await.expect("counts");
+    assert_eq!(counts.len(), 1);
+    let c = &counts[0];
+    assert_eq!(
+        (c.kind.as_str(), c.pending, c.scheduled, c.dead),
+        (PROBE, 3, 2, 1)
+    );
+    assert!(c.oldest_pending_age_ms.is_some());
+    let list = |status| JobFilter {
+        kind: Some(PROBE.into()),
+        status: Some(status),
+        limit: 100,
+    };
+    assert_eq!(
+        q.backend
+            .list(&list(JobStatus::Pending))
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+    assert_eq!(
+        q.backend
+            .list(&list(JobStatus::Scheduled))
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    assert_eq!(
+        q.backend
+            .list(&list(JobStatus::Dead))
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let all = q
+        .backend
+        .list(&JobFilter {
+            kind: None,
+            status: None,
+            limit: 100,
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 6);
+    let limited = q
+        .backend
+        .list(&JobFilter {
+            kind: None,
+            status: None,
+            limit: 2,
+        })
+        .await
+        .expect("list");
+    assert_eq!(limited.len(), 2);
+    q.cleanup().await;
+}
+
+async fn sigkill_mid_job_loses_nothing(kind: BackendKind) {
+    let q = TestQueue::new(kind).await; // lease 2 s, rescue every 0.3 s
+    let events = tempfile::tempdir().expect("dir");
+    let id = q
+        .push(
+            Probe {
+                label: "victim".into(),
+                sleep_ms: 1_500,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let mut child = spawn_child_worker(&q.child_env(events.path()));
+    let running = q
+        .wait_for(&id, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    let victim = running.lease_owner.clone().expect("leased");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let killed_at = Instant::now();
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    // Bound: lease (2 s) + rescue interval (0.3 s) + the 1.5 s the job takes + slack.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    w.stop().await;
+    assert_eq!(job.attempts, 2);
+    let lost = &job.errors[0];
+    assert_eq!(lost.class, "lost");
+    assert!(lost.message.contains(&victim), "{}", lost.message);
+    q.cleanup().await;
+}
+
+async fn sigterm_drains_and_exits_zero(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let events = tempfile::tempdir().expect("dir");
+    let id = q
+        .push(
+            Probe {
+                label: "in-flight".into(),
+                sleep_ms: 700,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let mut child = spawn_child_worker(&q.child_env(events.path()));
+    q.wait_for(&id, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    terminate(&child);
+    let status = child.wait().expect("child exits");
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+    assert_eq!(
+        q.job(&id).await.status,
+        JobStatus::Done,
+        "in-flight job finished"
+    );
+    q.cleanup().await;
+}
+
+async fn two_processes_share_a_queue_each_job_once(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let events = tempfile::tempdir().expect("dir");
+    let env = q.child_env(events.path());
+    let mut a = spawn_child_worker(&q.child_env(events.path()));
+    let mut b = spawn_child_worker(&env);
+    let deadline = Instant::now() + LONG;
+    while q.backend.workers().await.expect("workers").len() < 2 {
+        assert!(Instant::now() < deadline, "both workers register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs: Vec<_> = (0..200)
+        .map(|i| {
+            Probe {
+                label: format!("shared-{i}"),
+                sleep_ms: 10,
+                ..Probe::default()
+            }
+            .job()
+        })
+        .collect();
+    let ids: HashSet<String> = q
+        .backend
+        .push_bulk(jobs)
+        .await
+        .expect("bulk push")
+        .into_iter()
+        .map(|o| o.id().to_string())
+        .collect();
+    q.drain(Duration::from_secs(60)).await;
+    let counts = q.backend.counts().await.expect("counts");
+    assert_eq!((counts[0].done, counts[0].dead), (200, 0));
+    terminate(&a);
+    terminate(&b);
+    assert!(a.wait().expect("exit").success());
+    assert!(b.wait().expect("exit").success());
+    let runs = read_event_files(events.path());
+    assert_eq!(runs.len(), 200, "every job ran");
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice: {runs:?}");
+    assert_eq!(runs.keys().cloned().collect::<HashSet<_>>(), ids);
+    let files = std::fs::read_dir(events.path()).expect("dir").count();
+    assert_eq!(files, 2, "both processes took a share of the work");
+    q.cleanup().await;
+}
+
+/// Redis restarted mid-run (AOF, fsync always): the worker reconnects by
+/// itself and no job is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_run_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = PrivateRedis::start(dir.path());
+    let mut settings = fast_settings();
+    settings.queue.url = Some(server.url());
+    let q = TestQueue::with_settings(BackendKind::Redis, settings).await;
+    let rec = Recorder::default();
+    let jobs: Vec<_> = (0..300)
+        .map(|i| {
+            Probe {
+                label: format!("r{i}"),
+                sleep_ms: 15,
+                ..Probe::default()
+            }
+            .job()
+        })
+        .collect();
+    let ids: HashSet<String> = q
+        .backend
+        .push_bulk(jobs)
+        .await
+        .expect("push")
+        .into_iter()
+        .map(|o| o.id().to_string())
+        .collect();
+    let w = q.start_worker(probe_registry(rec.clone()));
+    let deadline = Instant::now() + LONG;
+    while rec.events().len() < 80 {
+        assert!(Instant::now() < deadline, "work started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.restart();
+    q.drain(Duration::from_secs(60)).await;
+    let counts = q.backend.counts().await.expect("counts");
+    assert_eq!((counts[0].done, counts[0].dead), (300, 0), "{counts:?}");
+    let ran: HashSet<String> = rec.events().into_iter().map(|e| e.job_id).collect();
+    assert_eq!(ran, ids, "every job ran");
+    w.stop().await;
+}

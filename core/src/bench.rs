@@ -1,8 +1,8 @@
 //! `dossier-worker bench`: push N no-op jobs, drain them with concurrency C,
 //! then measure idle pickup latency, on a chosen backend. Prints one JSON line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,10 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
     let mut redis_queue = None;
     let backend: Arc<dyn QueueBackend> = match opts.backend {
         QueueBackendKind::Sqlite => {
-            let url = opts.url.clone().unwrap_or_else(|| "sqlite://var/bench.db".into());
+            let url = opts
+                .url
+                .clone()
+                .unwrap_or_else(|| "sqlite://var/bench.db".into());
             if let Some(path) = crate::db::sqlite_path(&url) {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -88,8 +91,12 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
             queue::open(&settings).await?
         }
         QueueBackendKind::Redis => {
-            let url = opts.url.clone().unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-            let q = Arc::new(queue::redis::RedisQueue::connect(&url, &settings.queue.prefix).await?);
+            let url = opts
+                .url
+                .clone()
+                .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+            let q =
+                Arc::new(queue::redis::RedisQueue::connect(&url, &settings.queue.prefix).await?);
             redis_queue = Some(q.clone());
             q
         }

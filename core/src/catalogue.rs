@@ -23,7 +23,9 @@ pub struct KindSpec {
 
 impl std::fmt::Debug for KindSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KindSpec").field("kind", &self.kind).finish()
+        f.debug_struct("KindSpec")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -129,14 +131,22 @@ mod tests {
 
     #[test]
     fn unknown_kind_lists_known_ones() {
-        let err = catalogue().validate("nope", &serde_json::json!({})).unwrap_err();
-        assert_eq!(err.to_string(), "unknown job kind `nope`; known kinds: secretive");
+        let err = catalogue()
+            .validate("nope", &serde_json::json!({}))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown job kind `nope`; known kinds: secretive"
+        );
     }
 
     #[test]
     fn bad_payload_says_why() {
         let err = catalogue()
-            .validate("secretive", &serde_json::json!({"name": "x", "api_key": "k", "extra": 1}))
+            .validate(
+                "secretive",
+                &serde_json::json!({"name": "x", "api_key": "k", "extra": 1}),
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `extra`"), "{err}");

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::retry::RetryPolicy;
@@ -269,7 +269,10 @@ impl Settings {
     /// Extracts and validates settings from an assembled figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         let settings: Settings = figment.extract().map_err(|e| {
-            let lines: Vec<String> = e.into_iter().map(|e| format!("  - {e}")).collect();
+            let lines: Vec<String> = e
+                .into_iter()
+                .map(|e| format!("  - {}", describe_error(&e)))
+                .collect();
             ConfigError::Invalid(lines.join("\n"))
         })?;
         let problems = settings.problems(figment);
@@ -292,16 +295,17 @@ impl Settings {
         let mut bad = |key: &str, why: String| {
             out.push(format!("{key}: {why} (set by {})", source_of(figment, key)));
         };
-        match url::Url::parse(&self.database.url) {
-            Ok(u) if matches!(u.scheme(), "sqlite" | "postgres" | "postgresql") => {}
-            Ok(u) => bad(
-                "database.url",
-                format!(
-                    "scheme `{}` is not supported; use sqlite://PATH or postgres://…",
-                    u.scheme()
-                ),
-            ),
-            Err(e) => bad("database.url", format!("not a valid URL: {e}")),
+        let database_problem = match url::Url::parse(&self.database.url) {
+            Ok(u) if matches!(u.scheme(), "sqlite" | "postgres" | "postgresql") => None,
+            Ok(u) => Some(format!(
+                "scheme `{}` is not supported; use sqlite://PATH or postgres://…",
+                u.scheme()
+            )),
+            Err(e) => Some(format!("not a valid URL: {e}")),
+        };
+        let database_url_ok = database_problem.is_none();
+        if let Some(why) = database_problem {
+            bad("database.url", why);
         }
         if self.database.max_connections == 0 {
             bad("database.max_connections", "must be at least 1".into());
@@ -328,7 +332,7 @@ impl Settings {
                 ),
             },
             (QueueBackendKind::Sqlite, None) => {
-                if !self.database.url.starts_with("sqlite:") {
+                if database_url_ok && !self.database.url.starts_with("sqlite:") {
                     bad(
                         "queue.backend",
                         "the sqlite queue needs a SQLite database; set queue.url to a sqlite:// URL or use the redis backend".into(),
@@ -368,13 +372,22 @@ impl Settings {
             );
         for (prefix, k) in kinds {
             if k.concurrency == 0 {
-                bad(&format!("{prefix}.concurrency"), "must be at least 1".into());
+                bad(
+                    &format!("{prefix}.concurrency"),
+                    "must be at least 1".into(),
+                );
             }
             if k.max_attempts == 0 {
-                bad(&format!("{prefix}.max_attempts"), "must be at least 1".into());
+                bad(
+                    &format!("{prefix}.max_attempts"),
+                    "must be at least 1".into(),
+                );
             }
             if k.timeout_ms == 0 {
-                bad(&format!("{prefix}.timeout_ms"), "must be greater than 0".into());
+                bad(
+                    &format!("{prefix}.timeout_ms"),
+                    "must be greater than 0".into(),
+                );
             }
             if k.backoff_cap_ms < k.backoff_base_ms {
                 bad(
@@ -383,7 +396,10 @@ impl Settings {
                 );
             }
             if !(0.0..=1.0).contains(&k.jitter) {
-                bad(&format!("{prefix}.jitter"), "must be between 0 and 1".into());
+                bad(
+                    &format!("{prefix}.jitter"),
+                    "must be between 0 and 1".into(),
+                );
             }
         }
         out
@@ -392,20 +408,50 @@ impl Settings {
 
 /// Where a key's value came from, in words an operator can act on.
 fn source_of(figment: &Figment, key: &str) -> String {
-    let Some(meta) = figment.find_metadata(key) else {
+    describe_source(figment.find_metadata(key), key)
+}
+
+fn describe_source(meta: Option<&figment::Metadata>, key: &str) -> String {
+    let Some(meta) = meta else {
         return "built-in default".into();
     };
-    let path: Vec<&str> = key.split('.').collect();
-    if meta.name.contains("environment") {
-        return match meta.interpolate(&figment::Profile::Default, &path) {
-            name if name.starts_with(ENV_PREFIX) => format!("environment variable {name}"),
-            name => format!("environment variable {ENV_PREFIX}{}", name.to_uppercase()),
-        };
-    }
     match &meta.source {
         Some(figment::Source::File(p)) => format!("file {}", p.display()),
-        Some(other) if !meta.name.contains("Serialized") => format!("{} ({other})", meta.name),
+        _ if meta.name.contains("environment") => {
+            format!("environment variable {}", env_var_name(key))
+        }
         _ => "built-in default".into(),
+    }
+}
+
+/// `queue.defaults.concurrency` → `DOSSIER__QUEUE__DEFAULTS__CONCURRENCY`.
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+}
+
+/// A figment error as `key: what is wrong (set by source)`.
+fn describe_error(e: &figment::Error) -> String {
+    let key = e
+        .path
+        .iter()
+        .map(|p| p.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(".");
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => format!(
+            "unknown key `{}` (known here: {})",
+            field.to_lowercase(),
+            expected.join(", ")
+        ),
+        other => other.to_string(),
+    };
+    if key.is_empty() {
+        format!("{what} ({})", describe_source(e.metadata.as_ref(), ""))
+    } else {
+        format!(
+            "{key}: {what} (set by {})",
+            describe_source(e.metadata.as_ref(), &key)
+        )
     }
 }
 
@@ -457,6 +503,20 @@ mod tests {
             .expect_err("missing url refused")
             .to_string();
         assert!(err.contains("queue.url"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_environment_variable() {
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[database]\nurl = 'nope'\n").named("environment variable(s)"));
+        let err = Settings::from_figment(&figment)
+            .expect_err("bad url")
+            .to_string();
+        assert!(err.contains("database.url: not a valid URL"), "{err}");
+        assert_eq!(
+            env_var_name("queue.defaults.concurrency"),
+            "DOSSIER__QUEUE__DEFAULTS__CONCURRENCY"
+        );
     }
 
     #[test]

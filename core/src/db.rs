@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -84,7 +86,9 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
 impl Database {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbError> {
         if url.starts_with("sqlite:") {
-            Ok(Database::Sqlite(connect_sqlite(url, max_connections).await?))
+            Ok(Database::Sqlite(
+                connect_sqlite(url, max_connections).await?,
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -141,8 +145,14 @@ mod tests {
 
     #[test]
     fn sqlite_path_reads_urls() {
-        assert_eq!(sqlite_path("sqlite://var/x.db"), Some(PathBuf::from("var/x.db")));
-        assert_eq!(sqlite_path("sqlite:/tmp/x.db?mode=rwc"), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(
+            sqlite_path("sqlite://var/x.db"),
+            Some(PathBuf::from("var/x.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:/tmp/x.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://h/db"), None);
     }

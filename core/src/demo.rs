@@ -50,7 +50,9 @@ pub fn sample_sirets(n: usize, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let mut digits: String = (0..13).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+            let mut digits: String = (0..13)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect();
             let check = (0..10u8)
                 .map(|d| format!("{digits}{d}"))
                 .find(|s| luhn(s))
@@ -77,7 +79,11 @@ pub fn sample_sirets(n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
-pub async fn run(mut settings: Settings, db_path: &Path, jobs_n: usize) -> Result<DemoReport, DemoError> {
+pub async fn run(
+    mut settings: Settings,
+    db_path: &Path,
+    jobs_n: usize,
+) -> Result<DemoReport, DemoError> {
     for suffix in ["", "-wal", "-shm"] {
         let p = format!("{}{suffix}", db_path.display());
         match std::fs::remove_file(&p) {
@@ -121,7 +127,8 @@ pub async fn run(mut settings: Settings, db_path: &Path, jobs_n: usize) -> Resul
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run(stop.clone()));
     let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    let counts = runtime::wait_until_drained(&*backend, &kind_refs, Duration::from_millis(50)).await?;
+    let counts =
+        runtime::wait_until_drained(&*backend, &kind_refs, Duration::from_millis(50)).await?;
     stop.cancel();
     if let Ok(result) = handle.await {
         result?;
@@ -140,7 +147,12 @@ pub async fn run(mut settings: Settings, db_path: &Path, jobs_n: usize) -> Resul
         counts,
         dead_samples: dead
             .into_iter()
-            .map(|j| (j.payload["siret"].as_str().unwrap_or("").to_string(), j.last_error.unwrap_or_default()))
+            .map(|j| {
+                (
+                    j.payload["siret"].as_str().unwrap_or("").to_string(),
+                    j.last_error.unwrap_or_default(),
+                )
+            })
             .collect(),
     })
 }

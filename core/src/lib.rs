@@ -1,17 +1,17 @@
 //! Dossier's shared library: everything both binaries (`dossier-worker` and
 //! `dossier`) need. See `docs/architecture.md` for the map.
 
+pub mod bench;
 pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod demo;
-pub mod bench;
 pub mod job;
+pub mod jobs;
 pub mod logging;
 pub mod queue;
 pub mod retry;
 pub mod runtime;
 pub mod siret;
 pub mod submit;
-pub mod jobs;

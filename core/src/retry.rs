@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn permanent_errors_and_exhausted_attempts_go_dead() {
         let p = policy();
-        assert_eq!(p.next_step(1, 5, &JobError::permanent("no")), NextStep::Dead);
+        assert_eq!(
+            p.next_step(1, 5, &JobError::permanent("no")),
+            NextStep::Dead
+        );
         assert_eq!(p.next_step(5, 5, &JobError::transient("x")), NextStep::Dead);
         assert!(matches!(
             p.next_step(4, 5, &JobError::transient("x")),
@@ -142,7 +145,10 @@ mod tests {
     fn retry_after_overrides_backoff() {
         let p = policy();
         let e = JobError::retry_after("429", Duration::from_secs(7));
-        assert_eq!(p.next_step(1, 5, &e), NextStep::RetryIn(Duration::from_secs(7)));
+        assert_eq!(
+            p.next_step(1, 5, &e),
+            NextStep::RetryIn(Duration::from_secs(7))
+        );
         assert_eq!(p.next_step(5, 5, &e), NextStep::Dead);
     }
 }

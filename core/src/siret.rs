@@ -17,7 +17,9 @@ const LA_POSTE_SIREN: &str = "356000000";
 pub enum NumberError {
     #[error("empty: a {what} has {expected} digits")]
     Empty { what: &'static str, expected: usize },
-    #[error("{found} digits found, a {what} has {expected} (a spreadsheet may have dropped a leading zero)")]
+    #[error(
+        "{found} digits found, a {what} has {expected} (a spreadsheet may have dropped a leading zero)"
+    )]
     WrongLength {
         what: &'static str,
         expected: usize,
@@ -157,7 +159,10 @@ mod tests {
 
     #[test]
     fn keeps_leading_zeros() {
-        assert_eq!(Siret::parse("00552013500038").map(|s| s.to_string()), Ok("00552013500038".into()));
+        assert_eq!(
+            Siret::parse("00552013500038").map(|s| s.to_string()),
+            Ok("00552013500038".into())
+        );
     }
 
     #[test]
@@ -174,22 +179,41 @@ mod tests {
     fn explains_what_is_wrong() {
         assert_eq!(
             Siret::parse("7328293200007"),
-            Err(NumberError::WrongLength { what: "SIRET", expected: 14, found: 13 })
+            Err(NumberError::WrongLength {
+                what: "SIRET",
+                expected: 14,
+                found: 13
+            })
         );
         assert_eq!(
             Siret::parse("73282932O00074"),
-            Err(NumberError::NonDigit { position: 10, ch: 'O' })
+            Err(NumberError::NonDigit {
+                position: 10,
+                ch: 'O'
+            })
         );
         assert_eq!(
             Siret::parse("73282932000075"),
             Err(NumberError::Checksum { what: "SIRET" })
         );
-        assert_eq!(Siret::parse("  "), Err(NumberError::Empty { what: "SIRET", expected: 14 }));
+        assert_eq!(
+            Siret::parse("  "),
+            Err(NumberError::Empty {
+                what: "SIRET",
+                expected: 14
+            })
+        );
     }
 
     #[test]
     fn vat_numbers() {
-        assert_eq!(Siren::parse("552081317").map(|s| s.vat_number()), Ok("FR03552081317".into()));
-        assert_eq!(Siren::parse("356000000").map(|s| s.vat_number()), Ok("FR39356000000".into()));
+        assert_eq!(
+            Siren::parse("552081317").map(|s| s.vat_number()),
+            Ok("FR03552081317".into())
+        );
+        assert_eq!(
+            Siren::parse("356000000").map(|s| s.vat_number()),
+            Ok("FR39356000000".into())
+        );
     }
 }

@@ -16,7 +16,9 @@ pub enum SubmitError {
     Catalogue(#[from] CatalogueError),
     #[error("payload is not valid JSON: {0} (example: '{{\"siret\": \"73282932000074\"}}')")]
     Json(#[from] serde_json::Error),
-    #[error("run-at `{0}` is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a delay (+30s, +5m, +2h, +1d)")]
+    #[error(
+        "run-at `{0}` is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a delay (+30s, +5m, +2h, +1d)"
+    )]
     RunAt(String),
     #[error("max attempts must be at least 1")]
     MaxAttempts,
@@ -37,7 +39,8 @@ pub struct SubmitOptions {
 pub fn parse_run_at(s: &str) -> Result<i64, SubmitError> {
     let bad = || SubmitError::RunAt(s.to_string());
     if let Some(rel) = s.strip_prefix('+') {
-        let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
+        let (num, unit) =
+            rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
         let n: u64 = num.parse().map_err(|_| bad())?;
         let secs = match unit {
             "s" | "" => n,
@@ -94,7 +97,10 @@ mod tests {
         let now = now_ms();
         let t = parse_run_at("+5m").expect("valid");
         assert!((t - now - 300_000).abs() < 5_000);
-        assert_eq!(parse_run_at("2026-12-01T09:00:00Z").ok(), Some(1_764_579_600_000));
+        assert_eq!(
+            parse_run_at("2026-12-01T09:00:00Z").ok(),
+            Some(1_764_579_600_000)
+        );
         assert!(parse_run_at("tomorrow").is_err());
         assert!(parse_run_at("+5x").is_err());
     }
@@ -103,11 +109,23 @@ mod tests {
     fn prepare_checks_payload_and_defaults_attempts() {
         let cat = Catalogue::product();
         let q = QueueSettings::default();
-        let job = prepare(&cat, &q, "siret_check", r#"{"siret":"73282932000074"}"#, &SubmitOptions::default())
-            .expect("valid");
+        let job = prepare(
+            &cat,
+            &q,
+            "siret_check",
+            r#"{"siret":"73282932000074"}"#,
+            &SubmitOptions::default(),
+        )
+        .expect("valid");
         assert_eq!(job.max_attempts, 10);
         assert!(matches!(
-            prepare(&cat, &q, "siret_check", r#"{"sirt":"1"}"#, &SubmitOptions::default()),
+            prepare(
+                &cat,
+                &q,
+                "siret_check",
+                r#"{"sirt":"1"}"#,
+                &SubmitOptions::default()
+            ),
             Err(SubmitError::Catalogue(CatalogueError::BadPayload { .. }))
         ));
         assert!(matches!(

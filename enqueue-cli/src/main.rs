@@ -15,7 +15,11 @@ use dossier_core::queue::{self, AdminOutcome, QueueBackend};
 use dossier_core::submit::{self, SubmitOptions};
 
 #[derive(Parser)]
-#[command(name = "dossier", version, about = "Submit Dossier jobs, inspect and repair the queues")]
+#[command(
+    name = "dossier",
+    version,
+    about = "Submit Dossier jobs, inspect and repair the queues"
+)]
 struct Cli {
     /// Configuration file (else $DOSSIER_CONFIG, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
@@ -203,7 +207,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&workers)?);
             } else {
                 let now = now_ms();
-                println!("{:<48} {:<16} {:>8} {:>14}  kinds", "worker", "host", "running", "last heartbeat");
+                println!(
+                    "{:<48} {:<16} {:>8} {:>14}  kinds",
+                    "worker", "host", "running", "last heartbeat"
+                );
                 for w in workers {
                     println!(
                         "{:<48} {:<16} {:>8} {:>13.1}s  {}",
@@ -254,7 +261,11 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
                 })
                 .transpose()?;
             let list: Vec<JobRecord> = q
-                .list(&JobFilter { kind, status, limit })
+                .list(&JobFilter {
+                    kind,
+                    status,
+                    limit,
+                })
                 .await?
                 .into_iter()
                 .map(|j| redacted(j, catalogue))
@@ -262,7 +273,10 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
             if json {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
-                println!("{:<36} {:<20} {:<9} {:>8}  {:<24}  last error", "id", "kind", "status", "attempts", "updated");
+                println!(
+                    "{:<36} {:<20} {:<9} {:>8}  {:<24}  last error",
+                    "id", "kind", "status", "attempts", "updated"
+                );
                 for j in list {
                     println!(
                         "{:<36} {:<20} {:<9} {:>8}  {:<24}  {}",
@@ -311,7 +325,13 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
                 println!("result:        {r}");
             }
             for e in &job.errors {
-                println!("error #{:<3}    {} [{}] {}", e.attempt, format_ms(e.at_ms), e.class, e.message);
+                println!(
+                    "error #{:<3}    {} [{}] {}",
+                    e.attempt,
+                    format_ms(e.at_ms),
+                    e.class,
+                    e.message
+                );
             }
             Ok(())
         }
@@ -322,7 +342,12 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
                 return Ok(());
             }
             let id = id.unwrap_or_default();
-            admin_result(q.retry(&id).await?, &id, "retried", "only dead or waiting jobs can be retried")
+            admin_result(
+                q.retry(&id).await?,
+                &id,
+                "retried",
+                "only dead or waiting jobs can be retried",
+            )
         }
         JobsCommand::Kill { id, reason } => admin_result(
             q.kill(&id, &reason).await?,

@@ -1,1 +1,504 @@
+//! Test support for the end-to-end suites: a real backend per test (its own
+//! SQLite file or its own Redis key prefix), a probe job kind whose failures
+//! are scripted by its payload, child worker processes, and a private
+//! Redis server for tests that must kill one.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dossier_core::clock::now_ms;
+use dossier_core::config::{QueueBackendKind, Settings};
+use dossier_core::db::Database;
+use dossier_core::job::{JobError, JobRecord, NewJob};
+use dossier_core::queue::redis::RedisQueue;
+use dossier_core::queue::{self, QueueBackend};
+use dossier_core::runtime::{self, JobContext, Registry, Worker};
+use serde::{Deserialize, Serialize};
+
+pub use dossier_core::runtime::CancellationToken;
+
+/// The probe kind every conformance test runs.
+pub const PROBE: &str = "probe";
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendKind {
+    Sqlite,
+    Redis,
+}
+
+/// The Redis the suites use (the machine's, or `scripts/test`'s).
+pub fn redis_url() -> String {
+    std::env::var("DOSSIER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// What the probe does on each attempt, set by its payload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Probe {
+    /// Free label the test uses to find its events.
+    pub label: String,
+    /// Attempts 1..=fail_times fail.
+    pub fail_times: u32,
+    /// `transient`, `permanent`, `panic` or `retry_after`.
+    pub mode: String,
+    pub retry_after_ms: u64,
+    /// Every attempt sleeps this long first.
+    pub sleep_ms: u64,
+}
+
+impl Probe {
+    pub fn ok(label: &str) -> Probe {
+        Probe {
+            label: label.into(),
+            mode: "transient".into(),
+            ..Probe::default()
+        }
+    }
+
+    pub fn job(&self) -> NewJob {
+        NewJob {
+            kind: PROBE.into(),
+            payload: serde_json::to_value(self).unwrap_or_default(),
+            run_at_ms: None,
+            max_attempts: 5,
+            idempotency_key: None,
+            trace_id: None,
+        }
+    }
+}
+
+/// One attempt as the probe saw it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub label: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub job_id: String,
+}
+
+/// Attempts seen by probes: in memory, and appended to a file when the
+/// probe runs in a child process.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: Arc<Mutex<Vec<Event>>>,
+    file: Option<PathBuf>,
+}
+
+impl Recorder {
+    pub fn to_file(path: PathBuf) -> Recorder {
+        Recorder {
+            events: Arc::default(),
+            file: Some(path),
+        }
+    }
+
+    fn record(&self, e: Event) {
+        if let Some(path) = &self.file {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                // One write call per line: concurrent probes append to the
+                // same file, and `writeln!` would split the line into pieces.
+                let line = format!("{} {} {} {}\n", e.job_id, e.attempt, e.at_ms, e.label);
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Attempt times of one label, in order.
+    pub fn times(&self, label: &str) -> Vec<i64> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.label == label)
+            .map(|e| e.at_ms)
+            .collect()
+    }
+}
+
+/// Reads the files child probes wrote: job id → number of attempts that finished recording.
+pub fn read_event_files(dir: &Path) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                for line in text.lines() {
+                    if let Some(id) = line.split(' ').next() {
+                        *out.entry(id.to_string()).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn probe(
+    job: Probe,
+    ctx: JobContext,
+    recorder: Recorder,
+) -> Result<serde_json::Value, JobError> {
+    recorder.record(Event {
+        label: job.label.clone(),
+        attempt: ctx.attempt,
+        at_ms: now_ms(),
+        job_id: ctx.id.clone(),
+    });
+    if job.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
+    }
+    if ctx.attempt <= job.fail_times {
+        return match job.mode.as_str() {
+            "permanent" => Err(JobError::permanent(format!("{} refused", job.label))),
+            "panic" => panic!("probe {} panics on attempt {}", job.label, ctx.attempt),
+            "retry_after" => Err(JobError::retry_after(
+                "over quota",
+                Duration::from_millis(job.retry_after_ms),
+            )),
+            _ => Err(JobError::transient(format!(
+                "attempt {} failed",
+                ctx.attempt
+            ))),
+        };
+    }
+    Ok(serde_json::json!({"label": job.label, "attempt": ctx.attempt}))
+}
+
+/// A registry with the probe kind, recording into `recorder`.
+pub fn probe_registry(recorder: Recorder) -> Registry {
+    let mut r = Registry::new();
+    r.register(PROBE, move |job: Probe, ctx| {
+        probe(job, ctx, recorder.clone())
+    });
+    r
+}
+
+/// Fast timings so that retries, leases and rescues happen within seconds.
+pub fn fast_settings() -> Settings {
+    let mut s = Settings::default();
+    let q = &mut s.queue;
+    q.poll_interval_ms = 100;
+    q.lease_ms = 2_000;
+    q.heartbeat_ms = 400;
+    q.rescue_interval_ms = 300;
+    q.shutdown_timeout_ms = 1_500;
+    q.defaults.concurrency = 4;
+    q.defaults.max_attempts = 5;
+    q.defaults.backoff_base_ms = 200;
+    q.defaults.backoff_cap_ms = 2_000;
+    q.defaults.jitter = 0.2;
+    q.defaults.timeout_ms = 10_000;
+    s
+}
+
+/// A backend private to one test.
+pub struct TestQueue {
+    pub kind: BackendKind,
+    pub settings: Settings,
+    pub backend: Arc<dyn QueueBackend>,
+    redis: Option<Arc<RedisQueue>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestQueue {
+    pub async fn new(kind: BackendKind) -> TestQueue {
+        Self::with_settings(kind, fast_settings()).await
+    }
+
+    pub async fn with_settings(kind: BackendKind, mut settings: Settings) -> TestQueue {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut redis = None;
+        let backend: Arc<dyn QueueBackend> = match kind {
+            BackendKind::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+                settings.database.url = url.clone();
+                settings.queue.backend = QueueBackendKind::Sqlite;
+                Database::connect(&url, 1)
+                    .await
+                    .expect("sqlite opens")
+                    .migrate()
+                    .await
+                    .expect("migrations apply");
+                queue::open(&settings).await.expect("queue opens")
+            }
+            BackendKind::Redis => {
+                settings.queue.backend = QueueBackendKind::Redis;
+                if settings.queue.url.is_none() {
+                    settings.queue.url = Some(redis_url());
+                }
+                settings.queue.prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+                let q = Arc::new(
+                    RedisQueue::connect(
+                        settings.queue.url.as_deref().unwrap_or_default(),
+                        &settings.queue.prefix,
+                    )
+                    .await
+                    .expect("redis reachable: run scripts/test, or start redis-server"),
+                );
+                redis = Some(q.clone());
+                q
+            }
+        };
+        TestQueue {
+            kind,
+            settings,
+            backend,
+            redis,
+            dir,
+        }
+    }
+
+    /// Starts an in-process worker running `registry`.
+    pub fn start_worker(&self, registry: Registry) -> RunningWorker {
+        let worker = Worker::new(
+            runtime::worker_name("test"),
+            self.settings.queue.clone(),
+            self.backend.clone(),
+            registry,
+        )
+        .expect("worker builds");
+        let name = worker.name().to_string();
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(stop.clone()));
+        RunningWorker { name, stop, handle }
+    }
+
+    pub async fn push(&self, job: NewJob) -> String {
+        self.backend.push(job).await.expect("push").id().to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> JobRecord {
+        self.backend
+            .get(id)
+            .await
+            .expect("get")
+            .expect("job exists")
+    }
+
+    /// Waits until `pred` holds for the job, or fails the test after `within`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        pred: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach the expected state within {within:?}: {job:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until no probe job is outstanding.
+    pub async fn drain(&self, within: Duration) {
+        tokio::time::timeout(
+            within,
+            runtime::wait_until_drained(&*self.backend, &[PROBE], Duration::from_millis(25)),
+        )
+        .await
+        .expect("queue drained in time")
+        .expect("counts readable");
+    }
+
+    /// Environment for a child worker process on this same backend.
+    pub fn child_env(&self, events_dir: &Path) -> Vec<(String, String)> {
+        let config = ChildConfig {
+            settings: self.settings.clone(),
+            events_file: events_dir.join(format!("events-{}.log", uuid::Uuid::now_v7().simple())),
+        };
+        vec![(
+            CHILD_ENV.into(),
+            serde_json::to_string(&config).unwrap_or_default(),
+        )]
+    }
+
+    pub async fn cleanup(self) {
+        if let Some(r) = &self.redis {
+            let _ = r.destroy().await;
+        }
+    }
+}
+
+pub struct RunningWorker {
+    pub name: String,
+    pub stop: CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<runtime::WorkerReport, runtime::RuntimeError>>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) -> runtime::WorkerReport {
+        self.stop.cancel();
+        self.handle
+            .await
+            .expect("worker task")
+            .expect("worker ran without error")
+    }
+}
+
+/// Child worker processes: the test binary runs itself with this variable
+/// set and the ignored `child_worker` entry point selected.
+pub const CHILD_ENV: &str = "DOSSIER_TEST_CHILD";
+
+#[derive(Serialize, Deserialize)]
+struct ChildConfig {
+    settings: Settings,
+    events_file: PathBuf,
+}
+
+/// Spawns this test binary as a worker process on the same backend.
+pub fn spawn_child_worker(env: &[(String, String)]) -> Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "child_worker",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("child worker starts")
+}
+
+/// The body of a child worker process: runs probes until SIGTERM.
+pub fn child_worker_main() {
+    let Ok(raw) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let config: ChildConfig = serde_json::from_str(&raw).expect("child config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let backend = queue::open(&config.settings)
+            .await
+            .expect("child opens queue");
+        let registry = probe_registry(Recorder::to_file(config.events_file));
+        let worker = Worker::new(
+            runtime::worker_name("child"),
+            config.settings.queue.clone(),
+            backend,
+            registry,
+        )
+        .expect("child worker builds");
+        let stop = CancellationToken::new();
+        tokio::spawn(runtime::stop_on_signal(stop.clone()));
+        worker.run(stop).await.expect("child worker ran");
+    });
+}
+
+/// Sends SIGTERM (std's `Child::kill` only sends SIGKILL).
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A Redis server of the test's own, persisting with AOF (fsync always), so
+/// the test can kill and restart it.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start(dir: &Path) -> PrivateRedis {
+        let mut r = PrivateRedis {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        r.launch();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &self.dir.display().to_string(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: what the AOF holds is all that survives.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -71,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { no_migrate, kinds } => run(settings, !no_migrate, kinds).await,
         Command::Demo { jobs, database } => {
             let report = demo::run(settings, &database, jobs).await?;
-            println!("Demo on {} ({} jobs, {} ms)", report.database, report.enqueued, report.elapsed_ms);
+            println!(
+                "Demo on {} ({} jobs, {} ms)",
+                report.database, report.enqueued, report.elapsed_ms
+            );
             for c in &report.counts {
                 println!(
                     "  {:<14} done {:>5}  dead {:>4}  pending {}  running {}  retrying {}",
@@ -122,7 +125,12 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         if catalogue.get(kind).is_none() {
             anyhow::bail!(
                 "unknown job kind `{kind}` (in queue.kinds or --kinds); known kinds: {}",
-                catalogue.kinds().iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+                catalogue
+                    .kinds()
+                    .iter()
+                    .map(|k| k.kind)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -134,7 +142,11 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
     let backend = queue::open(&settings).await?;
     let mut all = Registry::new();
     jobs::register_all(&mut all);
-    let registry = if only.is_empty() { all } else { all.only(&only) };
+    let registry = if only.is_empty() {
+        all
+    } else {
+        all.only(&only)
+    };
     let worker = Worker::new(
         runtime::worker_name(&settings.worker.name_prefix),
         settings.queue.clone(),

@@ -28,8 +28,8 @@ pub struct SiretFacts {
 }
 
 pub async fn handle(job: SiretCheck, _ctx: JobContext) -> Result<SiretFacts, JobError> {
-    let siret = Siret::parse(&job.siret)
-        .map_err(|e| JobError::permanent(format!("invalid SIRET: {e}")))?;
+    let siret =
+        Siret::parse(&job.siret).map_err(|e| JobError::permanent(format!("invalid SIRET: {e}")))?;
     let siren = siret.siren();
     Ok(SiretFacts {
         siret: siret.to_string(),

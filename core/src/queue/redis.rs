@@ -26,8 +26,8 @@ use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    waiting_status, AdminOutcome, Completion, Failure, QueueBackend, QueueError, Wakers,
-    LOST_PREFIX, LOST_SUFFIX,
+    AdminOutcome, Completion, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend, QueueError, Wakers,
+    waiting_status,
 };
 use crate::clock::now_ms;
 use crate::job::{
@@ -467,7 +467,11 @@ fn record_from_hash(
         id: id.to_string(),
         why,
     };
-    let get = |f: &str| m.get(f).cloned().ok_or_else(|| corrupt(format!("no field {f}")));
+    let get = |f: &str| {
+        m.get(f)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("no field {f}")))
+    };
     let num = |f: &str| -> Result<i64, QueueError> {
         get(f)?.parse().map_err(|e| corrupt(format!("{f}: {e}")))
     };
@@ -587,7 +591,7 @@ impl QueueBackend for RedisQueue {
                         return Err(QueueError::Corrupt {
                             id: a,
                             why: "unexpected push answer".into(),
-                        })
+                        });
                     }
                 });
             }
@@ -668,7 +672,12 @@ impl QueueBackend for RedisQueue {
             .arg(worker)
             .arg(now_ms())
             .arg(&failure.id)
-            .arg(failure.retry_at_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(
+                failure
+                    .retry_at_ms
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(error)
             .arg(&failure.error.message)
             .invoke_async(&mut conn)
@@ -799,21 +808,31 @@ impl QueueBackend for RedisQueue {
             let mut candidates: Vec<String> = Vec::new();
             let wanted = |s: JobStatus| filter.status.is_none_or(|f| f == s);
             if wanted(JobStatus::Pending) {
-                candidates.extend(conn.lrange::<_, Vec<String>>(k("ready"), 0, window - 1).await?);
+                candidates.extend(
+                    conn.lrange::<_, Vec<String>>(k("ready"), 0, window - 1)
+                        .await?,
+                );
             }
             for set in ["sched", "retry"] {
-                if wanted(JobStatus::Pending) || wanted(JobStatus::Scheduled) || wanted(JobStatus::Retrying) {
-                    candidates.extend(
-                        conn.zrange::<_, Vec<String>>(k(set), 0, window - 1).await?,
-                    );
+                if wanted(JobStatus::Pending)
+                    || wanted(JobStatus::Scheduled)
+                    || wanted(JobStatus::Retrying)
+                {
+                    candidates.extend(conn.zrange::<_, Vec<String>>(k(set), 0, window - 1).await?);
                 }
             }
             if wanted(JobStatus::Running) {
-                candidates.extend(conn.zrange::<_, Vec<String>>(k("running"), 0, window - 1).await?);
+                candidates.extend(
+                    conn.zrange::<_, Vec<String>>(k("running"), 0, window - 1)
+                        .await?,
+                );
             }
             for (set, st) in [("done", JobStatus::Done), ("dead", JobStatus::Dead)] {
                 if wanted(st) {
-                    candidates.extend(conn.zrevrange::<_, Vec<String>>(k(set), 0, window - 1).await?);
+                    candidates.extend(
+                        conn.zrevrange::<_, Vec<String>>(k(set), 0, window - 1)
+                            .await?,
+                    );
                 }
             }
             ids.extend(candidates);
@@ -908,9 +927,7 @@ impl QueueBackend for RedisQueue {
             .values()
             .filter_map(|v| serde_json::from_str::<WorkerInfo>(v).ok())
             .collect();
-        let beats: Vec<(String, i64)> = conn
-            .zrange_withscores(self.key("beats"), 0, -1)
-            .await?;
+        let beats: Vec<(String, i64)> = conn.zrange_withscores(self.key("beats"), 0, -1).await?;
         let beats: HashMap<String, i64> = beats.into_iter().collect();
         for w in &mut out {
             if let Some(b) = beats.get(&w.name) {

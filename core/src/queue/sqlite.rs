@@ -7,14 +7,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use super::{waiting_status, LOST_PREFIX, LOST_SUFFIX, AdminOutcome, Completion, Failure, QueueBackend, QueueError, Wakers};
+use super::{
+    AdminOutcome, Completion, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend, QueueError, Wakers,
+    waiting_status,
+};
 use crate::clock::now_ms;
 use crate::job::{
-    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
-    WorkerInfo,
+    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts, WorkerInfo,
 };
 
 pub struct SqliteQueue {
@@ -56,7 +58,10 @@ fn status_of(state: &str, run_at: i64, attempts: u32, now: i64) -> Result<JobSta
 
 fn record_from_row(row: &SqliteRow, now: i64) -> Result<JobRecord, QueueError> {
     let id: String = row.try_get("id")?;
-    let corrupt = |why: String| QueueError::Corrupt { id: id.clone(), why };
+    let corrupt = |why: String| QueueError::Corrupt {
+        id: id.clone(),
+        why,
+    };
     let payload: String = row.try_get("payload")?;
     let errors: String = row.try_get("errors")?;
     let result: Option<String> = row.try_get("result")?;
@@ -413,7 +418,10 @@ impl QueueBackend for SqliteQueue {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
         let now = now_ms();
-        let condition = filter.status.map(status_condition).unwrap_or("?1 IS NOT NULL");
+        let condition = filter
+            .status
+            .map(status_condition)
+            .unwrap_or("?1 IS NOT NULL");
         // Only fixed fragments are spliced in; every value is bound.
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM jobs WHERE {condition} AND (?2 IS NULL OR kind = ?2)
@@ -430,7 +438,10 @@ impl QueueBackend for SqliteQueue {
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| record_from_row(&r, now_ms())).transpose()
     }
 
@@ -533,4 +544,3 @@ impl SqliteQueue {
             .await?)
     }
 }
-

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -234,7 +234,9 @@ async fn fetch_loop(ctx: FetchContext) {
     let wake = shared.backend.wakers().get(&ctx.kind);
     let lease = Duration::from_millis(q.lease_ms);
     let poll = Duration::from_millis(q.poll_interval_ms);
-    let target = (q.fetch_batch as usize).min(ctx.settings.concurrency as usize).max(1);
+    let target = (q.fetch_batch as usize)
+        .min(ctx.settings.concurrency as usize)
+        .max(1);
     let mut error_backoff = Duration::from_millis(100);
     loop {
         let first = tokio::select! {
@@ -260,7 +262,11 @@ async fn fetch_loop(ctx: FetchContext) {
             }
         }
         let asked = permits.len();
-        match shared.backend.fetch(&ctx.kind, &shared.name, asked, lease).await {
+        match shared
+            .backend
+            .fetch(&ctx.kind, &shared.name, asked, lease)
+            .await
+        {
             Ok(jobs) => {
                 error_backoff = Duration::from_millis(100);
                 let got = jobs.len();
@@ -352,7 +358,10 @@ async fn execute(
         let (class, error) = match result {
             Ok(Ok(Ok(value))) => {
                 tracing::debug!("done");
-                return Outcome::Done(Completion { id: job.id, result: value });
+                return Outcome::Done(Completion {
+                    id: job.id,
+                    result: value,
+                });
             }
             Ok(Ok(Err(e @ JobError::Permanent { .. }))) => ("permanent", e),
             Ok(Ok(Err(e))) => ("transient", e),
@@ -374,8 +383,12 @@ async fn execute(
             NextStep::Dead => None,
         };
         match step {
-            NextStep::RetryIn(d) => tracing::warn!(class, error = %error, "attempt failed; retry in {d:?}"),
-            NextStep::Dead => tracing::warn!(class, error = %error, "job failed for good: moved to the dead set"),
+            NextStep::RetryIn(d) => {
+                tracing::warn!(class, error = %error, "attempt failed; retry in {d:?}")
+            }
+            NextStep::Dead => {
+                tracing::warn!(class, error = %error, "job failed for good: moved to the dead set")
+            }
         }
         Outcome::Failed(Failure {
             id: job.id,
@@ -395,7 +408,11 @@ async fn execute(
 /// Persists outcomes in batches. A backend error is retried with backoff:
 /// until an outcome is stored its job stays in the running set, so its lease
 /// keeps being renewed and nobody else runs it meanwhile.
-async fn completer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
+async fn completer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Outcome>,
+    shutdown: CancellationToken,
+) {
     const BATCH: usize = 1_000;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -413,7 +430,9 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdow
                 Err(e) => {
                     if shutdown.is_cancelled() {
                         let since = *stopping_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(shared.settings.shutdown_timeout_ms) {
+                        if since.elapsed()
+                            > Duration::from_millis(shared.settings.shutdown_timeout_ms)
+                        {
                             tracing::error!(error = %e, jobs = batch.len(),
                                 "cannot record outcomes before exit; their leases will expire and the jobs run again");
                             break;
@@ -456,9 +475,18 @@ async fn persist(shared: &Shared, batch: &[Outcome]) -> Result<(), QueueError> {
     }
     backend.release(&shared.name, &released).await?;
     let failed = batch.len() - done.len() - released.len();
-    shared.stats.succeeded.fetch_add(done.len() as u64, Ordering::Relaxed);
-    shared.stats.failed.fetch_add(failed as u64, Ordering::Relaxed);
-    shared.stats.released.fetch_add(released.len() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .succeeded
+        .fetch_add(done.len() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .failed
+        .fetch_add(failed as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .released
+        .fetch_add(released.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -498,7 +526,10 @@ async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
         }
         match shared.backend.rescue().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "handed back the jobs of workers that stopped renewing their leases"),
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "handed back the jobs of workers that stopped renewing their leases"
+            ),
             Err(e) => tracing::warn!(error = %e, "rescue failed"),
         }
         if last_purge.elapsed() >= purge_every {
@@ -536,7 +567,7 @@ pub async fn stop_on_signal(stop: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

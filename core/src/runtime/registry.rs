@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::job::JobError;
 
@@ -23,7 +23,8 @@ pub struct JobContext {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, JobError>> + Send>>;
-pub(crate) type ErasedHandler = Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture + Send + Sync>;
+pub(crate) type ErasedHandler =
+    Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture + Send + Sync>;
 
 /// The handlers one worker process runs, keyed by kind.
 #[derive(Clone, Default)]
