@@ -53,13 +53,13 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 /// what a queue needs; apalis-sqlite's OFF is not), and a busy timeout so
 /// that several processes on one file wait rather than fail.
 pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
-    if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(PathBuf::from)) {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(&parent).map_err(|source| DbError::CreateDir {
-                path: parent.clone(),
-                source,
-            })?;
-        }
+    if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(PathBuf::from))
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&parent).map_err(|source| DbError::CreateDir {
+            path: parent.clone(),
+            source,
+        })?;
     }
     let redacted = crate::config::redact_url(url);
     let options = SqliteConnectOptions::from_str(url)

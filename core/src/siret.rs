@@ -71,7 +71,7 @@ pub fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A valid 9-digit SIREN.
@@ -112,7 +112,7 @@ impl Siret {
         let d = digits(input, "SIRET", 14)?;
         let valid = if d.starts_with(LA_POSTE_SIREN) {
             let sum: u32 = d.bytes().map(|b| u32::from(b - b'0')).sum();
-            sum % 5 == 0
+            sum.is_multiple_of(5)
         } else {
             luhn(&d)
         };
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(
             Siret::parse("73282932O00074"),
             Err(NumberError::NonDigit {
-                position: 10,
+                position: 9,
                 ch: 'O'
             })
         );

@@ -73,10 +73,10 @@ pub fn prepare(
     if max_attempts == 0 {
         return Err(SubmitError::MaxAttempts);
     }
-    if let Some(key) = &options.idempotency_key {
-        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
-            return Err(SubmitError::IdempotencyKey);
-        }
+    if let Some(key) = &options.idempotency_key
+        && (key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
+    {
+        return Err(SubmitError::IdempotencyKey);
     }
     Ok(NewJob {
         kind: kind.to_string(),
@@ -99,7 +99,7 @@ mod tests {
         assert!((t - now - 300_000).abs() < 5_000);
         assert_eq!(
             parse_run_at("2026-12-01T09:00:00Z").ok(),
-            Some(1_764_579_600_000)
+            Some(1_796_115_600_000)
         );
         assert!(parse_run_at("tomorrow").is_err());
         assert!(parse_run_at("+5x").is_err());

@@ -99,17 +99,16 @@ impl Recorder {
     }
 
     fn record(&self, e: Event) {
-        if let Some(path) = &self.file {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
+        if let Some(path) = &self.file
+            && let Ok(mut f) = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-            {
-                // One write call per line: concurrent probes append to the
-                // same file, and `writeln!` would split the line into pieces.
-                let line = format!("{} {} {} {}\n", e.job_id, e.attempt, e.at_ms, e.label);
-                let _ = f.write_all(line.as_bytes());
-            }
+        {
+            // One write call per line: concurrent probes append to the
+            // same file, and `writeln!` would split the line into pieces.
+            let line = format!("{} {} {} {}\n", e.job_id, e.attempt, e.at_ms, e.label);
+            let _ = f.write_all(line.as_bytes());
         }
         self.events
             .lock()

@@ -268,10 +268,11 @@ impl QueueBackend for SqliteQueue {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if changed > 0 && run_at.is_some_and(|at| at <= now) {
-            if let Some(kind) = self.kind_of(&failure.id).await? {
-                self.wakers.wake(&kind);
-            }
+        if changed > 0
+            && run_at.is_some_and(|at| at <= now)
+            && let Some(kind) = self.kind_of(&failure.id).await?
+        {
+            self.wakers.wake(&kind);
         }
         Ok(())
     }

@@ -1,0 +1,267 @@
+//! The `dossier` command as a user runs it, on a real SQLite file (and Redis).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn sqlite() -> Env {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("dossier.db").display());
+        Env {
+            vars: vec![("DOSSIER__DATABASE__URL".into(), url)],
+            dir,
+        }
+    }
+
+    fn redis() -> Env {
+        let mut env = Env::sqlite();
+        let url = std::env::var("DOSSIER_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        env.vars.extend([
+            ("DOSSIER__QUEUE__BACKEND".into(), "redis".into()),
+            ("DOSSIER__QUEUE__URL".into(), url),
+            (
+                "DOSSIER__QUEUE__PREFIX".into(),
+                format!("cli-test-{}", uuid::Uuid::now_v7().simple()),
+            ),
+        ]);
+        env
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dossier"))
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("DOSSIER_CONFIG")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("dossier runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dossier {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail with exit code 2; returns stderr.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(2), "dossier {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+}
+
+fn enqueued_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .last()
+        .expect("an id is printed")
+        .to_string()
+}
+
+#[test]
+fn migrate_applies_then_is_a_no_op() {
+    let env = Env::sqlite();
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 1");
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 0");
+    assert!(Path::new(&env.dir.path().join("dossier.db")).exists());
+}
+
+#[test]
+fn enqueue_refuses_unknown_kinds_and_bad_payloads_and_adds_nothing() {
+    let env = Env::sqlite();
+    let err = env.refused(&["enqueue", "nope", "--json", "{}"]);
+    assert!(
+        err.contains("unknown job kind `nope`; known kinds: siret_check"),
+        "{err}"
+    );
+    let err = env.refused(&["enqueue", "siret_check", "--json", r#"{"sirett":"1"}"#]);
+    assert!(
+        err.contains("invalid payload for `siret_check`: unknown field `sirett`"),
+        "{err}"
+    );
+    let err = env.refused(&["enqueue", "siret_check", "--json", "{not json"]);
+    assert!(err.contains("payload is not valid JSON"), "{err}");
+    let err = env.refused(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret":"1"}"#,
+        "--run-at",
+        "soon",
+    ]);
+    assert!(err.contains("run-at `soon`"), "{err}");
+    let err = env.refused(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret":"1"}"#,
+        "--max-attempts",
+        "0",
+    ]);
+    assert!(err.contains("max attempts must be at least 1"), "{err}");
+    assert_eq!(env.json(&["queues", "--json"]), serde_json::json!([]));
+}
+
+fn enqueue_inspect_and_repair(env: &Env) {
+    let payload = r#"{"siret":"732 829 320 00074"}"#;
+    let first = env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        payload,
+        "--idempotency-key",
+        "row-2",
+    ]);
+    assert!(first.starts_with("enqueued "), "{first}");
+    let id = enqueued_id(&first);
+    let again = env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        payload,
+        "--idempotency-key",
+        "row-2",
+    ]);
+    assert!(
+        again.starts_with(&format!("already enqueued {id}")),
+        "{again}"
+    );
+    let later = enqueued_id(&env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        payload,
+        "--run-at",
+        "+1h",
+        "--max-attempts",
+        "3",
+    ]));
+
+    let queues = env.json(&["queues", "--json"]);
+    assert_eq!(queues[0]["kind"], "siret_check");
+    assert_eq!(
+        (
+            queues[0]["pending"].as_u64(),
+            queues[0]["scheduled"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let table = env.ok(&["queues"]);
+    assert!(table.contains("siret_check"), "{table}");
+
+    let scheduled = env.json(&["jobs", "list", "--status", "scheduled", "--json"]);
+    assert_eq!(scheduled.as_array().map(Vec::len), Some(1));
+    assert_eq!(scheduled[0]["id"], later.as_str());
+    assert_eq!(scheduled[0]["max_attempts"], 3);
+
+    let shown = env.json(&["jobs", "show", &id, "--json"]);
+    assert_eq!(shown["payload"]["siret"], "732 829 320 00074");
+    assert_eq!(shown["idempotency_key"], "row-2");
+    assert!(
+        env.ok(&["jobs", "show", &id])
+            .contains("status:        pending")
+    );
+
+    assert_eq!(
+        env.ok(&["jobs", "kill", &later, "--reason", "client deleted"])
+            .trim(),
+        format!("killed {later}")
+    );
+    let err = env.refused(&["jobs", "kill", &later]);
+    assert!(
+        err.contains("is dead: only waiting or running jobs can be killed"),
+        "{err}"
+    );
+    let dead = env.json(&["jobs", "list", "--status", "dead", "--json"]);
+    assert_eq!(dead[0]["last_error"], "client deleted");
+    assert_eq!(dead[0]["errors"][0]["class"], "killed");
+
+    assert_eq!(
+        env.ok(&["jobs", "retry", &later]).trim(),
+        format!("retried {later}")
+    );
+    env.ok(&["jobs", "kill", &later]);
+    assert_eq!(
+        env.ok(&["jobs", "retry", "--all-dead", "--kind", "siret_check"])
+            .trim(),
+        "retried 1 dead job(s)"
+    );
+    let err = env.refused(&["jobs", "show", "no-such-id"]);
+    assert!(err.contains("no job with id no-such-id"), "{err}");
+    let err = env.refused(&["jobs", "list", "--status", "stuck"]);
+    assert!(err.contains("unknown status `stuck`"), "{err}");
+    assert_eq!(env.json(&["workers", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn enqueue_inspect_and_repair_on_sqlite() {
+    enqueue_inspect_and_repair(&Env::sqlite());
+}
+
+#[test]
+fn enqueue_inspect_and_repair_on_redis() {
+    enqueue_inspect_and_repair(&Env::redis());
+}
+
+#[test]
+fn configuration_errors_name_key_and_source() {
+    let mut env = Env::sqlite();
+    env.vars
+        .push(("DOSSIER__QUEUE__BAKEND".into(), "redis".into()));
+    let err = env.refused(&["queues"]);
+    assert!(err.contains("queue.bakend: unknown key `bakend`"), "{err}");
+    assert!(
+        err.contains("environment variable DOSSIER__QUEUE__BAKEND"),
+        "{err}"
+    );
+
+    let env = Env::sqlite();
+    let file = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[queue]\nbackend = \"redis\"\nurl = \"http://nope\"\n",
+    )
+    .expect("write");
+    let err = env.refused(&["--config", file.to_str().unwrap_or_default(), "queues"]);
+    assert!(
+        err.contains("queue.url: scheme `http` is not a Redis URL"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("file {}", file.display())), "{err}");
+
+    let err = env.refused(&["--config", "missing.toml", "queues"]);
+    assert!(
+        err.contains("configuration file missing.toml does not exist (given by --config)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_configuration_files_load() {
+    let env = Env::sqlite();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["config/default.toml", "config/production.example.toml"] {
+        let path = root.join(file);
+        let out = env.run(&["--config", path.to_str().unwrap_or_default(), "kinds"]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

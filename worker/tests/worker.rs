@@ -1,0 +1,129 @@
+//! `dossier-worker` as operators run it: the demo, and `run` until SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dossier_core::config::Settings;
+use dossier_core::job::{JobStatus, NewJob};
+use dossier_core::queue;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dossier-worker");
+
+#[test]
+fn demo_runs_a_realistic_batch_to_the_end() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("var/demo.db");
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--jobs",
+            "200",
+            "--database",
+            db.to_str().unwrap_or_default(),
+        ])
+        .env_remove("DOSSIER_CONFIG")
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3 rows in 20 are wrong (two mistyped, one lost its leading zero).
+    assert!(
+        stdout.contains("siret_check    done   170  dead   30  pending 0  running 0  retrying 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("checksum failed"), "{stdout}");
+    assert!(
+        stdout.contains("a spreadsheet may have dropped a leading zero"),
+        "{stdout}"
+    );
+    assert!(db.exists());
+}
+
+#[test]
+fn run_refuses_unknown_kinds_in_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args(["run", "--kinds", "siret_check,enrich_everything"])
+        .env(
+            "DOSSIER__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("d.db").display()),
+        )
+        .env_remove("DOSSIER_CONFIG")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown job kind `enrich_everything`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn run_migrates_processes_jobs_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("var/dossier.db").display());
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env("DOSSIER__DATABASE__URL", &url)
+        .env_remove("DOSSIER_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+
+    let mut settings = Settings::default();
+    settings.database.url = url;
+    // The worker migrates at start-up: wait for its schema, then enqueue.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let backend = loop {
+        if let Ok(q) = queue::open(&settings).await
+            && q.workers().await.map(|w| w.len()).unwrap_or(0) == 1
+        {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "worker did not register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let id = backend
+        .push(NewJob {
+            kind: "siret_check".into(),
+            payload: serde_json::json!({"siret": "732 829 320 00074"}),
+            run_at_ms: None,
+            max_attempts: 3,
+            idempotency_key: None,
+            trace_id: Some("req-1".into()),
+        })
+        .await
+        .expect("push")
+        .id()
+        .to_string();
+    let job = loop {
+        let job = backend.get(&id).await.expect("get").expect("exists");
+        if job.status == JobStatus::Done || job.status == JobStatus::Dead {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "job not processed: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job.status, JobStatus::Done, "{job:?}");
+    let result = job.result.expect("result stored");
+    assert_eq!(result["vat_number"], "FR44732829320");
+    assert_eq!(result["nic"], "00074");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "SIGTERM exit: {exit:?}");
+    assert!(
+        backend.workers().await.expect("workers").is_empty(),
+        "deregistered on exit"
+    );
+}
