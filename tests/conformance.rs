@@ -45,6 +45,8 @@ conformance!(
     scheduled_jobs_wait_for_their_time,
     graceful_shutdown_finishes_or_returns_in_flight_jobs,
     listings_and_counts_agree,
+    finished_jobs_are_purged_after_retention,
+    workers_are_listed_with_their_heartbeat,
     sigkill_mid_job_loses_nothing,
     sigterm_drains_and_exits_zero,
     two_processes_share_a_queue_each_job_once,
@@ -677,4 +679,91 @@ async fn redis_restart_mid_run_loses_nothing() {
     let ran: HashSet<String> = rec.events().into_iter().map(|e| e.job_id).collect();
     assert_eq!(ran, ids, "every job ran");
     w.stop().await;
+}
+
+async fn finished_jobs_are_purged_after_retention(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let mut keyed = Probe::ok("keyed").job();
+    keyed.idempotency_key = Some("import-7:row-3".into());
+    let done_id = q.push(keyed.clone()).await;
+    let mut bad = Probe {
+        label: "bad".into(),
+        fail_times: 1,
+        mode: "permanent".into(),
+        ..Probe::default()
+    }
+    .job();
+    bad.max_attempts = 1;
+    let dead_id = q.push(bad).await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.drain(LONG).await;
+    w.stop().await;
+    // Nothing is old enough for a day's retention.
+    assert_eq!(
+        q.backend
+            .purge(Duration::from_secs(86_400))
+            .await
+            .expect("purge"),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        q.backend
+            .purge(Duration::from_millis(1))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(
+        q.backend.get(&done_id).await.expect("get").is_none(),
+        "done job purged"
+    );
+    assert_eq!(
+        q.job(&dead_id).await.status,
+        JobStatus::Dead,
+        "dead jobs stay for operators"
+    );
+    // The purged job's idempotency key is free again.
+    let again = q.backend.push(keyed).await.expect("push");
+    assert!(matches!(again, PushOutcome::Created(_)), "{again:?}");
+    q.cleanup().await;
+}
+
+async fn workers_are_listed_with_their_heartbeat(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let id = q
+        .push(
+            Probe {
+                label: "busy".into(),
+                sleep_ms: 1_500,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.wait_for(&id, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    // Heartbeats every 400 ms: wait for one that saw the running job.
+    let deadline = Instant::now() + LONG;
+    let me = loop {
+        let workers = q.backend.workers().await.expect("workers");
+        if let Some(me) = workers
+            .into_iter()
+            .find(|x| x.name == w.name && x.running == 1)
+        {
+            break me;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker listed with its running job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(me.pid, std::process::id());
+    assert_eq!(me.kinds, vec![PROBE.to_string()]);
+    assert!(now_ms() - me.last_heartbeat_ms < 5_000);
+    assert!(me.name.contains(&format!("-{}-", std::process::id())));
+    w.stop().await;
+    q.cleanup().await;
 }

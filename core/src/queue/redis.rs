@@ -9,7 +9,8 @@
 //! - `{p}:sched:{kind}`    ZSET of never-run jobs by run time;
 //! - `{p}:retry:{kind}`    ZSET of failed jobs by next run time;
 //! - `{p}:running:{kind}`  ZSET of leased jobs by lease deadline;
-//! - `{p}:done:{kind}` and `{p}:dead:{kind}`  ZSETs by finishing time;
+//! - `{p}:done:{kind}`    LIST of finished jobs, newest first;
+//! - `{p}:dead:{kind}`    ZSET of dead jobs by time of death;
 //! - `{p}:job:{id}`        HASH holding the record.
 //!
 //! Every transition is one Lua script, so a crash between two steps cannot
@@ -38,8 +39,10 @@ use crate::job::{
 /// Due jobs promoted per fetch: bounded so that `unpack` never overflows
 /// Lua's stack and a fetch never blocks Redis for long.
 const PROMOTE_CHUNK: usize = 1_000;
-/// Jobs per push script call.
+/// Jobs per push script call, and outcomes per completion call: bounded so
+/// that Lua's `unpack` stays far below its stack limit (about 8,000 values).
 const PUSH_CHUNK: usize = 1_000;
+const COMPLETE_CHUNK: usize = 1_000;
 
 pub struct RedisQueue {
     conn: ConnectionManager,
@@ -81,7 +84,7 @@ const PUSH: &str = r#"
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
-local woken = {}
+local ready = {}
 local i = 3
 while i <= #ARGV do
   local id, kind, payload, run_at, max, idem, trace =
@@ -99,21 +102,27 @@ while i <= #ARGV do
   end
   if not dup then
     local key = p .. ':job:' .. id
-    redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
-      'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]')
-    if idem ~= '' then redis.call('HSET', key, 'idempotency_key', idem) end
-    if trace ~= '' then redis.call('HSET', key, 'trace_id', trace) end
+    if idem == '' and trace == '' then
+      redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
+        'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]')
+    else
+      redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
+        'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]',
+        'idempotency_key', idem, 'trace_id', trace)
+    end
     if run_at <= now then
-      redis.call('RPUSH', p .. ':ready:' .. kind, id)
-      woken[kind] = true
+      if not ready[kind] then ready[kind] = {} end
+      table.insert(ready[kind], id)
     else
       redis.call('ZADD', p .. ':sched:' .. kind, run_at, id)
+      redis.call('SADD', p .. ':kinds', kind)
     end
-    redis.call('SADD', p .. ':kinds', kind)
     table.insert(out, 'new:' .. id)
   end
 end
-for kind, _ in pairs(woken) do
+for kind, ids in pairs(ready) do
+  redis.call('RPUSH', p .. ':ready:' .. kind, unpack(ids))
+  redis.call('SADD', p .. ':kinds', kind)
   redis.call('PUBLISH', p .. ':wake', kind)
 end
 return out
@@ -134,17 +143,21 @@ end
 local ids = redis.call('LPOP', ready, limit)
 if not ids then return {} end
 local out = {}
-local running = p .. ':running:' .. kind
+local leases = {}
 for _, id in ipairs(ids) do
   local key = p .. ':job:' .. id
-  local f = redis.call('HMGET', key, 'state', 'payload', 'max_attempts', 'trace_id')
+  local f = redis.call('HMGET', key, 'state', 'payload', 'max_attempts', 'trace_id', 'attempts')
   if f[1] == 'queued' then
-    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', deadline,
-      'updated_at', now)
-    redis.call('ZADD', running, deadline, id)
+    local attempts = tonumber(f[5]) + 1
+    redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'lease_owner', worker,
+      'lease_expires_at', deadline, 'updated_at', now)
+    table.insert(leases, deadline)
+    table.insert(leases, id)
     table.insert(out, {id, f[2], attempts, f[3], f[4] or ''})
   end
+end
+if #leases > 0 then
+  redis.call('ZADD', p .. ':running:' .. kind, unpack(leases))
 end
 return out
 "#;
@@ -152,6 +165,7 @@ return out
 const COMPLETE: &str = r#"
 local p, worker, now = ARGV[1], ARGV[2], ARGV[3]
 local n = 0
+local by_kind = {}
 local i = 4
 while i <= #ARGV do
   local id, result = ARGV[i], ARGV[i+1]
@@ -159,12 +173,20 @@ while i <= #ARGV do
   local key = p .. ':job:' .. id
   local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind')
   if f[1] == 'running' and f[2] == worker then
+    -- The lease fields stay behind: they mean nothing once the state is not
+    -- running, and deleting them would cost a call per job.
     redis.call('HSET', key, 'state', 'done', 'finished_at', now, 'updated_at', now, 'result', result)
-    redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
-    redis.call('ZREM', p .. ':running:' .. f[3], id)
-    redis.call('ZADD', p .. ':done:' .. f[3], now, id)
+    local k = f[3]
+    if not by_kind[k] then by_kind[k] = {} end
+    table.insert(by_kind[k], id)
     n = n + 1
   end
+end
+for kind, ids in pairs(by_kind) do
+  redis.call('ZREM', p .. ':running:' .. kind, unpack(ids))
+  -- A list, newest first: O(1) per job whatever the backlog (a sorted set
+  -- grows O(log n) per insert), and completion order is time order.
+  redis.call('LPUSH', p .. ':done:' .. kind, unpack(ids))
 end
 return n
 "#;
@@ -283,7 +305,7 @@ for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
     redis.call('ZCARD', sched) - due_s,
     redis.call('ZCARD', p .. ':running:' .. kind),
     redis.call('ZCARD', retry) - due_r,
-    redis.call('ZCARD', p .. ':done:' .. kind),
+    redis.call('LLEN', p .. ':done:' .. kind),
     redis.call('ZCARD', p .. ':dead:' .. kind),
     oldest})
 end
@@ -343,14 +365,19 @@ local p, cutoff = ARGV[1], tonumber(ARGV[2])
 local n = 0
 for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
   local done = p .. ':done:' .. kind
-  local ids = redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
-  for _, id in ipairs(ids) do
+  -- Oldest at the tail: pop while the tail finished before the cutoff.
+  for _ = 1, 1000 do
+    local id = redis.call('LINDEX', done, -1)
+    if not id then break end
     local key = p .. ':job:' .. id
-    local idem = redis.call('HGET', key, 'idempotency_key')
-    if idem then redis.call('HDEL', p .. ':idem', idem) end
-    redis.call('DEL', key)
-    redis.call('ZREM', done, id)
-    n = n + 1
+    local f = redis.call('HMGET', key, 'finished_at', 'idempotency_key', 'state')
+    if f[3] == 'done' and tonumber(f[1]) >= cutoff then break end
+    redis.call('RPOP', done)
+    if f[3] == 'done' then
+      if f[2] and f[2] ~= '' then redis.call('HDEL', p .. ':idem', f[2]) end
+      redis.call('DEL', key)
+      n = n + 1
+    end
   end
 end
 local stale = redis.call('ZRANGEBYSCORE', p .. ':beats', '-inf', '(' .. cutoff)
@@ -496,10 +523,13 @@ fn record_from_hash(
         created_at_ms: num("created_at")?,
         updated_at_ms: num("updated_at")?,
         finished_at_ms: opt_ms(m, "finished_at"),
-        lease_owner: m.get("lease_owner").cloned(),
-        lease_expires_at_ms: opt_ms(m, "lease_expires_at"),
-        idempotency_key: m.get("idempotency_key").cloned(),
-        trace_id: m.get("trace_id").cloned(),
+        lease_owner: m
+            .get("lease_owner")
+            .filter(|_| status == JobStatus::Running)
+            .cloned(),
+        lease_expires_at_ms: opt_ms(m, "lease_expires_at").filter(|_| status == JobStatus::Running),
+        idempotency_key: m.get("idempotency_key").filter(|s| !s.is_empty()).cloned(),
+        trace_id: m.get("trace_id").filter(|s| !s.is_empty()).cloned(),
         last_error: m.get("last_error").cloned(),
         errors: serde_json::from_str(m.get("errors").map(String::as_str).unwrap_or("[]"))
             .map_err(|e| corrupt(format!("errors: {e}")))?,
@@ -645,16 +675,15 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let mut inv = self.scripts.complete.prepare_invoke();
-        inv.arg(&self.prefix).arg(worker).arg(now_ms());
-        for c in done {
-            inv.arg(&c.id).arg(c.result.to_string());
-        }
         let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        for chunk in done.chunks(COMPLETE_CHUNK) {
+            let mut inv = self.scripts.complete.prepare_invoke();
+            inv.arg(&self.prefix).arg(worker).arg(now_ms());
+            for c in chunk {
+                inv.arg(&c.id).arg(c.result.to_string());
+            }
+            let _: i64 = inv.invoke_async(&mut conn).await?;
+        }
         Ok(())
     }
 
@@ -827,13 +856,17 @@ impl QueueBackend for RedisQueue {
                         .await?,
                 );
             }
-            for (set, st) in [("done", JobStatus::Done), ("dead", JobStatus::Dead)] {
-                if wanted(st) {
-                    candidates.extend(
-                        conn.zrevrange::<_, Vec<String>>(k(set), 0, window - 1)
-                            .await?,
-                    );
-                }
+            if wanted(JobStatus::Done) {
+                candidates.extend(
+                    conn.lrange::<_, Vec<String>>(k("done"), 0, window - 1)
+                        .await?,
+                );
+            }
+            if wanted(JobStatus::Dead) {
+                candidates.extend(
+                    conn.zrevrange::<_, Vec<String>>(k("dead"), 0, window - 1)
+                        .await?,
+                );
             }
             ids.extend(candidates);
         }

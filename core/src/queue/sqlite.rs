@@ -226,12 +226,14 @@ impl QueueBackend for SqliteQueue {
             .map(|c| serde_json::json!({"id": c.id, "result": c.result.to_string()}))
             .collect();
         let now = now_ms();
+        // UPDATE … FROM joins the batch once (a correlated subquery per row
+        // would read the whole batch for every job).
         sqlx::query(
             "UPDATE jobs SET state = 'done', finished_at = ?1, updated_at = ?1, lease_owner = NULL,
-                    lease_expires_at = NULL,
-                    result = (SELECT value ->> '$.result' FROM json_each(?3) WHERE value ->> '$.id' = jobs.id)
-             WHERE state = 'running' AND lease_owner = ?2
-               AND id IN (SELECT value ->> '$.id' FROM json_each(?3))",
+                    lease_expires_at = NULL, result = batch.result
+             FROM (SELECT value ->> '$.id' AS id, value ->> '$.result' AS result
+                   FROM json_each(?3)) AS batch
+             WHERE jobs.id = batch.id AND jobs.state = 'running' AND jobs.lease_owner = ?2",
         )
         .bind(now)
         .bind(worker)

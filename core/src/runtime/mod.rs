@@ -234,8 +234,10 @@ async fn fetch_loop(ctx: FetchContext) {
     let wake = shared.backend.wakers().get(&ctx.kind);
     let lease = Duration::from_millis(q.lease_ms);
     let poll = Duration::from_millis(q.poll_interval_ms);
+    // Half the slots per fetch at most: while one batch runs, the next is
+    // fetched, so the pool never idles on a round trip.
     let target = (q.fetch_batch as usize)
-        .min(ctx.settings.concurrency as usize)
+        .min((ctx.settings.concurrency as usize).div_ceil(2))
         .max(1);
     let mut error_backoff = Duration::from_millis(100);
     loop {
