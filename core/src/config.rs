@@ -251,7 +251,14 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file")),
+        );
+        for secret in SecretFile::from_env()? {
+            figment = figment.merge(secret);
+        }
         Self::from_figment(&figment)
     }
 
@@ -395,6 +402,62 @@ impl Settings {
     }
 }
 
+/// A value read from a file named by `DOSSIER__SECTION__KEY_FILE` (the way
+/// container platforms hand secrets over: the password never sits in the
+/// environment or in a committed file).
+struct SecretFile {
+    key: String,
+    variable: String,
+    path: PathBuf,
+    value: String,
+}
+
+impl SecretFile {
+    fn from_env() -> Result<Vec<SecretFile>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, path) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some(key) = rest.strip_suffix("_FILE") else {
+                continue;
+            };
+            let path = PathBuf::from(path);
+            let value = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "  - {}: cannot read secret file {} ({e}) (set by environment variable {name})",
+                    key.replace("__", ".").to_lowercase(),
+                    path.display()
+                ))
+            })?;
+            out.push(SecretFile {
+                key: key.replace("__", ".").to_lowercase(),
+                variable: name.to_string(),
+                path,
+                value: value.trim_end_matches(['\n', '\r']).to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl figment::Provider for SecretFile {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!(
+            "secret file {} (from {})",
+            self.path.display(),
+            self.variable
+        ))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::default(&self.key, &self.value).data()
+    }
+}
+
 /// Where a key's value came from, in words an operator can act on.
 fn source_of(figment: &Figment, key: &str) -> String {
     describe_source(figment.find_metadata(key), key)
@@ -406,6 +469,7 @@ fn describe_source(meta: Option<&figment::Metadata>, key: &str) -> String {
     };
     match &meta.source {
         Some(figment::Source::File(p)) => format!("file {}", p.display()),
+        _ if meta.name.starts_with("secret file") => meta.name.to_string(),
         _ if meta.name.contains("environment") => {
             format!("environment variable {}", env_var_name(key))
         }

@@ -244,11 +244,65 @@ fn configuration_errors_name_key_and_source() {
     );
     assert!(err.contains(&format!("file {}", file.display())), "{err}");
 
+    // Secrets can come from a file named by DOSSIER__…_FILE.
+    let mut env_file = Env::sqlite();
+    let secret = env_file.dir.path().join("queue-url");
+    std::fs::write(&secret, "http://user:pw@host\n").expect("write");
+    env_file.vars.extend([
+        ("DOSSIER__QUEUE__BACKEND".into(), "redis".into()),
+        (
+            "DOSSIER__QUEUE__URL_FILE".into(),
+            secret.display().to_string(),
+        ),
+    ]);
+    let err = env_file.refused(&["queues"]);
+    assert!(
+        err.contains("queue.url: scheme `http` is not a Redis URL"),
+        "{err}"
+    );
+    assert!(err.contains("(from DOSSIER__QUEUE__URL_FILE)"), "{err}");
+    assert!(!err.contains("pw"), "the secret is not echoed: {err}");
+    env_file.vars.push((
+        "DOSSIER__DATABASE__URL_FILE".into(),
+        "/nonexistent/secret".into(),
+    ));
+    let err = env_file.refused(&["queues"]);
+    assert!(
+        err.contains("cannot read secret file /nonexistent/secret"),
+        "{err}"
+    );
+
     let err = env.refused(&["--config", "missing.toml", "queues"]);
     assert!(
         err.contains("configuration file missing.toml does not exist (given by --config)"),
         "{err}"
     );
+}
+
+#[test]
+fn secret_files_provide_values() {
+    let mut env = Env::redis();
+    let url = env
+        .vars
+        .iter()
+        .find(|(k, _)| k == "DOSSIER__QUEUE__URL")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    env.vars.retain(|(k, _)| k != "DOSSIER__QUEUE__URL");
+    let secret = env.dir.path().join("redis-url");
+    std::fs::write(&secret, format!("{url}\n")).expect("write");
+    env.vars.push((
+        "DOSSIER__QUEUE__URL_FILE".into(),
+        secret.display().to_string(),
+    ));
+    let out = env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret":"73282932000074"}"#,
+    ]);
+    assert!(out.starts_with("enqueued "), "{out}");
+    assert_eq!(env.json(&["queues", "--json"])[0]["pending"], 1);
 }
 
 #[test]

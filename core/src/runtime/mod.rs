@@ -160,18 +160,23 @@ impl Worker {
         let mut fetchers = tokio::task::JoinSet::new();
         for kind in self.registry.kinds() {
             let kind_settings = q.kind(kind);
-            let ctx = FetchContext {
-                shared: shared.clone(),
-                kind: kind.to_string(),
-                semaphore: Arc::new(Semaphore::new(kind_settings.concurrency as usize)),
-                settings: kind_settings,
-                registry: self.registry.clone(),
-                tracker: tracker.clone(),
-                soft_stop: shutdown.clone(),
-                hard_stop: hard_stop.clone(),
-                tx: tx.clone(),
-            };
-            fetchers.spawn(fetch_loop(ctx));
+            let plan = FetchPlan::new(q.fetch_batch, kind_settings.concurrency);
+            let semaphore = Arc::new(Semaphore::new(kind_settings.concurrency as usize));
+            for _ in 0..plan.fetchers {
+                let ctx = FetchContext {
+                    shared: shared.clone(),
+                    kind: kind.to_string(),
+                    semaphore: semaphore.clone(),
+                    settings: kind_settings.clone(),
+                    batch: plan.batch,
+                    registry: self.registry.clone(),
+                    tracker: tracker.clone(),
+                    soft_stop: shutdown.clone(),
+                    hard_stop: hard_stop.clone(),
+                    tx: tx.clone(),
+                };
+                fetchers.spawn(fetch_loop(ctx));
+            }
         }
         drop(tx);
         tracing::info!(worker = %shared.name, backend = shared.backend.name(), "worker started");
@@ -208,10 +213,32 @@ impl Worker {
     }
 }
 
+/// How a kind's slots are fetched: how many fetch loops share them, and the
+/// most each fetch takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FetchPlan {
+    fetchers: usize,
+    batch: usize,
+}
+
+impl FetchPlan {
+    /// Two fetch loops (one alone would leave slots idle during each round
+    /// trip), each taking at most a quarter of the slots, so that batches
+    /// overlap: while some run, others are being fetched.
+    fn new(fetch_batch: u32, concurrency: u32) -> FetchPlan {
+        let concurrency = concurrency.max(1) as usize;
+        FetchPlan {
+            fetchers: if concurrency >= 2 { 2 } else { 1 },
+            batch: (fetch_batch.max(1) as usize).min(concurrency.div_ceil(4)),
+        }
+    }
+}
+
 struct FetchContext {
     shared: Arc<Shared>,
     kind: String,
     settings: KindSettings,
+    batch: usize,
     semaphore: Arc<Semaphore>,
     registry: Registry,
     tracker: TaskTracker,
@@ -234,11 +261,7 @@ async fn fetch_loop(ctx: FetchContext) {
     let wake = shared.backend.wakers().get(&ctx.kind);
     let lease = Duration::from_millis(q.lease_ms);
     let poll = Duration::from_millis(q.poll_interval_ms);
-    // Half the slots per fetch at most: while one batch runs, the next is
-    // fetched, so the pool never idles on a round trip.
-    let target = (q.fetch_batch as usize)
-        .min((ctx.settings.concurrency as usize).div_ceil(2))
-        .max(1);
+    let target = ctx.batch;
     let mut error_backoff = Duration::from_millis(100);
     loop {
         let first = tokio::select! {
@@ -292,7 +315,11 @@ async fn fetch_loop(ctx: FetchContext) {
                     });
                 }
                 drop(permits);
-                if got < asked {
+                if got == asked {
+                    // Likely more where these came from: make sure a sibling
+                    // fetch loop that sleeps joins in.
+                    wake.notify_one();
+                } else {
                     // The queue is drained for now: sleep until a push wakes
                     // us or the poll interval passes (scheduled jobs, other
                     // processes' SQLite pushes).
@@ -587,4 +614,41 @@ pub async fn stop_on_signal(stop: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("stop signal received");
     stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_plan_overlaps_batches() {
+        assert_eq!(
+            FetchPlan::new(100, 1),
+            FetchPlan {
+                fetchers: 1,
+                batch: 1
+            }
+        );
+        assert_eq!(
+            FetchPlan::new(100, 8),
+            FetchPlan {
+                fetchers: 2,
+                batch: 2
+            }
+        );
+        assert_eq!(
+            FetchPlan::new(100, 64),
+            FetchPlan {
+                fetchers: 2,
+                batch: 16
+            }
+        );
+        assert_eq!(
+            FetchPlan::new(100, 1000),
+            FetchPlan {
+                fetchers: 2,
+                batch: 100
+            }
+        );
+    }
 }
