@@ -32,6 +32,8 @@ pub struct BenchResult {
     pub backend: &'static str,
     pub jobs: usize,
     pub concurrency: u32,
+    /// Async runtime threads the worker ran on (`worker.threads`).
+    pub threads: usize,
     pub push_jobs_per_s: f64,
     pub drain_jobs_per_s: f64,
     pub pickup_p50_ms: f64,
@@ -69,6 +71,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResult, BenchError> {
+    let threads = match settings.worker.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     settings.queue.backend = opts.backend;
     settings.queue.kinds.clear();
     settings.queue.defaults.concurrency = opts.concurrency;
@@ -184,6 +190,7 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
         backend: backend.name(),
         jobs: opts.jobs,
         concurrency: opts.concurrency,
+        threads,
         push_jobs_per_s: (opts.jobs as f64 / push_secs).round(),
         drain_jobs_per_s: (opts.jobs as f64 / drain_secs).round(),
         pickup_p50_ms: percentile(&samples, 0.50),

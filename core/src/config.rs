@@ -119,6 +119,9 @@ pub struct WorkerSettings {
     pub migrate_on_start: bool,
     /// First part of the worker's name; host, pid and a random suffix follow.
     pub name_prefix: String,
+    /// Async runtime threads of `dossier-worker`; 0 means one per core.
+    /// On a small machine shared with Redis, 1 avoids fighting Redis for CPU.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +201,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             migrate_on_start: true,
             name_prefix: "dossier-worker".into(),
+            threads: 0,
         }
     }
 }
@@ -335,6 +339,12 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.worker.threads > 1024 {
+            bad(
+                "worker.threads",
+                "must be at most 1024 (0 means one per core)".into(),
+            );
         }
         if self.queue.prefix.is_empty() || self.queue.prefix.contains(char::is_whitespace) {
             bad("queue.prefix", "must be a non-empty word".into());

@@ -62,12 +62,20 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     dossier_core::logging::init(&settings.log);
-    match cli.command {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if settings.worker.threads > 0 {
+        runtime.worker_threads(settings.worker.threads);
+    }
+    runtime.build()?.block_on(execute(cli.command, settings))
+}
+
+async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Run { no_migrate, kinds } => run(settings, !no_migrate, kinds).await,
         Command::Demo { jobs, database } => {
             let report = demo::run(settings, &database, jobs).await?;

@@ -72,6 +72,12 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// notifies the kind's handle so that idle workers fetch at once.
     fn wakers(&self) -> &Wakers;
 
+    /// How many fetch loops per kind pay off: overlapping round trips help a
+    /// networked server; a single-writer file gains nothing from them.
+    fn fetch_loops(&self) -> usize {
+        2
+    }
+
     /// Starts delivering wake-ups from other processes, until `stop`.
     async fn listen(&self, _stop: CancellationToken) {}
 

@@ -116,6 +116,12 @@ impl QueueBackend for SqliteQueue {
         &self.wakers
     }
 
+    /// SQLite has one writer at a time: a second fetch loop would only queue
+    /// behind the first, with smaller batches.
+    fn fetch_loops(&self) -> usize {
+        1
+    }
+
     async fn push_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());

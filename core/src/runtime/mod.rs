@@ -160,7 +160,11 @@ impl Worker {
         let mut fetchers = tokio::task::JoinSet::new();
         for kind in self.registry.kinds() {
             let kind_settings = q.kind(kind);
-            let plan = FetchPlan::new(q.fetch_batch, kind_settings.concurrency);
+            let plan = FetchPlan::new(
+                q.fetch_batch,
+                kind_settings.concurrency,
+                shared.backend.fetch_loops(),
+            );
             let semaphore = Arc::new(Semaphore::new(kind_settings.concurrency as usize));
             for _ in 0..plan.fetchers {
                 let ctx = FetchContext {
@@ -222,14 +226,15 @@ struct FetchPlan {
 }
 
 impl FetchPlan {
-    /// Two fetch loops (one alone would leave slots idle during each round
-    /// trip), each taking at most a quarter of the slots, so that batches
-    /// overlap: while some run, others are being fetched.
-    fn new(fetch_batch: u32, concurrency: u32) -> FetchPlan {
+    /// `loops` fetch loops (one alone leaves slots idle during each round
+    /// trip), each taking at most half of its share of the slots, so that
+    /// batches overlap: while some run, others are being fetched.
+    fn new(fetch_batch: u32, concurrency: u32, loops: usize) -> FetchPlan {
         let concurrency = concurrency.max(1) as usize;
+        let fetchers = loops.clamp(1, concurrency);
         FetchPlan {
-            fetchers: if concurrency >= 2 { 2 } else { 1 },
-            batch: (fetch_batch.max(1) as usize).min(concurrency.div_ceil(4)),
+            fetchers,
+            batch: (fetch_batch.max(1) as usize).min(concurrency.div_ceil(2 * fetchers)),
         }
     }
 }
@@ -623,28 +628,35 @@ mod tests {
     #[test]
     fn fetch_plan_overlaps_batches() {
         assert_eq!(
-            FetchPlan::new(100, 1),
+            FetchPlan::new(100, 1, 2),
             FetchPlan {
                 fetchers: 1,
                 batch: 1
             }
         );
         assert_eq!(
-            FetchPlan::new(100, 8),
+            FetchPlan::new(100, 8, 2),
             FetchPlan {
                 fetchers: 2,
                 batch: 2
             }
         );
         assert_eq!(
-            FetchPlan::new(100, 64),
+            FetchPlan::new(100, 64, 2),
             FetchPlan {
                 fetchers: 2,
                 batch: 16
             }
         );
         assert_eq!(
-            FetchPlan::new(100, 1000),
+            FetchPlan::new(100, 64, 1),
+            FetchPlan {
+                fetchers: 1,
+                batch: 32
+            }
+        );
+        assert_eq!(
+            FetchPlan::new(100, 1000, 2),
             FetchPlan {
                 fetchers: 2,
                 batch: 100
