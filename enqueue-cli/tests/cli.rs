@@ -8,6 +8,30 @@ struct Env {
     vars: Vec<(String, String)>,
 }
 
+impl Drop for Env {
+    /// Deletes the test's Redis keys (its own prefix), if it used Redis.
+    fn drop(&mut self) {
+        let var = |k: &str| {
+            self.vars
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(prefix) = var("DOSSIER__QUEUE__PREFIX") else {
+            return;
+        };
+        let url = var("DOSSIER__QUEUE__URL").unwrap_or_else(test_redis_url);
+        if let Ok(rt) = tokio::runtime::Runtime::new() {
+            rt.block_on(async {
+                if let Ok(q) = dossier_core::queue::redis::RedisQueue::connect(&url, &prefix).await
+                {
+                    let _ = q.destroy().await;
+                }
+            });
+        }
+    }
+}
+
 impl Env {
     fn sqlite() -> Env {
         let dir = tempfile::tempdir().expect("dir");
@@ -20,8 +44,7 @@ impl Env {
 
     fn redis() -> Env {
         let mut env = Env::sqlite();
-        let url = std::env::var("DOSSIER_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let url = test_redis_url();
         env.vars.extend([
             ("DOSSIER__QUEUE__BACKEND".into(), "redis".into()),
             ("DOSSIER__QUEUE__URL".into(), url),
@@ -63,6 +86,10 @@ impl Env {
     fn json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.ok(args)).expect("JSON output")
     }
+}
+
+fn test_redis_url() -> String {
+    std::env::var("DOSSIER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
 fn enqueued_id(stdout: &str) -> String {
