@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{QueueBackendKind, Settings};
 use crate::db::Database;
@@ -48,8 +47,6 @@ pub enum BenchError {
     Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
-    #[error("benchmark worker failed: {0}")]
-    Join(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,9 +146,8 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
         backend.clone(),
         registry,
     )?;
-    let stop = CancellationToken::new();
     let t1 = Instant::now();
-    let handle = tokio::spawn(worker.run(stop.clone()));
+    let running = worker.spawn();
     // Watch the handler's counter, not the queue's counts: counting a large
     // table every few milliseconds would steal the time being measured.
     while handled.load(Ordering::Relaxed) < opts.jobs as u64 {
@@ -178,10 +174,7 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
             samples.push(ms);
         }
     }
-    stop.cancel();
-    handle
-        .await
-        .map_err(|e| BenchError::Join(e.to_string()))??;
+    running.stop().await?;
     if let Some(q) = redis_queue {
         q.destroy().await?;
     }

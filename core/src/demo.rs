@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{QueueBackendKind, Settings};
 use crate::db::Database;
@@ -124,15 +123,11 @@ pub async fn run(
         backend.clone(),
         registry,
     )?;
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone()));
+    let running = worker.spawn();
     let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
     let counts =
         runtime::wait_until_drained(&*backend, &kind_refs, Duration::from_millis(50)).await?;
-    stop.cancel();
-    if let Ok(result) = handle.await {
-        result?;
-    }
+    running.stop().await?;
     let dead = backend
         .list(&JobFilter {
             kind: None,

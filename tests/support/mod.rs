@@ -266,7 +266,7 @@ impl TestQueue {
     }
 
     /// Starts an in-process worker running `registry`.
-    pub fn start_worker(&self, registry: Registry) -> RunningWorker {
+    pub fn start_worker(&self, registry: Registry) -> TestWorker {
         let worker = Worker::new(
             runtime::worker_name("test"),
             self.settings.queue.clone(),
@@ -274,10 +274,10 @@ impl TestQueue {
             registry,
         )
         .expect("worker builds");
-        let name = worker.name().to_string();
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(stop.clone()));
-        RunningWorker { name, stop, handle }
+        TestWorker {
+            name: worker.name().to_string(),
+            running: worker.spawn(),
+        }
     }
 
     pub async fn push(&self, job: NewJob) -> String {
@@ -343,19 +343,14 @@ impl TestQueue {
     }
 }
 
-pub struct RunningWorker {
+pub struct TestWorker {
     pub name: String,
-    pub stop: CancellationToken,
-    pub handle: tokio::task::JoinHandle<Result<runtime::WorkerReport, runtime::RuntimeError>>,
+    running: runtime::RunningWorker,
 }
 
-impl RunningWorker {
+impl TestWorker {
     pub async fn stop(self) -> runtime::WorkerReport {
-        self.stop.cancel();
-        self.handle
-            .await
-            .expect("worker task")
-            .expect("worker ran without error")
+        self.running.stop().await.expect("worker ran without error")
     }
 }
 

@@ -38,6 +38,8 @@ pub enum RuntimeError {
     NoKinds,
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("the worker task failed: {0}")]
+    Task(String),
 }
 
 /// What one run of a worker did.
@@ -130,6 +132,14 @@ impl Worker {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Runs the pool on its own task until [`RunningWorker::stop`].
+    pub fn spawn(self) -> RunningWorker {
+        let name = self.name().to_string();
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(self.run(stop.clone()));
+        RunningWorker { name, stop, handle }
     }
 
     /// Runs until `shutdown` is cancelled, then stops fetching, gives
@@ -235,6 +245,24 @@ impl FetchPlan {
         FetchPlan {
             fetchers,
             batch: (fetch_batch.max(1) as usize).min(concurrency.div_ceil(2 * fetchers)),
+        }
+    }
+}
+
+/// A pool running on its own task (demo, benchmark, tests).
+pub struct RunningWorker {
+    pub name: String,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<WorkerReport, RuntimeError>>,
+}
+
+impl RunningWorker {
+    /// Stops it gracefully and waits for the report.
+    pub async fn stop(self) -> Result<WorkerReport, RuntimeError> {
+        self.stop.cancel();
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(RuntimeError::Task(e.to_string())),
         }
     }
 }
