@@ -122,6 +122,23 @@ impl Database {
     }
 }
 
+/// Migrates every database the settings use: the business database, and the
+/// SQLite queue when it lives in a file of its own. Returns how many ran.
+pub async fn migrate_all(settings: &crate::config::Settings) -> Result<usize, DbError> {
+    let mut urls = vec![settings.database.url.as_str()];
+    if settings.queue.backend == crate::config::QueueBackendKind::Sqlite {
+        let queue_url = settings.queue.sqlite_url(&settings.database);
+        if queue_url != settings.database.url {
+            urls.push(queue_url);
+        }
+    }
+    let mut applied = 0;
+    for url in urls {
+        applied += Database::connect(url, 1).await?.migrate().await?;
+    }
+    Ok(applied)
+}
+
 // Before the first migration the bookkeeping table does not exist: zero applied.
 async fn applied_sqlite(pool: &SqlitePool) -> usize {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")

@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dossier_core::catalogue::Catalogue;
 use dossier_core::clock::{format_ms, now_ms};
+use dossier_core::config::QueueBackendKind;
 use dossier_core::config::Settings;
-use dossier_core::db::Database;
+use dossier_core::db::migrate_all;
 use dossier_core::job::{JobFilter, JobRecord, JobStatus, PushOutcome};
 use dossier_core::queue::{self, AdminOutcome, QueueBackend};
 use dossier_core::submit::{self, SubmitOptions};
@@ -142,9 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let catalogue = Catalogue::product();
     match cli.command {
         Command::Migrate => {
-            let db = Database::connect(&settings.database.url, settings.database.max_connections)
-                .await?;
-            let n = db.migrate().await?;
+            let n = migrate_all(&settings).await?;
             println!("migrations applied: {n}");
             Ok(())
         }
@@ -229,10 +228,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn open_queue(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn QueueBackend>> {
-    if settings.database.url.starts_with("sqlite:") {
-        // The embedded queue lives in the database: make sure it exists.
-        let db = Database::connect(&settings.database.url, 1).await?;
-        db.migrate().await?;
+    if settings.queue.backend == QueueBackendKind::Sqlite {
+        // The embedded queue lives in a SQLite file: make sure it is set up.
+        migrate_all(settings).await?;
     }
     queue::open(settings).await.context("cannot open the queue")
 }

@@ -109,6 +109,25 @@ fn migrate_applies_then_is_a_no_op() {
 }
 
 #[test]
+fn a_sqlite_queue_may_live_in_its_own_file() {
+    let mut env = Env::sqlite();
+    let queue_db = env.dir.path().join("queue.db");
+    env.vars.push((
+        "DOSSIER__QUEUE__URL".into(),
+        format!("sqlite://{}", queue_db.display()),
+    ));
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 2");
+    env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret":"73282932000074"}"#,
+    ]);
+    assert_eq!(env.json(&["queues", "--json"])[0]["pending"], 1);
+    assert!(queue_db.exists());
+}
+
+#[test]
 fn enqueue_refuses_unknown_kinds_and_bad_payloads_and_adds_nothing() {
     let env = Env::sqlite();
     let err = env.refused(&["enqueue", "nope", "--json", "{}"]);

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dossier_core::bench::{self, BenchOptions};
 use dossier_core::catalogue::Catalogue;
 use dossier_core::config::{QueueBackendKind, Settings};
-use dossier_core::db::Database;
+use dossier_core::db::migrate_all;
 use dossier_core::runtime::{self, CancellationToken, Registry, Worker};
 use dossier_core::{demo, jobs, queue};
 
@@ -143,8 +143,7 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         }
     }
     if migrate && settings.worker.migrate_on_start {
-        let db = Database::connect(&settings.database.url, 1).await?;
-        let n = db.migrate().await.context("migrations failed")?;
+        let n = migrate_all(&settings).await.context("migrations failed")?;
         tracing::info!(applied = n, "migrations up to date");
     }
     let backend = queue::open(&settings).await?;
