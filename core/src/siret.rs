@@ -142,6 +142,80 @@ impl fmt::Display for Siret {
     }
 }
 
+impl NumberError {
+    /// A stable code for scripts: `empty`, `wrong_length`, `non_digit`, `checksum`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NumberError::Empty { .. } => "empty",
+            NumberError::WrongLength { .. } => "wrong_length",
+            NumberError::NonDigit { .. } => "non_digit",
+            NumberError::Checksum { .. } => "checksum",
+        }
+    }
+}
+
+/// What `dossier siret check` reports about a number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    pub input: String,
+    pub valid: bool,
+    /// `siret` or `siren`, when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siren: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vat_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Checks a SIRET, or a SIREN when the input holds exactly 9 digits.
+pub fn check(input: &str) -> CheckReport {
+    let digit_count = input.chars().filter(char::is_ascii_digit).count();
+    let mut report = CheckReport {
+        input: input.to_string(),
+        valid: false,
+        kind: None,
+        siret: None,
+        siren: None,
+        nic: None,
+        vat_number: None,
+        error_code: None,
+        error: None,
+    };
+    let outcome = if digit_count == 9 {
+        Siren::parse(input).map(|siren| {
+            report.kind = Some("siren");
+            report.vat_number = Some(siren.vat_number());
+            report.siren = Some(siren.0);
+        })
+    } else {
+        Siret::parse(input).map(|siret| {
+            let siren = siret.siren();
+            report.kind = Some("siret");
+            report.nic = Some(siret.nic().to_string());
+            report.vat_number = Some(siren.vat_number());
+            report.siren = Some(siren.0);
+            report.siret = Some(siret.0);
+        })
+    };
+    match outcome {
+        Ok(()) => report.valid = true,
+        Err(e) => {
+            report.error_code = Some(e.code());
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +275,36 @@ mod tests {
             Err(NumberError::Empty {
                 what: "SIRET",
                 expected: 14
+            })
+        );
+    }
+
+    #[test]
+    fn check_reports_siret_and_siren() {
+        let r = check("732 829 320 00074");
+        assert!(r.valid);
+        assert_eq!(r.kind, Some("siret"));
+        assert_eq!(r.vat_number.as_deref(), Some("FR44732829320"));
+        let r = check("732829320");
+        assert_eq!((r.valid, r.kind), (true, Some("siren")));
+        assert_eq!(r.nic, None);
+        let r = check("7328293200007");
+        assert_eq!(r.error_code, Some("wrong_length"));
+        assert!(!r.valid);
+    }
+
+    #[test]
+    fn thirteen_digits_that_pass_luhn_are_still_refused() {
+        // A SIRET that lost its leading zero may still pass Luhn: length decides.
+        let padded = "00552013500038";
+        assert!(Siret::parse(padded).is_ok());
+        assert!(luhn(&padded[1..]));
+        assert_eq!(
+            Siret::parse(&padded[1..]),
+            Err(NumberError::WrongLength {
+                what: "SIRET",
+                expected: 14,
+                found: 13
             })
         );
     }

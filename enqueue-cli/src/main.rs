@@ -44,6 +44,20 @@ enum Command {
     Workers(JsonFlag),
     /// The job kinds this build knows.
     Kinds,
+    /// SIRET and SIREN numbers.
+    #[command(subcommand)]
+    Siret(SiretCommand),
+}
+
+#[derive(Subcommand)]
+enum SiretCommand {
+    /// Is this SIRET (14 digits) or SIREN (9 digits) valid? Why not?
+    /// Exit code 0 if valid, 1 if not.
+    Check {
+        value: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -127,6 +141,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.downcast_ref::<Invalid>().is_some() {
+                return ExitCode::FAILURE;
+            }
             eprintln!("error: {e:#}");
             if e.downcast_ref::<UserError>().is_some() {
                 ExitCode::from(2)
@@ -138,6 +155,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no configuration, database or network.
+    if let Command::Siret(SiretCommand::Check { value, json }) = &cli.command {
+        return siret_check(value, *json);
+    }
     let settings = Settings::load(cli.config.as_deref()).map_err(|e| user(e.to_string()))?;
     dossier_core::logging::init(&settings.log);
     let catalogue = Catalogue::product();
@@ -224,6 +245,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
+        Command::Siret(_) => Ok(()),
+    }
+}
+
+/// An invalid number is an answer, not a failure of the command: exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(String);
+
+fn siret_check(value: &str, json: bool) -> anyhow::Result<()> {
+    let report = dossier_core::siret::check(value);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if report.valid {
+        println!(
+            "{:?}: valid {}",
+            report.input.trim(),
+            report.kind.unwrap_or("number").to_uppercase()
+        );
+        if let Some(s) = &report.siret {
+            println!("  SIRET  {s}");
+        }
+        for (label, v) in [
+            ("SIREN", &report.siren),
+            ("NIC", &report.nic),
+            ("VAT", &report.vat_number),
+        ] {
+            if let Some(v) = v {
+                println!("  {label:<6} {v}");
+            }
+        }
+    } else {
+        println!(
+            "{:?}: invalid: {}",
+            report.input,
+            report.error.as_deref().unwrap_or("?")
+        );
+    }
+    if report.valid {
+        Ok(())
+    } else {
+        Err(Invalid(report.error.unwrap_or_default()).into())
     }
 }
 

@@ -365,3 +365,45 @@ fn shipped_configuration_files_load() {
         );
     }
 }
+
+#[test]
+fn siret_check_explains_and_exits_nonzero_when_invalid() {
+    let env = Env::sqlite();
+    let out = env.ok(&["siret", "check", " 732 829 320 00074 "]);
+    assert!(out.contains("valid SIRET"), "{out}");
+    assert!(out.contains("VAT    FR44732829320"), "{out}");
+    let la_poste = env.json(&["siret", "check", "35600000049837", "--json"]);
+    assert_eq!(la_poste["valid"], true);
+    assert_eq!(la_poste["vat_number"], "FR39356000000");
+    let siren = env.json(&["siret", "check", "552081317", "--json"]);
+    assert_eq!(
+        (siren["kind"].as_str(), siren["vat_number"].as_str()),
+        (Some("siren"), Some("FR03552081317"))
+    );
+    for (input, code, words) in [
+        (
+            "7328293200007",
+            "wrong_length",
+            "13 digits found, a SIRET has 14",
+        ),
+        (
+            "73282932O00074",
+            "non_digit",
+            "character 'O' at position 9 is not a digit",
+        ),
+        ("73282932000075", "checksum", "checksum failed"),
+        ("35600000049838", "checksum", "checksum failed"),
+    ] {
+        let out = env.run(&["siret", "check", input, "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{input}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["valid"], false, "{input}");
+        assert_eq!(report["error_code"], code, "{input}");
+        assert!(
+            report["error"].as_str().unwrap_or_default().contains(words),
+            "{input}: {report}"
+        );
+    }
+    // No database is touched by a check.
+    assert!(!env.dir.path().join("dossier.db").exists());
+}
