@@ -36,6 +36,66 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub worker: WorkerSettings,
     pub log: LogSettings,
+    pub sirene: SireneSettings,
+}
+
+/// A secret value: read from the environment or a `_FILE`, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The company registries (`crate::sirene`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SireneSettings {
+    /// Tried in this order: `recherche-entreprises`, `insee`.
+    pub providers: Vec<String>,
+    /// Sent with every request (the public API asks for one that identifies you).
+    pub user_agent: String,
+    /// A provider whose quota frees later than this is skipped for the next one.
+    pub max_quota_wait_ms: u64,
+    pub recherche_entreprises: crate::sirene::ProviderSettings,
+    pub insee: crate::sirene::ProviderSettings,
+    /// INSEE API key: `DOSSIER__SIRENE__INSEE_API_KEY` or `…_FILE`, never a committed file.
+    pub insee_api_key: Option<Secret>,
+}
+
+/// Provider names `sirene.providers` accepts.
+pub const SIRENE_PROVIDERS: [&str; 2] = ["recherche-entreprises", "insee"];
+
+impl Default for SireneSettings {
+    fn default() -> Self {
+        SireneSettings {
+            providers: vec!["recherche-entreprises".into()],
+            user_agent: concat!("dossier/", env!("CARGO_PKG_VERSION")).into(),
+            max_quota_wait_ms: 5_000,
+            recherche_entreprises: crate::sirene::ProviderSettings {
+                base_url: "https://recherche-entreprises.api.gouv.fr".into(),
+                timeout_ms: 10_000,
+                quota_requests: 7,
+                quota_window_ms: 1_000,
+            },
+            insee: crate::sirene::ProviderSettings {
+                base_url: "https://api.insee.fr/api-sirene/3.11".into(),
+                timeout_ms: 10_000,
+                quota_requests: 30,
+                quota_window_ms: 60_000,
+            },
+            insee_api_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -338,6 +398,52 @@ impl Settings {
                         "the sqlite queue needs a SQLite database; set queue.url to a sqlite:// URL or use the redis backend".into(),
                     );
                 }
+            }
+        }
+        for name in &self.sirene.providers {
+            if !SIRENE_PROVIDERS.contains(&name.as_str()) {
+                bad(
+                    "sirene.providers",
+                    format!(
+                        "unknown provider `{name}`; available: {}",
+                        SIRENE_PROVIDERS.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.sirene.providers.iter().any(|p| p == "insee")
+            && self
+                .sirene
+                .insee_api_key
+                .as_ref()
+                .is_none_or(|k| k.expose().trim().is_empty())
+        {
+            bad(
+                "sirene.insee_api_key",
+                "the insee provider needs an API key: set DOSSIER__SIRENE__INSEE_API_KEY or DOSSIER__SIRENE__INSEE_API_KEY_FILE".into(),
+            );
+        }
+        for (key, p) in [
+            (
+                "sirene.recherche_entreprises",
+                &self.sirene.recherche_entreprises,
+            ),
+            ("sirene.insee", &self.sirene.insee),
+        ] {
+            if !url::Url::parse(&p.base_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                bad(&format!("{key}.base_url"), "must be an http(s) URL".into());
+            }
+            if p.quota_requests == 0 || p.quota_window_ms == 0 {
+                bad(
+                    &format!("{key}.quota_requests"),
+                    "quota and its window must be greater than 0".into(),
+                );
+            }
+            if p.timeout_ms == 0 {
+                bad(
+                    &format!("{key}.timeout_ms"),
+                    "must be greater than 0".into(),
+                );
             }
         }
         if self.worker.threads > 1024 {

@@ -13,5 +13,6 @@ pub mod logging;
 pub mod queue;
 pub mod retry;
 pub mod runtime;
+pub mod sirene;
 pub mod siret;
 pub mod submit;

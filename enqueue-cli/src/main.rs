@@ -58,6 +58,12 @@ enum SiretCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the registries (`[sirene] providers`, in order) about a SIRET.
+    Lookup {
+        siret: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -141,7 +147,10 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<Invalid>().is_some() {
+            if let Some(Invalid { message, shown }) = e.downcast_ref::<Invalid>() {
+                if !shown {
+                    eprintln!("error: {message}");
+                }
                 return ExitCode::FAILURE;
             }
             eprintln!("error: {e:#}");
@@ -245,14 +254,100 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
-        Command::Siret(_) => Ok(()),
+        Command::Siret(SiretCommand::Lookup { siret, json }) => {
+            siret_lookup(&settings, &siret, json).await
+        }
+        Command::Siret(SiretCommand::Check { .. }) => Ok(()),
     }
 }
 
-/// An invalid number is an answer, not a failure of the command: exit 1.
+/// A negative answer (invalid number, company not found), not a failure of
+/// the command: exit 1. `shown` when the verdict is already on stdout.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Invalid(String);
+#[error("{message}")]
+struct Invalid {
+    message: String,
+    shown: bool,
+}
+
+async fn siret_lookup(settings: &Settings, input: &str, json: bool) -> anyhow::Result<()> {
+    let siret = dossier_core::siret::Siret::parse(input)
+        .map_err(|e| user(format!("invalid SIRET {input:?}: {e}")))?;
+    let sirene = dossier_core::sirene::from_settings(settings).await?;
+    let facts = sirene.lookup(&siret).await.map_err(|e| Invalid {
+        message: e.to_string(),
+        shown: false,
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&facts)?);
+        return Ok(());
+    }
+    let show = |label: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            println!("{label:<14} {v}");
+        }
+    };
+    show("name", facts.legal_name.as_deref());
+    println!(
+        "{:<14} {} (SIREN {}, NIC {})",
+        "SIRET", facts.siret, facts.siren, facts.nic
+    );
+    println!("{:<14} {}", "VAT", facts.vat_number);
+    let form = match (&facts.legal_form_label, &facts.legal_form_code) {
+        (Some(label), Some(code)) => Some(format!("{label} ({code})")),
+        (None, Some(code)) => Some(code.clone()),
+        _ => None,
+    };
+    show("legal form", form.as_deref());
+    show("NAF/APE", facts.naf_code.as_deref());
+    show("created", facts.creation_date.as_deref());
+    let a = &facts.address;
+    let street = [&a.number, &a.repetition, &a.street_type, &a.street_name]
+        .iter()
+        .filter_map(|p| p.as_deref())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let city = [&a.postal_code, &a.city, &a.cedex]
+        .iter()
+        .filter_map(|p| p.as_deref())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let address = if street.is_empty() {
+        a.line.clone()
+    } else {
+        Some(format!("{street}, {city}"))
+    };
+    show("address", address.as_deref());
+    show("country", a.country.as_deref());
+    show(
+        "head office",
+        facts.head_office.map(|h| if h { "yes" } else { "no" }),
+    );
+    show("employees", facts.employee_band.as_deref());
+    for d in &facts.directors {
+        let name = [d.first_names.as_deref(), Some(d.name.as_str())]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "{:<14} {name}{}",
+            "director",
+            d.role
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    if !facts.undisclosed.is_empty() {
+        println!("{:<14} {}", "not disclosed", facts.undisclosed.join(", "));
+    }
+    if let Some(w) = facts.warning() {
+        println!("WARNING        {w}");
+    }
+    println!("{:<14} {}", "source", facts.provider);
+    Ok(())
+}
 
 fn siret_check(value: &str, json: bool) -> anyhow::Result<()> {
     let report = dossier_core::siret::check(value);
@@ -286,7 +381,11 @@ fn siret_check(value: &str, json: bool) -> anyhow::Result<()> {
     if report.valid {
         Ok(())
     } else {
-        Err(Invalid(report.error.unwrap_or_default()).into())
+        Err(Invalid {
+            message: report.error.unwrap_or_default(),
+            shown: true,
+        }
+        .into())
     }
 }
 

@@ -407,3 +407,88 @@ fn siret_check_explains_and_exits_nonzero_when_invalid() {
     // No database is touched by a check.
     assert!(!env.dir.path().join("dossier.db").exists());
 }
+
+/// Runs `dossier` off the async runtime, so that the in-process registry
+/// stub keeps answering while the command waits for it.
+async fn run_blocking(env: Env, args: &'static [&'static str]) -> (Env, Output) {
+    tokio::task::spawn_blocking(move || {
+        let out = env.run(args);
+        (env, out)
+    })
+    .await
+    .expect("command task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siret_lookup_asks_the_registries() {
+    use dossier_e2e::registry_stub::{INSEE_KEY, RegistryStub};
+    let stub = RegistryStub::default();
+    let base = stub.start().await;
+    let mut env = Env::sqlite();
+    env.vars.extend([
+        (
+            "DOSSIER__SIRENE__RECHERCHE_ENTREPRISES__BASE_URL".into(),
+            base.clone(),
+        ),
+        ("DOSSIER__SIRENE__INSEE__BASE_URL".into(), base.clone()),
+    ]);
+    let (env, out) = run_blocking(env, &["siret", "lookup", "880 878 145 00015"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "name           GANYMEDE",
+        "legal form     SAS (5710)",
+        "NAF/APE        62.02A",
+        "address        128 RUE LA BOETIE, 75008 PARIS 8",
+        "director       XAVIER MARIE ERWAN JOUPPE (Liquidateur)",
+        "WARNING        the company (SIREN 880878145) is closed in the registry",
+        "source         recherche-entreprises",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    // Unknown company: a negative answer, exit 1, with the reason.
+    let (env, out) = run_blocking(env, &["siret", "lookup", "73282932000074"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the registries"));
+
+    // INSEE first: its key is a secret, required, and never printed.
+    let mut env = env;
+    env.vars.push((
+        "DOSSIER__SIRENE__PROVIDERS".into(),
+        "[\"insee\", \"recherche-entreprises\"]".into(),
+    ));
+    let (mut env, out) = run_blocking(env, &["siret", "lookup", "88087814500015", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sirene.insee_api_key: the insee provider needs an API key"),
+        "{err}"
+    );
+    let key_file = env.dir.path().join("insee-key");
+    std::fs::write(&key_file, format!("{INSEE_KEY}\n")).expect("write");
+    env.vars.push((
+        "DOSSIER__SIRENE__INSEE_API_KEY_FILE".into(),
+        key_file.display().to_string(),
+    ));
+    let (_env, out) = run_blocking(env, &["siret", "lookup", "88087814500015", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(facts["provider"], "insee");
+    assert_eq!(facts["legal_form_label"], "SAS");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(INSEE_KEY), "the key leaked");
+    assert_eq!(stub.requests("insee").len(), 1);
+}

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use dossier_core::runtime::CancellationToken;
 
+pub mod registry_stub;
+
 /// The probe kind every conformance test runs.
 pub const PROBE: &str = "probe";
 

@@ -1,0 +1,382 @@
+//! Company facts from the public registries (the SIRENE base): the mapped
+//! record, the providers, their error classes and the fallback between them.
+//!
+//! Providers are tried in configured order. A provider that is down, over
+//! quota or does not know the number hands over to the next; the answer is
+//! "not found" only when every provider says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::siret::Siret;
+
+pub mod facts;
+pub mod insee;
+pub mod legal_forms;
+pub mod quota;
+pub mod recherche;
+
+pub use facts::{Address, CompanyFacts, Director, State};
+pub use quota::{Quota, QuotaStore};
+
+/// Why a provider gave no facts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("SIRET {siret} not found by {provider}")]
+    NotFound { provider: String, siret: String },
+    #[error("{provider} refused the request ({status}): {hint}")]
+    Refused {
+        provider: String,
+        status: u16,
+        hint: String,
+    },
+    #[error("{provider} is over quota; retry in {retry_after:?}")]
+    RateLimited {
+        provider: String,
+        retry_after: Duration,
+    },
+    #[error("{provider} failed: {message}")]
+    Transient { provider: String, message: String },
+}
+
+impl LookupError {
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LookupError::RateLimited { .. } | LookupError::Transient { .. }
+        )
+    }
+}
+
+/// One registry.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The name used in config, quotas and messages.
+    fn name(&self) -> &str;
+    /// Quota: at most `requests` per `window`.
+    fn quota(&self) -> (u32, Duration);
+    async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, LookupError>;
+}
+
+/// Settings of one HTTP provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
+    /// At most `quota_requests` every `quota_window_ms`, shared by every worker process.
+    pub quota_requests: u32,
+    pub quota_window_ms: u64,
+}
+
+/// The outcome of a lookup across providers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SireneError {
+    /// Every provider said the number is unknown (or refused us for good).
+    #[error("{0}")]
+    Permanent(String),
+    /// At least one provider failed in a way that may pass; retry later.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The providers in order, and the quota they share with other processes.
+pub struct Sirene {
+    providers: Vec<Arc<dyn Provider>>,
+    quota: Quota,
+    /// A quota wait longer than this hands over to the next provider.
+    max_quota_wait: Duration,
+}
+
+impl Sirene {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        quota: Quota,
+        max_quota_wait: Duration,
+    ) -> Sirene {
+        Sirene {
+            providers,
+            quota,
+            max_quota_wait,
+        }
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// Asks each provider in turn until one knows the number.
+    pub async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, SireneError> {
+        let mut errors: Vec<LookupError> = Vec::new();
+        for provider in &self.providers {
+            let (requests, window) = provider.quota();
+            match self
+                .quota
+                .acquire(provider.name(), requests, window, self.max_quota_wait)
+                .await
+            {
+                Ok(()) => {}
+                Err(quota::QuotaError::WaitTooLong(wait)) => {
+                    errors.push(LookupError::RateLimited {
+                        provider: provider.name().to_string(),
+                        retry_after: wait,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(LookupError::Transient {
+                        provider: provider.name().to_string(),
+                        message: format!("quota store unavailable: {e}"),
+                    });
+                    continue;
+                }
+            }
+            match provider.lookup(siret).await {
+                Ok(facts) => return Ok(facts),
+                Err(e) => {
+                    tracing::info!(provider = provider.name(), error = %e, "provider gave no facts; trying the next");
+                    errors.push(e);
+                }
+            }
+        }
+        Err(classify(siret, errors))
+    }
+}
+
+/// All not-found → permanent; any transient → transient (retry at the
+/// earliest Retry-After when every failure was a quota); else permanent.
+fn classify(siret: &Siret, errors: Vec<LookupError>) -> SireneError {
+    let summary = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.is_empty() {
+        return SireneError::Permanent("no registry provider is configured".into());
+    }
+    if errors.iter().any(LookupError::is_transient) {
+        let retry_after = if errors.iter().all(|e| {
+            matches!(
+                e,
+                LookupError::RateLimited { .. } | LookupError::NotFound { .. }
+            )
+        }) {
+            errors
+                .iter()
+                .filter_map(|e| match e {
+                    LookupError::RateLimited { retry_after, .. } => Some(*retry_after),
+                    _ => None,
+                })
+                .min()
+        } else {
+            None
+        };
+        return SireneError::Transient {
+            message: summary,
+            retry_after,
+        };
+    }
+    if errors
+        .iter()
+        .all(|e| matches!(e, LookupError::NotFound { .. }))
+    {
+        return SireneError::Permanent(format!(
+            "SIRET {siret} is not in the registries ({}): check the number, or enter the company by hand",
+            errors
+                .iter()
+                .filter_map(|e| match e {
+                    LookupError::NotFound { provider, .. } => Some(provider.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    SireneError::Permanent(summary)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot reach the quota store: {0}")]
+    Quota(#[from] quota::QuotaError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The providers the settings name, in order, with the quota store that
+/// matches the deployment (Redis when the queue is on Redis).
+pub async fn from_settings(settings: &crate::config::Settings) -> Result<Sirene, SetupError> {
+    let s = &settings.sirene;
+    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    for name in &s.providers {
+        let provider: Arc<dyn Provider> = match name.as_str() {
+            recherche::NAME => Arc::new(recherche::RechercheEntreprises::new(
+                s.recherche_entreprises.clone(),
+                &s.user_agent,
+            )?),
+            insee::NAME => {
+                let key = s
+                    .insee_api_key
+                    .as_ref()
+                    .ok_or_else(|| SetupError::Config("sirene.insee_api_key is not set".into()))?;
+                Arc::new(insee::Insee::new(
+                    s.insee.clone(),
+                    key.expose().to_string(),
+                    &s.user_agent,
+                )?)
+            }
+            other => return Err(SetupError::Config(format!("unknown provider `{other}`"))),
+        };
+        providers.push(provider);
+    }
+    let quota = match (settings.queue.backend, settings.queue.url.as_deref()) {
+        (crate::config::QueueBackendKind::Redis, Some(url)) => Quota::new(Arc::new(
+            quota::RedisQuota::connect(url, &settings.queue.prefix).await?,
+        )),
+        _ => Quota::local(),
+    };
+    Ok(Sirene::new(
+        providers,
+        quota,
+        Duration::from_millis(s.max_quota_wait_ms),
+    ))
+}
+
+/// Reads a `Retry-After` header (seconds; HTTP dates are rare on these APIs
+/// and fall back to `default`).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap, default: Duration) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+}
+
+/// Classifies an HTTP failure the same way for every provider.
+pub(crate) fn http_error(provider: &str, e: &reqwest::Error) -> LookupError {
+    let message = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_decode() {
+        format!("malformed answer: {e}")
+    } else {
+        e.to_string()
+    };
+    LookupError::Transient {
+        provider: provider.to_string(),
+        message,
+    }
+}
+
+/// Common handling of statuses that mean the same on every registry.
+pub(crate) fn status_error(
+    provider: &str,
+    siret: &Siret,
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Option<LookupError> {
+    let p = provider.to_string();
+    match status.as_u16() {
+        200..=299 => None,
+        404 => Some(LookupError::NotFound {
+            provider: p,
+            siret: siret.to_string(),
+        }),
+        401 => Some(LookupError::Refused {
+            provider: p,
+            status: 401,
+            hint: "the API key is wrong or missing: check the provider's key setting".into(),
+        }),
+        403 => Some(LookupError::Refused {
+            provider: p,
+            status: 403,
+            hint: "the API key lacks the rights for this data: check the subscription".into(),
+        }),
+        429 => Some(LookupError::RateLimited {
+            provider: p,
+            retry_after: retry_after(headers, Duration::from_secs(1)),
+        }),
+        code => Some(LookupError::Transient {
+            provider: p,
+            message: format!("HTTP {code}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn siret() -> Siret {
+        Siret::parse("88087814500015").expect("valid")
+    }
+
+    fn nf(p: &str) -> LookupError {
+        LookupError::NotFound {
+            provider: p.into(),
+            siret: "88087814500015".into(),
+        }
+    }
+
+    #[test]
+    fn all_not_found_is_permanent_and_names_providers() {
+        let e = classify(&siret(), vec![nf("insee"), nf("recherche-entreprises")]);
+        assert_eq!(
+            e,
+            SireneError::Permanent(
+                "SIRET 88087814500015 is not in the registries (insee, recherche-entreprises): check the number, or enter the company by hand".into()
+            )
+        );
+    }
+
+    #[test]
+    fn any_transient_failure_means_retry() {
+        let rl = LookupError::RateLimited {
+            provider: "insee".into(),
+            retry_after: Duration::from_secs(3),
+        };
+        match classify(&siret(), vec![rl, nf("recherche-entreprises")]) {
+            SireneError::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(3)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let down = LookupError::Transient {
+            provider: "insee".into(),
+            message: "HTTP 503".into(),
+        };
+        assert!(matches!(
+            classify(&siret(), vec![down]),
+            SireneError::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refusals_without_transient_errors_are_permanent() {
+        let refused = LookupError::Refused {
+            provider: "insee".into(),
+            status: 401,
+            hint: "the API key is wrong".into(),
+        };
+        assert!(matches!(
+            classify(&siret(), vec![refused, nf("recherche-entreprises")]),
+            SireneError::Permanent(m) if m.contains("401")
+        ));
+    }
+}

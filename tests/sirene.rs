@@ -1,0 +1,389 @@
+//! The registry providers against a real HTTP server standing in for them:
+//! field mapping, every error class, fallback, and the shared quota.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dossier_core::sirene::insee::Insee;
+use dossier_core::sirene::quota::{QuotaStore, RedisQuota};
+use dossier_core::sirene::recherche::RechercheEntreprises;
+use dossier_core::sirene::{
+    LookupError, Provider, ProviderSettings, Quota, Sirene, SireneError, State,
+};
+use dossier_core::siret::Siret;
+use dossier_e2e::registry_stub::{INSEE_KEY, RegistryStub, Scripted, insee_fixture};
+
+const GANYMEDE: &str = "88087814500015";
+const UNKNOWN: &str = "73282932000074";
+
+fn settings(base_url: &str) -> ProviderSettings {
+    ProviderSettings {
+        base_url: base_url.to_string(),
+        timeout_ms: 500,
+        quota_requests: 1_000,
+        quota_window_ms: 1_000,
+    }
+}
+
+fn siret(s: &str) -> Siret {
+    Siret::parse(s).expect("valid SIRET")
+}
+
+fn recherche(base: &str) -> RechercheEntreprises {
+    RechercheEntreprises::new(settings(base), "dossier-tests").expect("client")
+}
+
+fn insee(base: &str, key: &str) -> Insee {
+    Insee::new(settings(base), key.to_string(), "dossier-tests").expect("client")
+}
+
+async fn stub() -> (RegistryStub, String) {
+    let stub = RegistryStub::default();
+    let base = stub.start().await;
+    (stub, base)
+}
+
+#[tokio::test]
+async fn recherche_entreprises_maps_every_field() {
+    let (_stub, base) = stub().await;
+    let f = recherche(&base)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(f.provider, "recherche-entreprises");
+    assert_eq!(
+        (f.siret.as_str(), f.siren.as_str(), f.nic.as_str()),
+        (GANYMEDE, "880878145", "00015")
+    );
+    assert_eq!(f.legal_name.as_deref(), Some("GANYMEDE"));
+    assert_eq!(f.head_office, Some(true));
+    assert_eq!(f.address.number.as_deref(), Some("128"));
+    assert_eq!(f.address.street_type.as_deref(), Some("RUE"));
+    assert_eq!(f.address.street_name.as_deref(), Some("LA BOETIE"));
+    assert_eq!(f.address.postal_code.as_deref(), Some("75008"));
+    assert_eq!(f.address.city.as_deref(), Some("PARIS 8"));
+    assert_eq!(f.address.country, None);
+    assert_eq!(
+        f.address.line.as_deref(),
+        Some("128 RUE LA BOETIE 75008 PARIS 8")
+    );
+    assert_eq!(f.naf_code.as_deref(), Some("62.02A"));
+    assert_eq!(f.legal_form_code.as_deref(), Some("5710"));
+    assert_eq!(f.legal_form_label.as_deref(), Some("SAS"));
+    assert_eq!(f.creation_date.as_deref(), Some("2020-01-13"));
+    assert_eq!(f.company_state, Some(State::Closed));
+    assert_eq!(f.establishment_state, Some(State::Closed));
+    assert_eq!(f.employee_band.as_deref(), Some("NN"));
+    assert_eq!(f.vat_number, "FR09880878145");
+    assert_eq!(f.directors.len(), 1);
+    let d = &f.directors[0];
+    assert_eq!(
+        (d.first_names.as_deref(), d.name.as_str(), d.role.as_deref()),
+        (Some("XAVIER MARIE ERWAN"), "JOUPPE", Some("Liquidateur"))
+    );
+    assert!(d.is_person);
+    // No birth date travels: the record has no field for it.
+    let json = serde_json::to_string(&f).expect("json");
+    assert!(!json.contains("1990"), "{json}");
+    assert!(
+        f.warning()
+            .expect("closed company warns")
+            .contains("closed")
+    );
+    assert!(f.undisclosed.is_empty());
+}
+
+#[tokio::test]
+async fn insee_maps_every_field_from_the_current_period() {
+    let (_stub, base) = stub().await;
+    let f = insee(&base, INSEE_KEY)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(f.provider, "insee");
+    assert_eq!(f.legal_name.as_deref(), Some("GANYMEDE"));
+    assert_eq!(f.head_office, Some(true));
+    assert_eq!(
+        (
+            f.address.number.as_deref(),
+            f.address.street_type.as_deref(),
+            f.address.street_name.as_deref()
+        ),
+        (Some("128"), Some("RUE"), Some("LA BOETIE"))
+    );
+    assert_eq!(
+        (f.address.postal_code.as_deref(), f.address.city.as_deref()),
+        (Some("75008"), Some("PARIS 8"))
+    );
+    assert_eq!(f.naf_code.as_deref(), Some("62.02A"));
+    assert_eq!(f.legal_form_label.as_deref(), Some("SAS"));
+    assert_eq!(f.creation_date.as_deref(), Some("2020-01-13"));
+    assert_eq!(f.company_state, Some(State::Closed));
+    // Closed in periodesEtablissement[0] ("F"), though older periods say "A".
+    assert_eq!(f.establishment_state, Some(State::Closed));
+    assert_eq!(f.employee_band.as_deref(), Some("01"));
+    assert!(f.directors.is_empty());
+}
+
+#[tokio::test]
+async fn insee_sole_trader_is_named_after_the_person() {
+    let (stub, base) = stub().await;
+    let mut body = insee_fixture();
+    let unit = &mut body["etablissement"]["uniteLegale"];
+    unit["categorieJuridiqueUniteLegale"] = "1000".into();
+    unit["denominationUniteLegale"] = serde_json::Value::Null;
+    unit["prenomUsuelUniteLegale"] = "MARIE".into();
+    unit["nomUniteLegale"] = "MARTIN".into();
+    unit["nomUsageUniteLegale"] = "DURAND".into();
+    stub.insee_body(GANYMEDE, body.clone());
+    let f = insee(&base, INSEE_KEY)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(
+        f.legal_name.as_deref(),
+        Some("MARIE DURAND"),
+        "usage name first"
+    );
+    assert_eq!(
+        f.legal_form_label.as_deref(),
+        Some("EI (entrepreneur individuel)")
+    );
+    body["etablissement"]["uniteLegale"]["nomUsageUniteLegale"] = serde_json::Value::Null;
+    stub.insee_body(GANYMEDE, body);
+    let f = insee(&base, INSEE_KEY)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(
+        f.legal_name.as_deref(),
+        Some("MARIE MARTIN"),
+        "birth name otherwise"
+    );
+}
+
+#[tokio::test]
+async fn insee_partially_diffusible_fields_are_marked_not_disclosed() {
+    let (stub, base) = stub().await;
+    let mut body = insee_fixture();
+    let e = &mut body["etablissement"];
+    e["adresseEtablissement"]["numeroVoieEtablissement"] = "[ND]".into();
+    e["adresseEtablissement"]["libelleVoieEtablissement"] = "[ND]".into();
+    e["adresseEtablissement"]["typeVoieEtablissement"] = "[ND]".into();
+    e["uniteLegale"]["statutDiffusionUniteLegale"] = "P".into();
+    stub.insee_body(GANYMEDE, body);
+    let f = insee(&base, INSEE_KEY)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(f.address.number, None);
+    assert_eq!(f.address.street_name, None);
+    assert_eq!(
+        f.address.city.as_deref(),
+        Some("PARIS 8"),
+        "public fields kept"
+    );
+    assert_eq!(
+        f.undisclosed,
+        vec![
+            "address.number",
+            "address.street_type",
+            "address.street_name"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn insee_etablissements_array_variant_is_read() {
+    let (stub, base) = stub().await;
+    let fixture = insee_fixture();
+    let body = serde_json::json!({
+        "header": fixture["header"],
+        "etablissements": [fixture["etablissement"]],
+    });
+    stub.insee_body(GANYMEDE, body);
+    let f = insee(&base, INSEE_KEY)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("found");
+    assert_eq!(f.legal_name.as_deref(), Some("GANYMEDE"));
+}
+
+#[tokio::test]
+async fn every_error_class() {
+    let (stub, base) = stub().await;
+    let s = siret(GANYMEDE);
+    // Not found: INSEE 404, recherche-entreprises 200 with no results.
+    let e = insee(&base, INSEE_KEY)
+        .lookup(&siret(UNKNOWN))
+        .await
+        .expect_err("404");
+    assert_eq!(
+        e,
+        LookupError::NotFound {
+            provider: "insee".into(),
+            siret: UNKNOWN.into()
+        }
+    );
+    let e = recherche(&base)
+        .lookup(&siret(UNKNOWN))
+        .await
+        .expect_err("empty");
+    assert!(matches!(e, LookupError::NotFound { .. }), "{e:?}");
+    // 401: a wrong key; 403: insufficient rights. Permanent, with the fix.
+    let e = insee(&base, "wrong-key").lookup(&s).await.expect_err("401");
+    assert!(
+        matches!(&e, LookupError::Refused { status: 401, hint, .. } if hint.contains("API key")),
+        "{e:?}"
+    );
+    stub.script("insee", Scripted::status(403));
+    let e = insee(&base, INSEE_KEY).lookup(&s).await.expect_err("403");
+    assert!(
+        matches!(e, LookupError::Refused { status: 403, .. }),
+        "{e:?}"
+    );
+    // 429 with Retry-After.
+    stub.script("insee", Scripted::too_many(7));
+    let e = insee(&base, INSEE_KEY).lookup(&s).await.expect_err("429");
+    assert_eq!(
+        e,
+        LookupError::RateLimited {
+            provider: "insee".into(),
+            retry_after: Duration::from_secs(7)
+        }
+    );
+    // 5xx, timeout, truncated JSON: transient.
+    for (api, answer) in [
+        ("insee", Scripted::status(503)),
+        ("insee", Scripted::slow(Duration::from_secs(2))),
+        ("search", Scripted::truncated()),
+        ("search", Scripted::status(500)),
+    ] {
+        stub.script(api, answer.clone());
+        let e = if api == "insee" {
+            insee(&base, INSEE_KEY).lookup(&s).await
+        } else {
+            recherche(&base).lookup(&s).await
+        }
+        .expect_err("transient");
+        assert!(e.is_transient(), "{answer:?} gave {e:?}");
+    }
+}
+
+fn sirene(providers: Vec<Arc<dyn Provider>>) -> Sirene {
+    Sirene::new(providers, Quota::local(), Duration::from_secs(2))
+}
+
+#[tokio::test]
+async fn falls_back_to_the_next_provider() {
+    let (stub, base) = stub().await;
+    let both = || -> Vec<Arc<dyn Provider>> {
+        vec![
+            Arc::new(insee(&base, INSEE_KEY)),
+            Arc::new(recherche(&base)),
+        ]
+    };
+    stub.script("insee", Scripted::status(502));
+    let f = sirene(both())
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("second provider answers");
+    assert_eq!(f.provider, "recherche-entreprises");
+    stub.script("insee", Scripted::too_many(30));
+    let f = sirene(both())
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect("over quota: next");
+    assert_eq!(f.provider, "recherche-entreprises");
+    // Unknown everywhere: permanent, naming the SIRET and both providers.
+    match sirene(both()).lookup(&siret(UNKNOWN)).await {
+        Err(SireneError::Permanent(m)) => {
+            assert!(
+                m.contains(UNKNOWN) && m.contains("insee") && m.contains("recherche-entreprises"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Everyone down or over quota: transient, at the Retry-After.
+    stub.script("insee", Scripted::too_many(4));
+    stub.script("search", Scripted::too_many(9));
+    match sirene(both()).lookup(&siret(GANYMEDE)).await {
+        Err(SireneError::Transient { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(4)))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// No sliding window of `window` holds more than `limit` of `times`.
+fn max_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    (0..sorted.len())
+        .map(|i| {
+            sorted[i..]
+                .iter()
+                .take_while(|t| **t - sorted[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Three "processes" (separate clients and connections) share one Redis
+/// quota: 30 requests/s, 90 lookups → never more than 30 in a second, and
+/// done close to the ideal 2 s (the first 30 go at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_shared_through_redis() {
+    let (stub, base) = stub().await;
+    let url = dossier_e2e::redis_url();
+    let prefix = format!("quota-test-{}", uuid::Uuid::now_v7().simple());
+    let mut provider_settings = settings(&base);
+    provider_settings.quota_requests = 30;
+    provider_settings.quota_window_ms = 1_000;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let store: Arc<dyn QuotaStore> =
+            Arc::new(RedisQuota::connect(&url, &prefix).await.expect("redis"));
+        let provider: Arc<dyn Provider> = Arc::new(
+            RechercheEntreprises::new(provider_settings.clone(), "dossier-tests").expect("client"),
+        );
+        let client = Sirene::new(vec![provider], Quota::new(store), Duration::from_secs(10));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..30 {
+                client.lookup(&siret(GANYMEDE)).await.expect("found");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let elapsed = started.elapsed();
+    let times = stub.requests("search");
+    assert_eq!(times.len(), 90);
+    let peak = max_in_window(&times, Duration::from_millis(1_000));
+    assert!(peak <= 30, "{peak} requests in one second");
+    // Ideal: 30 at t=0, 30 at 1 s, 30 at 2 s → 2 s; allow 15% and the requests' own time.
+    assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_millis(2_300 + 300), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn quota_waits_do_not_fail_lookups() {
+    let (stub, base) = stub().await;
+    let mut s = settings(&base);
+    s.quota_requests = 2;
+    s.quota_window_ms = 300;
+    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(s, "t").expect("client"));
+    let client = Sirene::new(vec![provider], Quota::local(), Duration::from_secs(1));
+    for _ in 0..6 {
+        client
+            .lookup(&siret(GANYMEDE))
+            .await
+            .expect("waits, then succeeds");
+    }
+    let times = stub.requests("search");
+    assert!(max_in_window(&times, Duration::from_millis(300)) <= 2);
+}
