@@ -25,17 +25,17 @@ async fn sqlite_migrations_apply_once() {
     let db = Database::connect(&url, 1)
         .await
         .expect("creates file and parent dir");
-    assert_eq!(db.migrate().await.expect("migrates"), 1);
+    assert_eq!(db.migrate().await.expect("migrates"), 2);
     assert_eq!(db.migrate().await.expect("idempotent"), 0);
     let Database::Sqlite(pool) = db else {
         panic!("sqlite url gives a sqlite pool")
     };
     let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'workers') ORDER BY name")
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('clients', 'jobs', 'workers') ORDER BY name")
             .fetch_all(&pool)
             .await
             .expect("query");
-    assert_eq!(tables, vec!["jobs", "workers"]);
+    assert_eq!(tables, vec!["clients", "jobs", "workers"]);
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn postgres_migrations_apply_once() {
     let db = Database::connect(&with_database(&admin_url, &name), 2)
         .await
         .expect("connects");
-    assert_eq!(db.migrate().await.expect("migrates"), 1);
+    assert_eq!(db.migrate().await.expect("migrates"), 2);
     assert_eq!(db.migrate().await.expect("idempotent"), 0);
     let Database::Postgres(pool) = &db else {
         panic!("postgres url gives a postgres pool")

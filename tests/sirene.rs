@@ -297,7 +297,7 @@ async fn falls_back_to_the_next_provider() {
     assert_eq!(f.provider, "recherche-entreprises");
     // Unknown everywhere: permanent, naming the SIRET and both providers.
     match sirene(both()).lookup(&siret(UNKNOWN)).await {
-        Err(SireneError::Permanent(m)) => {
+        Err(SireneError::NotFound(m)) => {
             assert!(
                 m.contains(UNKNOWN) && m.contains("insee") && m.contains("recherche-entreprises"),
                 "{m}"

@@ -30,6 +30,8 @@ pub enum DemoError {
     Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Deps(#[from] crate::jobs::DepsError),
 }
 
 #[derive(Debug, Serialize)]
@@ -115,7 +117,8 @@ pub async fn run(
     backend.push_bulk(batch).await?;
 
     let mut registry = Registry::new();
-    jobs::register_all(&mut registry);
+    let deps = jobs::JobDeps::from_settings(&settings).await?;
+    jobs::register_all(&mut registry, std::sync::Arc::new(deps));
     let kinds: Vec<String> = registry.kinds().map(str::to_string).collect();
     let worker = Worker::new(
         runtime::worker_name("demo"),

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod catalogue;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -103,7 +103,7 @@ fn enqueued_id(stdout: &str) -> String {
 #[test]
 fn migrate_applies_then_is_a_no_op() {
     let env = Env::sqlite();
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 1");
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 2");
     assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 0");
     assert!(Path::new(&env.dir.path().join("dossier.db")).exists());
 }
@@ -116,7 +116,7 @@ fn a_sqlite_queue_may_live_in_its_own_file() {
         "DOSSIER__QUEUE__URL".into(),
         format!("sqlite://{}", queue_db.display()),
     ));
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 2");
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 4");
     env.ok(&[
         "enqueue",
         "siret_check",

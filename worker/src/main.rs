@@ -147,8 +147,9 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         tracing::info!(applied = n, "migrations up to date");
     }
     let backend = queue::open(&settings).await?;
+    let deps = jobs::JobDeps::from_settings(&settings).await?;
     let mut all = Registry::new();
-    jobs::register_all(&mut all);
+    jobs::register_all(&mut all, std::sync::Arc::new(deps));
     let registry = if only.is_empty() {
         all
     } else {

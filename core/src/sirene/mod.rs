@@ -75,7 +75,10 @@ pub struct ProviderSettings {
 /// The outcome of a lookup across providers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SireneError {
-    /// Every provider said the number is unknown (or refused us for good).
+    /// Every provider said the number is unknown.
+    #[error("{0}")]
+    NotFound(String),
+    /// A provider refused us for good (bad key, missing rights) and none answered.
     #[error("{0}")]
     Permanent(String),
     /// At least one provider failed in a way that may pass; retry later.
@@ -189,7 +192,7 @@ fn classify(siret: &Siret, errors: Vec<LookupError>) -> SireneError {
         .iter()
         .all(|e| matches!(e, LookupError::NotFound { .. }))
     {
-        return SireneError::Permanent(format!(
+        return SireneError::NotFound(format!(
             "SIRET {siret} is not in the registries ({}): check the number, or enter the company by hand",
             errors
                 .iter()
@@ -336,7 +339,7 @@ mod tests {
         let e = classify(&siret(), vec![nf("insee"), nf("recherche-entreprises")]);
         assert_eq!(
             e,
-            SireneError::Permanent(
+            SireneError::NotFound(
                 "SIRET 88087814500015 is not in the registries (insee, recherche-entreprises): check the number, or enter the company by hand".into()
             )
         );
