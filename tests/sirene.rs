@@ -387,3 +387,80 @@ async fn quota_waits_do_not_fail_lookups() {
     let times = stub.requests("search");
     assert!(max_in_window(&times, Duration::from_millis(300)) <= 2);
 }
+
+fn extract(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/sirene-extract")
+        .join(file)
+}
+
+#[tokio::test]
+async fn sirene_file_indexes_the_extract_and_maps_like_insee() {
+    use dossier_core::sirene::file::{SireneFile, build_index};
+    let dir = tempfile::tempdir().expect("dir");
+    let index = dir.path().join("index/sirene.db");
+    let report = build_index(
+        &extract("StockUniteLegale.csv"),
+        &extract("StockEtablissement.csv"),
+        &index,
+    )
+    .await
+    .expect("indexed");
+    assert_eq!((report.units, report.establishments), (15, 16));
+    let file = SireneFile::open(&index.display().to_string())
+        .await
+        .expect("opens");
+    let f = file.lookup(&siret(GANYMEDE)).await.expect("found");
+    assert_eq!(f.provider, "sirene-file");
+    assert_eq!(f.legal_name.as_deref(), Some("GANYMEDE"));
+    assert_eq!(f.legal_form_label.as_deref(), Some("SAS"));
+    assert_eq!(f.establishment_state, Some(State::Closed));
+    assert_eq!(f.head_office, Some(true));
+    assert_eq!(f.address.street_name.as_deref(), Some("LA BOETIE"));
+    // The partially diffusible sole trader (4th row).
+    let nd = file.lookup(&siret("13186091800013")).await.expect("found");
+    assert_eq!(nd.legal_name.as_deref(), Some("SOPHIE LEFEBVRE"));
+    assert_eq!(
+        nd.undisclosed,
+        vec![
+            "address.number",
+            "address.street_type",
+            "address.street_name"
+        ]
+    );
+    assert_eq!(nd.address.city.as_deref(), Some("NANTES"));
+    // A second establishment is not the head office.
+    let branch = file.lookup(&siret("90830166600024")).await.expect("found");
+    assert_eq!(branch.head_office, Some(false));
+    let e = file.lookup(&siret(UNKNOWN)).await.expect_err("absent");
+    assert!(matches!(e, LookupError::NotFound { .. }));
+}
+
+#[tokio::test]
+async fn sirene_file_reports_bad_rows_and_keeps_the_previous_index() {
+    use dossier_core::sirene::file::build_index;
+    let dir = tempfile::tempdir().expect("dir");
+    let index = dir.path().join("sirene.db");
+    build_index(
+        &extract("StockUniteLegale.csv"),
+        &extract("StockEtablissement.csv"),
+        &index,
+    )
+    .await
+    .expect("first index");
+    let bad = dir.path().join("StockEtablissement.csv");
+    std::fs::write(
+        &bad,
+        "siren,nic,siret\n880878145,00015,88087814500015\n880878145,00015\n",
+    )
+    .expect("write");
+    let err = build_index(&extract("StockUniteLegale.csv"), &bad, &index)
+        .await
+        .expect_err("ragged row refused")
+        .to_string();
+    assert!(
+        err.contains("StockEtablissement.csv") && err.contains("line: 3"),
+        "{err}"
+    );
+    assert!(index.exists(), "the previous index is kept");
+}

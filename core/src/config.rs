@@ -60,7 +60,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SireneSettings {
-    /// Tried in this order: `recherche-entreprises`, `insee`.
+    /// Tried in this order: `recherche-entreprises`, `insee`, `sirene-file`.
     pub providers: Vec<String>,
     /// Sent with every request (the public API asks for one that identifies you).
     pub user_agent: String,
@@ -70,10 +70,12 @@ pub struct SireneSettings {
     pub insee: crate::sirene::ProviderSettings,
     /// INSEE API key: `DOSSIER__SIRENE__INSEE_API_KEY` or `…_FILE`, never a committed file.
     pub insee_api_key: Option<Secret>,
+    /// The `sirene-file` provider's index, built by `dossier sirene index`.
+    pub file_index: String,
 }
 
 /// Provider names `sirene.providers` accepts.
-pub const SIRENE_PROVIDERS: [&str; 2] = ["recherche-entreprises", "insee"];
+pub const SIRENE_PROVIDERS: [&str; 3] = ["recherche-entreprises", "insee", "sirene-file"];
 
 impl Default for SireneSettings {
     fn default() -> Self {
@@ -94,6 +96,7 @@ impl Default for SireneSettings {
                 quota_window_ms: 60_000,
             },
             insee_api_key: None,
+            file_index: "var/sirene-index.db".into(),
         }
     }
 }

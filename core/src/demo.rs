@@ -9,10 +9,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::clients::{self, Client, NewClient};
 use crate::config::{QueueBackendKind, Settings};
 use crate::db::Database;
 use crate::job::{JobFilter, JobStatus, NewJob, QueueCounts};
-use crate::jobs::{self, siret_check};
+use crate::jobs::{self, siret_check, siret_enrichment};
 use crate::queue::{self, QueueBackend};
 use crate::runtime::{self, Registry, Worker};
 use crate::siret::luhn;
@@ -32,6 +33,12 @@ pub enum DemoError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
     Deps(#[from] crate::jobs::DepsError),
+    #[error(
+        "the demo's Sirene extract: {0} (run the demo from the repository root, or pass --sirene-extract)"
+    )]
+    Extract(String),
+    #[error(transparent)]
+    Client(#[from] crate::clients::ClientError),
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +49,8 @@ pub struct DemoReport {
     pub counts: Vec<QueueCounts>,
     /// A few dead jobs with the reason, as an operator would see them.
     pub dead_samples: Vec<(String, String)>,
+    /// The demo's clients after enrichment.
+    pub clients: Vec<Client>,
 }
 
 /// A batch shaped like a firm's input: mostly valid SIRETs, some typed with
@@ -80,9 +89,47 @@ pub fn sample_sirets(n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// Clients as a firm would create them from the extract: most with only a
+/// SIRET, some with a name typed differently from the registry's, one
+/// entered by hand without SIRET, one whose SIRET no registry knows.
+fn demo_clients(extract: &Path) -> Result<Vec<NewClient>, DemoError> {
+    let path = extract.join("StockEtablissement.csv");
+    let mut reader = csv::Reader::from_path(&path)
+        .map_err(|e| DemoError::Extract(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| DemoError::Extract(format!("{}: {e}", path.display())))?;
+        let siret = record.get(2).unwrap_or_default().to_string();
+        let mut entered = clients::Fields::new();
+        if i == 1 {
+            entered.insert("legal_name".into(), "Moreau Conseil".into());
+        }
+        if i == 3 {
+            entered.insert("address.city".into(), "Nantes".into());
+        }
+        out.push(NewClient {
+            firm_id: "cabinet-demo".into(),
+            siret: Some(siret),
+            entered,
+        });
+    }
+    out.push(NewClient {
+        firm_id: "cabinet-demo".into(),
+        siret: None,
+        entered: [("legal_name".to_string(), "Ferme du Bois Joli".to_string())].into(),
+    });
+    out.push(NewClient {
+        firm_id: "cabinet-demo".into(),
+        siret: Some("73282932000074".into()),
+        entered: clients::Fields::new(),
+    });
+    Ok(out)
+}
+
 pub async fn run(
     mut settings: Settings,
     db_path: &Path,
+    extract: &Path,
     jobs_n: usize,
 ) -> Result<DemoReport, DemoError> {
     for suffix in ["", "-wal", "-shm"] {
@@ -97,8 +144,37 @@ pub async fn run(
     settings.database.url = url.clone();
     settings.queue.backend = QueueBackendKind::Sqlite;
     settings.queue.url = None;
-    Database::connect(&url, 1).await?.migrate().await?;
+    let db = Database::connect(&url, 2).await?;
+    db.migrate().await?;
     let backend: Arc<dyn QueueBackend> = queue::open(&settings).await?;
+
+    // Enrichment runs offline, from the extract shipped in the repository.
+    let index = db_path.with_file_name("demo-sirene-index.db");
+    crate::sirene::file::build_index(
+        &extract.join("StockUniteLegale.csv"),
+        &extract.join("StockEtablissement.csv"),
+        &index,
+    )
+    .await
+    .map_err(|e| DemoError::Extract(e.to_string()))?;
+    settings.sirene.providers = vec![crate::sirene::file::NAME.into()];
+    settings.sirene.file_index = index.display().to_string();
+    let mut client_ids = Vec::new();
+    for new in demo_clients(extract)? {
+        client_ids.push(clients::create(&db, new).await?.id);
+    }
+    let enrichment: Vec<NewJob> = client_ids
+        .iter()
+        .map(|id| NewJob {
+            kind: siret_enrichment::KIND.into(),
+            payload: serde_json::json!({ "client_id": id }),
+            run_at_ms: None,
+            max_attempts: settings.queue.kind(siret_enrichment::KIND).max_attempts,
+            idempotency_key: Some(format!("enrich-{id}")),
+            trace_id: None,
+        })
+        .collect();
+    backend.push_bulk(enrichment).await?;
 
     let started = Instant::now();
     let max_attempts = settings.queue.kind(siret_check::KIND).max_attempts;
@@ -138,7 +214,14 @@ pub async fn run(
             limit: 5,
         })
         .await?;
+    let mut clients_after = Vec::new();
+    for id in &client_ids {
+        if let Some(c) = clients::get(&db, id).await? {
+            clients_after.push(c);
+        }
+    }
     Ok(DemoReport {
+        clients: clients_after,
         database: db_path.display().to_string(),
         enqueued: jobs_n,
         elapsed_ms: started.elapsed().as_millis(),
@@ -147,7 +230,11 @@ pub async fn run(
             .into_iter()
             .map(|j| {
                 (
-                    j.payload["siret"].as_str().unwrap_or("").to_string(),
+                    j.payload["siret"]
+                        .as_str()
+                        .or(j.payload["client_id"].as_str())
+                        .unwrap_or("")
+                        .to_string(),
                     j.last_error.unwrap_or_default(),
                 )
             })

@@ -47,6 +47,23 @@ enum Command {
     /// SIRET and SIREN numbers.
     #[command(subcommand)]
     Siret(SiretCommand),
+    /// The local Sirene extract used by the `sirene-file` provider.
+    #[command(subcommand)]
+    Sirene(SireneCommand),
+}
+
+#[derive(Subcommand)]
+enum SireneCommand {
+    /// Index StockUniteLegale + StockEtablissement CSV files for lookups by SIRET.
+    Index {
+        #[arg(long, value_name = "CSV")]
+        units: PathBuf,
+        #[arg(long, value_name = "CSV")]
+        establishments: PathBuf,
+        /// Where to write the index (default: sirene.file_index).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -254,6 +271,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
+        Command::Sirene(SireneCommand::Index {
+            units,
+            establishments,
+            out,
+        }) => {
+            let out = out.unwrap_or_else(|| PathBuf::from(&settings.sirene.file_index));
+            let started = std::time::Instant::now();
+            let report = dossier_core::sirene::file::build_index(&units, &establishments, &out)
+                .await
+                .map_err(|e| user(e.to_string()))?;
+            println!(
+                "indexed {} units and {} establishments into {} in {:.1}s",
+                report.units,
+                report.establishments,
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Siret(SiretCommand::Lookup { siret, json }) => {
             siret_lookup(&settings, &siret, json).await
         }

@@ -45,6 +45,9 @@ enum Command {
         jobs: usize,
         #[arg(long, default_value = "var/demo.db")]
         database: PathBuf,
+        /// The Sirene extract enrichment reads (no network in the demo).
+        #[arg(long, default_value = "config/sirene-extract")]
+        sirene_extract: PathBuf,
     },
     /// Push N no-op jobs, drain them with concurrency C; one JSON line.
     Bench {
@@ -77,8 +80,12 @@ fn main() -> anyhow::Result<()> {
 async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Run { no_migrate, kinds } => run(settings, !no_migrate, kinds).await,
-        Command::Demo { jobs, database } => {
-            let report = demo::run(settings, &database, jobs).await?;
+        Command::Demo {
+            jobs,
+            database,
+            sirene_extract,
+        } => {
+            let report = demo::run(settings, &database, &sirene_extract, jobs).await?;
             println!(
                 "Demo on {} ({} jobs, {} ms)",
                 report.database, report.enqueued, report.elapsed_ms
@@ -87,6 +94,38 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                 println!(
                     "  {:<14} done {:>5}  dead {:>4}  pending {}  running {}  retrying {}",
                     c.kind, c.done, c.dead, c.pending, c.running, c.retrying
+                );
+            }
+            println!("Clients enriched from the registry extract:");
+            for c in &report.clients {
+                let name = c
+                    .company
+                    .get("legal_name")
+                    .map(String::as_str)
+                    .unwrap_or("?");
+                let status = serde_json::to_value(c.enrichment_status)?;
+                let mut notes = Vec::new();
+                if let Some(form) = c.company.get("legal_form_label") {
+                    notes.push(form.clone());
+                }
+                for d in &c.differences {
+                    notes.push(format!(
+                        "typed {} {:?}, registry {:?}",
+                        d.field, d.entered, d.registry
+                    ));
+                }
+                if let Some(w) = &c.warning {
+                    notes.push(format!("WARNING: {w}"));
+                }
+                if let Some(m) = &c.enrichment_message {
+                    notes.push(m.clone());
+                }
+                println!(
+                    "  {:<16} {:<10} {:<28} {}",
+                    c.siret.as_deref().unwrap_or("(no SIRET)"),
+                    status.as_str().unwrap_or("?"),
+                    name,
+                    notes.join("; ")
                 );
             }
             println!("Dead jobs (permanent failures, kept with their reason):");

@@ -20,6 +20,8 @@ fn demo_runs_a_realistic_batch_to_the_end() {
             "200",
             "--database",
             db.to_str().unwrap_or_default(),
+            "--sirene-extract",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sirene-extract"),
         ])
         .env_remove("DOSSIER_CONFIG")
         .output()
@@ -36,6 +38,22 @@ fn demo_runs_a_realistic_batch_to_the_end() {
         "{stdout}"
     );
     assert!(stdout.contains("checksum failed"), "{stdout}");
+    // Enrichment from the shipped extract: 16 establishments, one client
+    // entered by hand, one unknown SIRET.
+    assert!(
+        stdout.contains("siret_enrichment done    17  dead    1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("typed legal_name \"Moreau Conseil\", registry \"CABINET MOREAU CONSEIL\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("WARNING: the company (SIREN 880878145) is closed in the registry"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(no SIRET)       skipped"), "{stdout}");
+    assert!(stdout.contains("73282932000074   not_found"), "{stdout}");
     assert!(
         stdout.contains("a spreadsheet may have dropped a leading zero"),
         "{stdout}"

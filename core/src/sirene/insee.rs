@@ -47,11 +47,11 @@ impl Provider for Insee {
         NAME
     }
 
-    fn quota(&self) -> (u32, Duration) {
-        (
+    fn quota(&self) -> Option<(u32, Duration)> {
+        Some((
             self.settings.quota_requests,
             Duration::from_millis(self.settings.quota_window_ms),
-        )
+        ))
     }
 
     async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, LookupError> {
@@ -76,9 +76,9 @@ impl Provider for Insee {
     }
 }
 
-fn malformed(why: &str) -> LookupError {
+fn malformed(provider: &str, why: &str) -> LookupError {
     LookupError::Transient {
-        provider: NAME.into(),
+        provider: provider.into(),
         message: format!("unexpected answer: {why}"),
     }
 }
@@ -99,23 +99,38 @@ fn person_name(r: &mut Reader, unit: &Value) -> Option<String> {
 
 /// Maps a `/siret` answer onto the facts of `siret`.
 pub fn map(siret: &Siret, body: &Value) -> Result<CompanyFacts, LookupError> {
+    map_as(NAME, siret, body)
+}
+
+/// The same mapping for a source with the INSEE field names (the open-data
+/// stock files), answering under its own name.
+pub(crate) fn map_as(
+    provider: &str,
+    siret: &Siret,
+    body: &Value,
+) -> Result<CompanyFacts, LookupError> {
     let establishment = match (body.get("etablissement"), body.get("etablissements")) {
         (Some(e), _) if e.is_object() => e,
         (_, Some(Value::Array(list))) => list
             .iter()
             .find(|e| e.get("siret").and_then(Value::as_str) == Some(siret.as_str()))
             .ok_or_else(|| LookupError::NotFound {
-                provider: NAME.into(),
+                provider: provider.into(),
                 siret: siret.to_string(),
             })?,
-        _ => return Err(malformed("neither `etablissement` nor `etablissements`")),
+        _ => {
+            return Err(malformed(
+                provider,
+                "neither `etablissement` nor `etablissements`",
+            ));
+        }
     };
     if establishment.get("siret").and_then(Value::as_str) != Some(siret.as_str()) {
-        return Err(malformed("the answer is about another SIRET"));
+        return Err(malformed(provider, "the answer is about another SIRET"));
     }
     let unit = establishment
         .get("uniteLegale")
-        .ok_or_else(|| malformed("no `uniteLegale`"))?;
+        .ok_or_else(|| malformed(provider, "no `uniteLegale`"))?;
     let address = establishment
         .get("adresseEtablissement")
         .unwrap_or(&Value::Null);
@@ -134,7 +149,7 @@ pub fn map(siret: &Siret, body: &Value) -> Result<CompanyFacts, LookupError> {
     };
     let siren = siret.siren();
     Ok(CompanyFacts {
-        provider: NAME.into(),
+        provider: provider.into(),
         siret: siret.to_string(),
         nic: siret.nic().to_string(),
         vat_number: siren.vat_number(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::siret::Siret;
 
 pub mod facts;
+pub mod file;
 pub mod insee;
 pub mod legal_forms;
 pub mod quota;
@@ -56,8 +57,8 @@ impl LookupError {
 pub trait Provider: Send + Sync {
     /// The name used in config, quotas and messages.
     fn name(&self) -> &str;
-    /// Quota: at most `requests` per `window`.
-    fn quota(&self) -> (u32, Duration);
+    /// Quota: at most `requests` per `window`; `None` for a local source.
+    fn quota(&self) -> Option<(u32, Duration)>;
     async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, LookupError>;
 }
 
@@ -121,26 +122,27 @@ impl Sirene {
     pub async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, SireneError> {
         let mut errors: Vec<LookupError> = Vec::new();
         for provider in &self.providers {
-            let (requests, window) = provider.quota();
-            match self
-                .quota
-                .acquire(provider.name(), requests, window, self.max_quota_wait)
-                .await
-            {
-                Ok(()) => {}
-                Err(quota::QuotaError::WaitTooLong(wait)) => {
-                    errors.push(LookupError::RateLimited {
-                        provider: provider.name().to_string(),
-                        retry_after: wait,
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    errors.push(LookupError::Transient {
-                        provider: provider.name().to_string(),
-                        message: format!("quota store unavailable: {e}"),
-                    });
-                    continue;
+            if let Some((requests, window)) = provider.quota() {
+                match self
+                    .quota
+                    .acquire(provider.name(), requests, window, self.max_quota_wait)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(quota::QuotaError::WaitTooLong(wait)) => {
+                        errors.push(LookupError::RateLimited {
+                            provider: provider.name().to_string(),
+                            retry_after: wait,
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(LookupError::Transient {
+                            provider: provider.name().to_string(),
+                            message: format!("quota store unavailable: {e}"),
+                        });
+                        continue;
+                    }
                 }
             }
             match provider.lookup(siret).await {
@@ -239,6 +241,12 @@ pub async fn from_settings(settings: &crate::config::Settings) -> Result<Sirene,
                     &s.user_agent,
                 )?)
             }
+            file::NAME => Arc::new(file::SireneFile::open(&s.file_index).await.map_err(|e| {
+                SetupError::Config(format!(
+                    "sirene-file: cannot open the index {} ({e}); build it with `dossier sirene index`",
+                    s.file_index
+                ))
+            })?),
             other => return Err(SetupError::Config(format!("unknown provider `{other}`"))),
         };
         providers.push(provider);

@@ -35,11 +35,11 @@ impl Provider for RechercheEntreprises {
         NAME
     }
 
-    fn quota(&self) -> (u32, Duration) {
-        (
+    fn quota(&self) -> Option<(u32, Duration)> {
+        Some((
             self.settings.quota_requests,
             Duration::from_millis(self.settings.quota_window_ms),
-        )
+        ))
     }
 
     async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, LookupError> {
