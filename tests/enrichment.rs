@@ -14,6 +14,13 @@ use dossier_core::sirene::recherche::RechercheEntreprises;
 use dossier_core::sirene::{Provider, ProviderSettings, Quota, Sirene};
 use dossier_e2e::registry_stub::{RegistryStub, Scripted};
 use dossier_e2e::{BackendKind, TestQueue};
+
+/// Not a test: the entry point of child worker processes (see support).
+#[test]
+#[ignore = "entry point of child worker processes, run by the suites themselves"]
+fn child_worker() {
+    dossier_e2e::child_worker_main();
+}
 use sqlx::Connection;
 
 const GANYMEDE: &str = "88087814500015";
@@ -328,4 +335,123 @@ async fn duplicate_siret_in_a_firm_is_refused_naming_the_client() {
     .await
     .expect_err("invalid");
     assert!(bad.to_string().contains("13 digits found"), "{bad}");
+}
+
+/// Valid SIRETs: SIREN with a Luhn check digit, NIC 00001 + check digit.
+fn sirets(n: usize) -> Vec<String> {
+    let luhn = |s: &str| {
+        s.bytes()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = u32::from(b - b'0');
+                if i % 2 == 1 {
+                    if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+                } else {
+                    d
+                }
+            })
+            .sum::<u32>()
+            % 10
+            == 0
+    };
+    let complete = |p: String| {
+        (0..10)
+            .map(|d| format!("{p}{d}"))
+            .find(|s| luhn(s))
+            .unwrap_or_default()
+    };
+    (0..n)
+        .map(|i| {
+            let siren = complete(format!("{:08}", 40_000_000 + i * 7));
+            complete(format!("{siren}0000"))
+        })
+        .collect()
+}
+
+/// Three worker processes enrich 200 clients through the 7 requests/s
+/// provider: no second of the stub's log holds more than 7 requests, and
+/// the run ends within 15% of the ideal (7 at once, then 7 per second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_registry_quota() {
+    let mut q = TestQueue::new(BackendKind::Redis).await;
+    let stub = RegistryStub::default();
+    stub.answer_every_siret();
+    let base = stub.start().await;
+    let db_url = format!("sqlite://{}", q.dir.path().join("business.db").display());
+    q.settings.database.url = db_url.clone();
+    q.settings.sirene.recherche_entreprises.base_url = base.clone();
+    q.settings.sirene.recherche_entreprises.quota_requests = 7;
+    q.settings.sirene.recherche_entreprises.quota_window_ms = 1_000;
+    q.settings.sirene.max_quota_wait_ms = 60_000;
+    q.settings.queue.defaults.concurrency = 8;
+    let db = Database::connect(&db_url, 2).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let mut jobs = Vec::new();
+    for s in sirets(200) {
+        let c = clients::create(
+            &db,
+            NewClient {
+                firm_id: "f".into(),
+                siret: Some(s),
+                entered: Fields::new(),
+            },
+        )
+        .await
+        .expect("client");
+        jobs.push(job(&c.id));
+    }
+    let events = tempfile::tempdir().expect("dir");
+    let mut children: Vec<_> = (0..3)
+        .map(|_| dossier_e2e::spawn_child_worker(&q.child_env_enrich(events.path())))
+        .collect();
+    let deadline = std::time::Instant::now() + LONG;
+    while q.backend.workers().await.expect("workers").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three workers register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    q.backend.push_bulk(jobs).await.expect("push");
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        dossier_core::runtime::wait_until_drained(
+            &*q.backend,
+            &[siret_enrichment::KIND],
+            Duration::from_millis(50),
+        ),
+    )
+    .await
+    .expect("drained in time")
+    .expect("counts");
+    let elapsed = started.elapsed();
+    for c in &children {
+        dossier_e2e::terminate(c);
+    }
+    for c in &mut children {
+        assert!(c.wait().expect("exit").success());
+    }
+    let counts = q.backend.counts().await.expect("counts");
+    assert_eq!((counts[0].done, counts[0].dead), (200, 0), "{counts:?}");
+    let mut times = stub.requests("search");
+    assert_eq!(times.len(), 200, "one request per client");
+    times.sort();
+    let peak = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(peak <= 7, "{peak} requests in one second");
+    let ideal = Duration::from_secs_f64(193.0 / 7.0);
+    assert!(
+        elapsed <= ideal.mul_f64(1.15),
+        "{elapsed:?} vs ideal {ideal:?}"
+    );
+    q.cleanup().await;
 }

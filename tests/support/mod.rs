@@ -328,9 +328,20 @@ impl TestQueue {
 
     /// Environment for a child worker process on this same backend.
     pub fn child_env(&self, events_dir: &Path) -> Vec<(String, String)> {
+        self.child_env_with(events_dir, false)
+    }
+
+    /// Environment for a child worker that also runs `siret_enrichment`
+    /// (database and registries as `self.settings` name them).
+    pub fn child_env_enrich(&self, events_dir: &Path) -> Vec<(String, String)> {
+        self.child_env_with(events_dir, true)
+    }
+
+    fn child_env_with(&self, events_dir: &Path, enrich: bool) -> Vec<(String, String)> {
         let config = ChildConfig {
             settings: self.settings.clone(),
             events_file: events_dir.join(format!("events-{}.log", uuid::Uuid::now_v7().simple())),
+            enrich,
         };
         vec![(
             CHILD_ENV.into(),
@@ -364,6 +375,9 @@ pub const CHILD_ENV: &str = "DOSSIER_TEST_CHILD";
 struct ChildConfig {
     settings: Settings,
     events_file: PathBuf,
+    /// Also run `siret_enrichment`, with the dependencies the settings name.
+    #[serde(default)]
+    enrich: bool,
 }
 
 /// Spawns this test binary as a worker process on the same backend.
@@ -397,7 +411,13 @@ pub fn child_worker_main() {
         let backend = queue::open(&config.settings)
             .await
             .expect("child opens queue");
-        let registry = probe_registry(Recorder::to_file(config.events_file));
+        let mut registry = probe_registry(Recorder::to_file(config.events_file));
+        if config.enrich {
+            let deps = dossier_core::jobs::JobDeps::from_settings(&config.settings)
+                .await
+                .expect("child job dependencies");
+            dossier_core::jobs::siret_enrichment::register(&mut registry, Arc::new(deps));
+        }
         let worker = Worker::new(
             runtime::worker_name("child"),
             config.settings.queue.clone(),

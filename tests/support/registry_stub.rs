@@ -65,6 +65,8 @@ struct Inner {
     insee_bodies: HashMap<String, serde_json::Value>,
     /// (api, time) of every request.
     requests: Vec<(&'static str, Instant)>,
+    /// Answer every search with GANYMEDE's record renumbered to the SIRET asked.
+    echo_any: bool,
 }
 
 #[derive(Clone, Default)]
@@ -96,6 +98,14 @@ impl RegistryStub {
     pub fn script(&self, api: &'static str, answer: Scripted) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.scripted.entry(api).or_default().push_back(answer);
+    }
+
+    /// Every SIRET asked exists (GANYMEDE's record, renumbered).
+    pub fn answer_every_siret(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .echo_any = true;
     }
 
     pub fn insee_body(&self, siret: &str, body: serde_json::Value) {
@@ -148,6 +158,20 @@ async fn search(
     }
     let q = q.get("q").cloned().unwrap_or_default();
     let dir = fixtures().join("recherche-entreprises");
+    let echo = stub
+        .inner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .echo_any;
+    if echo
+        && q.len() == 14
+        && let Ok(text) = std::fs::read_to_string(dir.join("search-q-88087814500015.json"))
+    {
+        let body = text
+            .replace("88087814500015", &q)
+            .replace("880878145", &q[..9]);
+        return json(StatusCode::OK, body);
+    }
     let body = std::fs::read_to_string(dir.join(format!("search-q-{q}.json")))
         .or_else(|_| std::fs::read_to_string(dir.join("search-q-12345678900003-empty.json")))
         .unwrap_or_else(|_| r#"{"results": []}"#.into());
