@@ -35,6 +35,7 @@ conformance!(
     runs_jobs_and_stores_results,
     retries_with_exponential_backoff,
     honours_retry_after,
+    snoozed_jobs_do_not_burn_attempts,
     permanent_errors_go_straight_to_the_dead_set,
     exhausted_attempts_keep_every_error,
     panics_count_as_failed_attempts,
@@ -154,6 +155,37 @@ async fn honours_retry_after(kind: BackendKind) {
         t[1] - t[0]
     );
     assert_eq!(job.attempts, 2);
+    q.cleanup().await;
+}
+
+async fn snoozed_jobs_do_not_burn_attempts(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let rec = Recorder::default();
+    let mut job = Probe {
+        label: "patient".into(),
+        fail_times: 2,
+        mode: "snooze".into(),
+        retry_after_ms: 400,
+        ..Probe::default()
+    }
+    .job();
+    job.max_attempts = 1;
+    let id = q.push(job).await;
+    let w = q.start_worker(probe_registry(rec.clone()));
+    let waiting = q
+        .wait_for(&id, LONG, |j| j.status == JobStatus::Scheduled)
+        .await;
+    assert_eq!(waiting.attempts, 0, "a snooze is not an attempt");
+    let job = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
+    w.stop().await;
+    assert_eq!(
+        job.attempts, 1,
+        "two snoozes, then one attempt within max_attempts = 1"
+    );
+    assert!(job.errors.is_empty(), "{:?}", job.errors);
+    let t = rec.times("patient");
+    assert_eq!(t.len(), 3);
+    assert!(t[1] - t[0] >= 400 && t[2] - t[1] >= 400, "{t:?}");
     q.cleanup().await;
 }
 

@@ -455,3 +455,61 @@ async fn three_processes_share_the_registry_quota() {
     );
     q.cleanup().await;
 }
+
+/// Our shared quota used up: the job is snoozed, not failed, and still runs
+/// within `max_attempts = 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_quota_does_not_burn_attempts() {
+    let q = TestQueue::new(BackendKind::Sqlite).await;
+    let db = sqlite_db(&q).await;
+    let stub = RegistryStub::default();
+    stub.answer_every_siret();
+    let base = stub.start().await;
+    let provider: Arc<dyn Provider> = Arc::new(
+        RechercheEntreprises::new(
+            ProviderSettings {
+                base_url: base.clone(),
+                timeout_ms: 1_000,
+                quota_requests: 1,
+                quota_window_ms: 1_000,
+            },
+            "dossier-tests",
+        )
+        .expect("client"),
+    );
+    // Never wait in the handler: any wait becomes a snooze.
+    let deps = Arc::new(JobDeps {
+        db: db.clone(),
+        sirene: Sirene::new(vec![provider], Quota::local(), Duration::ZERO),
+    });
+    let mut ids = Vec::new();
+    for s in sirets(3) {
+        let c = clients::create(
+            &db,
+            NewClient {
+                firm_id: "f".into(),
+                siret: Some(s),
+                entered: Fields::new(),
+            },
+        )
+        .await
+        .expect("client");
+        let mut j = job(&c.id);
+        j.max_attempts = 1;
+        ids.push(q.push(j).await);
+    }
+    let w = q.start_worker(registry(deps));
+    for id in &ids {
+        let done = q.wait_for(id, LONG, |j| j.status == JobStatus::Done).await;
+        assert_eq!(done.attempts, 1);
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+    }
+    w.stop().await;
+    let mut times = stub.requests("search");
+    times.sort();
+    assert_eq!(times.len(), 3);
+    assert!(
+        times[2] - times[0] >= Duration::from_millis(2_000),
+        "one request per second"
+    );
+}

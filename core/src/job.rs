@@ -144,6 +144,11 @@ pub enum JobError {
     /// Will never succeed (bad input, not found, forbidden): straight to the dead set.
     #[error("{message}")]
     Permanent { message: String },
+    /// Not a failure: nothing was attempted (e.g. the shared quota is
+    /// exhausted for a while). The job runs again after `after` and the
+    /// attempt is not counted.
+    #[error("snoozed for {after:?}: {reason}")]
+    Snooze { reason: String, after: Duration },
 }
 
 impl JobError {
@@ -158,6 +163,13 @@ impl JobError {
         JobError::Transient {
             message: message.into(),
             retry_after: Some(after),
+        }
+    }
+
+    pub fn snooze(reason: impl Into<String>, after: Duration) -> Self {
+        JobError::Snooze {
+            reason: reason.into(),
+            after,
         }
     }
 

@@ -75,6 +75,9 @@ impl RetryPolicy {
     pub fn next_step(&self, attempt: u32, max_attempts: u32, error: &JobError) -> NextStep {
         match error {
             JobError::Permanent { .. } => NextStep::Dead,
+            // The runtime hands a snoozed job back uncounted; this arm only
+            // keeps the decision total.
+            JobError::Snooze { after, .. } => NextStep::RetryIn(*after),
             JobError::Transient { .. } if attempt >= max_attempts => NextStep::Dead,
             JobError::Transient {
                 retry_after: Some(after),

@@ -47,7 +47,8 @@ pub struct Probe {
     pub label: String,
     /// Attempts 1..=fail_times fail.
     pub fail_times: u32,
-    /// `transient`, `permanent`, `panic` or `retry_after`.
+    /// `transient`, `permanent`, `panic`, `retry_after` or `snooze` (the
+    /// first `fail_times` runs snooze for `retry_after_ms`).
     pub mode: String,
     pub retry_after_ms: u64,
     /// Every attempt sleeps this long first.
@@ -166,7 +167,15 @@ async fn probe(
     if job.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
     }
-    if ctx.attempt <= job.fail_times {
+    if job.mode == "snooze" {
+        let runs = recorder.times(&job.label).len() as u32;
+        if runs <= job.fail_times {
+            return Err(JobError::snooze(
+                "quota used up",
+                Duration::from_millis(job.retry_after_ms),
+            ));
+        }
+    } else if ctx.attempt <= job.fail_times {
         return match job.mode.as_str() {
             "permanent" => Err(JobError::permanent(format!("{} refused", job.label))),
             "panic" => panic!("probe {} panics on attempt {}", job.label, ctx.attempt),

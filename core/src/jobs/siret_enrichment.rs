@@ -3,7 +3,8 @@
 //! Not found everywhere → permanent (the client is marked `not_found`, the
 //! dead job names the SIRET and the providers); a refusal (bad key) →
 //! permanent; over quota → retried at the registry's `Retry-After`; outages,
-//! timeouts, malformed answers → retried with backoff. A client without a
+//! timeouts, malformed answers → retried with backoff; our shared quota
+//! used up for a while → snoozed, the attempt not counted. A client without a
 //! SIRET was entered by hand and is not enriched. Running it twice stores the
 //! same record.
 
@@ -69,6 +70,8 @@ pub async fn handle(
             Err(JobError::permanent(message))
         }
         Err(SireneError::Permanent(message)) => Err(JobError::permanent(message)),
+        // Waiting for the shared quota never burns an attempt.
+        Err(SireneError::Busy { message, wait }) => Err(JobError::snooze(message, wait)),
         Err(SireneError::Transient {
             message,
             retry_after: Some(after),

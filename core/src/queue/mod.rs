@@ -107,8 +107,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Records a failed attempt: retry later or dead.
     async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError>;
 
-    /// Hands leased jobs back without counting the attempt (graceful shutdown).
-    async fn release(&self, worker: &str, ids: &[String]) -> Result<(), QueueError>;
+    /// Hands leased jobs back without counting the attempt, due at
+    /// `run_at_ms` (graceful shutdown: now; a snoozed job: later).
+    async fn release(&self, worker: &str, ids: &[String], run_at_ms: i64)
+    -> Result<(), QueueError>;
 
     /// Renews the leases of `running` and records that `worker` is alive.
     async fn heartbeat(

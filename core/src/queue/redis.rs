@@ -219,18 +219,25 @@ return 1
 "#;
 
 const RELEASE: &str = r#"
-local p, worker, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 4, #ARGV do
+local p, worker, now, at = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 5, #ARGV do
   local id = ARGV[i]
   local key = p .. ':job:' .. id
   local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind', 'attempts')
   if f[1] == 'running' and f[2] == worker then
     local attempts = math.max(tonumber(f[4]) - 1, 0)
-    redis.call('HSET', key, 'state', 'queued', 'attempts', attempts, 'run_at', now, 'updated_at', now)
+    redis.call('HSET', key, 'state', 'queued', 'attempts', attempts, 'run_at', math.max(at, now),
+      'updated_at', now)
     redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
     redis.call('ZREM', p .. ':running:' .. f[3], id)
-    redis.call('LPUSH', p .. ':ready:' .. f[3], id)
-    redis.call('PUBLISH', p .. ':wake', f[3])
+    if at <= now then
+      redis.call('LPUSH', p .. ':ready:' .. f[3], id)
+      redis.call('PUBLISH', p .. ':wake', f[3])
+    elseif attempts == 0 then
+      redis.call('ZADD', p .. ':sched:' .. f[3], at, id)
+    else
+      redis.call('ZADD', p .. ':retry:' .. f[3], at, id)
+    end
   end
 end
 return 1
@@ -714,12 +721,20 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
-    async fn release(&self, worker: &str, ids: &[String]) -> Result<(), QueueError> {
+    async fn release(
+        &self,
+        worker: &str,
+        ids: &[String],
+        run_at_ms: i64,
+    ) -> Result<(), QueueError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut inv = self.scripts.release.prepare_invoke();
-        inv.arg(&self.prefix).arg(worker).arg(now_ms());
+        inv.arg(&self.prefix)
+            .arg(worker)
+            .arg(now_ms())
+            .arg(run_at_ms);
         for id in ids {
             inv.arg(id);
         }

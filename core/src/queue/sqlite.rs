@@ -285,13 +285,18 @@ impl QueueBackend for SqliteQueue {
         Ok(())
     }
 
-    async fn release(&self, worker: &str, ids: &[String]) -> Result<(), QueueError> {
+    async fn release(
+        &self,
+        worker: &str,
+        ids: &[String],
+        run_at_ms: i64,
+    ) -> Result<(), QueueError> {
         if ids.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         sqlx::query(
-            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = ?1,
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = ?4,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
              WHERE state = 'running' AND lease_owner = ?2
                AND id IN (SELECT value FROM json_each(?3))",
@@ -299,6 +304,7 @@ impl QueueBackend for SqliteQueue {
         .bind(now)
         .bind(worker)
         .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .bind(run_at_ms.max(now))
         .execute(&self.pool)
         .await?;
         Ok(())

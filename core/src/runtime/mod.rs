@@ -61,7 +61,11 @@ struct Stats {
 enum Outcome {
     Done(Completion),
     Failed(Failure),
-    Release(String),
+    /// Handed back uncounted, due at `run_at_ms` (shutdown, snooze).
+    Release {
+        id: String,
+        run_at_ms: i64,
+    },
 }
 
 impl Outcome {
@@ -69,7 +73,7 @@ impl Outcome {
         match self {
             Outcome::Done(c) => &c.id,
             Outcome::Failed(f) => &f.id,
-            Outcome::Release(id) => id,
+            Outcome::Release { id, .. } => id,
         }
     }
 }
@@ -413,7 +417,10 @@ async fn execute(
             biased;
             _ = hard_stop.cancelled() => {
                 tracing::info!("handed back unfinished at shutdown");
-                return Outcome::Release(job.id);
+                return Outcome::Release {
+                    id: job.id,
+                    run_at_ms: now_ms(),
+                };
             }
             r = tokio::time::timeout(timeout, run) => r,
         };
@@ -424,6 +431,13 @@ async fn execute(
                     id: job.id,
                     result: value,
                 });
+            }
+            Ok(Ok(Err(JobError::Snooze { reason, after }))) => {
+                tracing::info!(%reason, "snoozed for {after:?}; the attempt does not count");
+                return Outcome::Release {
+                    id: job.id,
+                    run_at_ms: now_ms() + after.as_millis() as i64,
+                };
             }
             Ok(Ok(Err(e @ JobError::Permanent { .. }))) => ("permanent", e),
             Ok(Ok(Err(e))) => ("transient", e),
@@ -522,21 +536,21 @@ async fn persist(shared: &Shared, batch: &[Outcome]) -> Result<(), QueueError> {
             _ => None,
         })
         .collect();
-    let released: Vec<String> = batch
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Release(id) => Some(id.clone()),
-            _ => None,
-        })
-        .collect();
+    let mut released = 0;
     backend.complete(&shared.name, &done).await?;
     for o in batch {
-        if let Outcome::Failed(f) = o {
-            backend.fail(&shared.name, f).await?;
+        match o {
+            Outcome::Failed(f) => backend.fail(&shared.name, f).await?,
+            Outcome::Release { id, run_at_ms } => {
+                released += 1;
+                backend
+                    .release(&shared.name, std::slice::from_ref(id), *run_at_ms)
+                    .await?
+            }
+            Outcome::Done(_) => {}
         }
     }
-    backend.release(&shared.name, &released).await?;
-    let failed = batch.len() - done.len() - released.len();
+    let failed = batch.len() - done.len() - released;
     shared
         .stats
         .succeeded
@@ -548,7 +562,7 @@ async fn persist(shared: &Shared, batch: &[Outcome]) -> Result<(), QueueError> {
     shared
         .stats
         .released
-        .fetch_add(released.len() as u64, Ordering::Relaxed);
+        .fetch_add(released as u64, Ordering::Relaxed);
     Ok(())
 }
 

@@ -38,6 +38,9 @@ pub enum LookupError {
         provider: String,
         retry_after: Duration,
     },
+    /// Our own shared quota has no slot for a while: nothing was sent.
+    #[error("{provider}'s shared quota is used up for the next {wait:?}")]
+    QuotaExhausted { provider: String, wait: Duration },
     #[error("{provider} failed: {message}")]
     Transient { provider: String, message: String },
 }
@@ -47,7 +50,9 @@ impl LookupError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            LookupError::RateLimited { .. } | LookupError::Transient { .. }
+            LookupError::RateLimited { .. }
+                | LookupError::Transient { .. }
+                | LookupError::QuotaExhausted { .. }
         )
     }
 }
@@ -82,6 +87,10 @@ pub enum SireneError {
     /// A provider refused us for good (bad key, missing rights) and none answered.
     #[error("{0}")]
     Permanent(String),
+    /// Nothing was asked: every provider that might know is out of shared
+    /// quota for `wait`. Not a failed attempt.
+    #[error("{message}")]
+    Busy { message: String, wait: Duration },
     /// At least one provider failed in a way that may pass; retry later.
     #[error("{message}")]
     Transient {
@@ -130,9 +139,9 @@ impl Sirene {
                 {
                     Ok(()) => {}
                     Err(quota::QuotaError::WaitTooLong(wait)) => {
-                        errors.push(LookupError::RateLimited {
+                        errors.push(LookupError::QuotaExhausted {
                             provider: provider.name().to_string(),
-                            retry_after: wait,
+                            wait,
                         });
                         continue;
                     }
@@ -167,6 +176,26 @@ fn classify(siret: &Siret, errors: Vec<LookupError>) -> SireneError {
         .join("; ");
     if errors.is_empty() {
         return SireneError::Permanent("no registry provider is configured".into());
+    }
+    let waits: Vec<Duration> = errors
+        .iter()
+        .filter_map(|e| match e {
+            LookupError::QuotaExhausted { wait, .. } => Some(*wait),
+            _ => None,
+        })
+        .collect();
+    if !waits.is_empty()
+        && errors.iter().all(|e| {
+            matches!(
+                e,
+                LookupError::QuotaExhausted { .. } | LookupError::NotFound { .. }
+            )
+        })
+    {
+        return SireneError::Busy {
+            message: summary,
+            wait: waits.into_iter().min().unwrap_or_default(),
+        };
     }
     if errors.iter().any(LookupError::is_transient) {
         let retry_after = if errors.iter().all(|e| {
@@ -375,6 +404,27 @@ mod tests {
                 retry_after: None,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn an_exhausted_local_quota_is_busy_not_a_failure() {
+        let q = |p: &str, s| LookupError::QuotaExhausted {
+            provider: p.into(),
+            wait: Duration::from_secs(s),
+        };
+        assert!(matches!(
+            classify(&siret(), vec![q("insee", 40), q("recherche-entreprises", 8)]),
+            SireneError::Busy { wait, .. } if wait == Duration::from_secs(8)
+        ));
+        // A provider actually failing makes it an attempt.
+        let down = LookupError::Transient {
+            provider: "insee".into(),
+            message: "HTTP 503".into(),
+        };
+        assert!(matches!(
+            classify(&siret(), vec![down, q("recherche-entreprises", 8)]),
+            SireneError::Transient { .. }
         ));
     }
 
