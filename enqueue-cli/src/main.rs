@@ -10,7 +10,7 @@ use dossier_core::catalogue::Catalogue;
 use dossier_core::clock::{format_ms, now_ms};
 use dossier_core::config::QueueBackendKind;
 use dossier_core::config::Settings;
-use dossier_core::db::migrate_all;
+use dossier_core::db::{Database, migrate_all};
 use dossier_core::job::{JobFilter, JobRecord, JobStatus, PushOutcome};
 use dossier_core::queue::{self, AdminOutcome, QueueBackend};
 use dossier_core::submit::{self, SubmitOptions};
@@ -50,6 +50,19 @@ enum Command {
     /// The local Sirene extract used by the `sirene-file` provider.
     #[command(subcommand)]
     Sirene(SireneCommand),
+    /// Clients: what was typed, what the registries say, the differences.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// One client with its enrichment.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,17 +266,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&workers)?);
             } else {
                 let now = now_ms();
+                let lease = settings.queue.lease_ms as i64;
                 println!(
-                    "{:<48} {:<16} {:>8} {:>14}  kinds",
-                    "worker", "host", "running", "last heartbeat"
+                    "{:<48} {:<16} {:>8} {:>14}  {:<7} kinds",
+                    "worker", "host", "running", "last heartbeat", "state"
                 );
                 for w in workers {
+                    let age = now - w.last_heartbeat_ms;
+                    // Silent past its lease: crashed or cut off; its jobs are handed back.
+                    let state = if age > lease { "silent" } else { "alive" };
                     println!(
-                        "{:<48} {:<16} {:>8} {:>13.1}s  {}",
+                        "{:<48} {:<16} {:>8} {:>13.1}s  {:<7} {}",
                         w.name,
                         w.host,
                         w.running,
-                        (now - w.last_heartbeat_ms) as f64 / 1000.0,
+                        age as f64 / 1000.0,
+                        state,
                         w.kinds.join(",")
                     );
                 }
@@ -271,6 +289,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
+        Command::Client(ClientCommand::Show { id, json }) => {
+            client_show(&settings, &id, json).await
+        }
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,
@@ -304,6 +325,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 struct Invalid {
     message: String,
     shown: bool,
+}
+
+async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database.url, 1).await?;
+    let client = dossier_core::clients::get(&db, id)
+        .await?
+        .ok_or_else(|| user(format!("no client with id {id}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&client)?);
+        return Ok(());
+    }
+    println!("client        {}", client.id);
+    println!("firm          {}", client.firm_id);
+    println!(
+        "SIRET         {}",
+        client.siret.as_deref().unwrap_or("(none: entered by hand)")
+    );
+    println!(
+        "enrichment    {}",
+        serde_json::to_value(client.enrichment_status)?
+            .as_str()
+            .unwrap_or("?")
+    );
+    if let Some(m) = &client.enrichment_message {
+        println!("              {m}");
+    }
+    if let Some(w) = &client.warning {
+        println!("WARNING       {w}");
+    }
+    println!("company (typed values win, registry fills the gaps):");
+    for (field, value) in &client.company {
+        let origin = if client.entered.contains_key(field) {
+            "typed"
+        } else {
+            "registry"
+        };
+        println!("  {field:<22} {value:<40} [{origin}]");
+    }
+    if !client.differences.is_empty() {
+        println!("differences between what was typed and the registry:");
+        for d in &client.differences {
+            println!(
+                "  {:<22} typed {:?}, registry {:?}",
+                d.field, d.entered, d.registry
+            );
+        }
+    }
+    for d in &client.directors {
+        let name = [d.first_names.as_deref(), Some(d.name.as_str())]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "director      {name}{}",
+            d.role
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(r) = &client.registry {
+        if !r.undisclosed.is_empty() {
+            println!("not disclosed {}", r.undisclosed.join(", "));
+        }
+        println!("source        {}", r.provider);
+    }
+    Ok(())
 }
 
 async fn siret_lookup(settings: &Settings, input: &str, json: bool) -> anyhow::Result<()> {

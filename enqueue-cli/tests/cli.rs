@@ -492,3 +492,64 @@ async fn siret_lookup_asks_the_registries() {
     assert!(!all.contains(INSEE_KEY), "the key leaked");
     assert_eq!(stub.requests("insee").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_show_tells_typed_from_registry_values() {
+    use dossier_core::clients::{self, NewClient};
+    use dossier_core::db::Database;
+    use dossier_core::sirene::Provider;
+    use dossier_core::sirene::file::{SireneFile, build_index};
+    let env = Env::sqlite();
+    let url = env.vars[0].1.clone();
+    let db = Database::connect(&url, 1).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let client = clients::create(
+        &db,
+        NewClient {
+            firm_id: "f".into(),
+            siret: Some("88087814500015".into()),
+            entered: [("legal_name".to_string(), "Ganymède".to_string())].into(),
+        },
+    )
+    .await
+    .expect("client");
+    let extract = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sirene-extract");
+    let index = env.dir.path().join("index.db");
+    build_index(
+        &extract.join("StockUniteLegale.csv"),
+        &extract.join("StockEtablissement.csv"),
+        &index,
+    )
+    .await
+    .expect("index");
+    let file = SireneFile::open(&index.display().to_string())
+        .await
+        .expect("open");
+    let siret = dossier_core::siret::Siret::parse("88087814500015").expect("valid");
+    let facts = file.lookup(&siret).await.expect("found");
+    clients::record_enrichment(&db, &client.id, &facts)
+        .await
+        .expect("recorded");
+
+    let id = client.id.clone();
+    let (env, out) = tokio::task::spawn_blocking(move || {
+        let out = env.run(&["client", "show", &id]);
+        (env, out)
+    })
+    .await
+    .expect("task");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for expected in [
+        "enrichment    enriched",
+        "WARNING       the company (SIREN 880878145) is closed in the registry",
+        "[typed]",
+        "legal_form_label       SAS",
+        "legal_name             typed \"Ganymède\", registry \"GANYMEDE\"",
+        "source        sirene-file",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let out = env.run(&["client", "show", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
