@@ -373,18 +373,7 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
         }
     }
     for d in &client.directors {
-        let name = [d.first_names.as_deref(), Some(d.name.as_str())]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!(
-            "director      {name}{}",
-            d.role
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        );
+        println!("director      {d}");
     }
     if let Some(r) = &client.registry {
         if !r.undisclosed.is_empty() {
@@ -450,19 +439,7 @@ async fn siret_lookup(settings: &Settings, input: &str, json: bool) -> anyhow::R
     );
     show("employees", facts.employee_band.as_deref());
     for d in &facts.directors {
-        let name = [d.first_names.as_deref(), Some(d.name.as_str())]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!(
-            "{:<14} {name}{}",
-            "director",
-            d.role
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        );
+        println!("{:<14} {d}", "director");
     }
     if !facts.undisclosed.is_empty() {
         println!("{:<14} {}", "not disclosed", facts.undisclosed.join(", "));

@@ -49,6 +49,20 @@ pub struct Director {
     pub is_person: bool,
 }
 
+impl std::fmt::Display for Director {
+    /// `XAVIER MARIE ERWAN JOUPPE (Liquidateur)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(first) = &self.first_names {
+            write!(f, "{first} ")?;
+        }
+        f.write_str(&self.name)?;
+        if let Some(role) = &self.role {
+            write!(f, " ({role})")?;
+        }
+        Ok(())
+    }
+}
+
 /// What the registries say about one establishment and its company.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompanyFacts {
