@@ -1,5 +1,6 @@
 //! The runtime conformance suite: every test runs against each backend
-//! (a real SQLite file and a real Redis server), each on its own data.
+//! (a real SQLite file, a real Redis server, a real PostgreSQL database),
+//! each on its own data.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -25,6 +26,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(dossier_e2e::BackendKind::Redis).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(dossier_e2e::BackendKind::Postgres).await
                 }
             )*
         }

@@ -93,6 +93,24 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
             Database::connect(&url, 1).await?.migrate().await?;
             queue::open(&settings).await?
         }
+        QueueBackendKind::Postgres => {
+            let url = opts
+                .url
+                .clone()
+                .unwrap_or_else(|| settings.database.url.clone());
+            let db = Database::connect(&url, 1).await?;
+            db.migrate().await?;
+            if let Database::Postgres(pool) = &db {
+                // A previous run's jobs would skew the drain.
+                sqlx::query("DELETE FROM jobs WHERE kind = $1")
+                    .bind(KIND)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| BenchError::Queue(e.into()))?;
+            }
+            settings.queue.url = Some(url);
+            queue::open(&settings).await?
+        }
         QueueBackendKind::Redis => {
             let url = opts
                 .url

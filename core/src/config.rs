@@ -116,6 +116,8 @@ pub enum QueueBackendKind {
     Sqlite,
     /// A Redis server shared by worker processes on several machines.
     Redis,
+    /// The `jobs` table of a PostgreSQL database (`queue.url`, else `database.url`).
+    Postgres,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,6 +396,22 @@ impl Settings {
                         .into(),
                 ),
             },
+            (QueueBackendKind::Postgres, Some(u)) => match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "postgres" | "postgresql") => {}
+                _ => bad(
+                    "queue.url",
+                    "the postgres backend takes a postgres:// URL (or none: database.url is used)"
+                        .into(),
+                ),
+            },
+            (QueueBackendKind::Postgres, None) => {
+                if database_url_ok && !self.database.url.starts_with("postgres") {
+                    bad(
+                        "queue.backend",
+                        "the postgres queue needs a PostgreSQL database; set queue.url to a postgres:// URL".into(),
+                    );
+                }
+            }
             (QueueBackendKind::Sqlite, None) => {
                 if database_url_ok && !self.database.url.starts_with("sqlite:") {
                     bad(

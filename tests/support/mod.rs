@@ -32,6 +32,48 @@ pub const PROBE: &str = "probe";
 pub enum BackendKind {
     Sqlite,
     Redis,
+    Postgres,
+}
+
+/// The PostgreSQL server the suites use (each test creates its own database).
+pub fn postgres_admin_url() -> String {
+    std::env::var("DOSSIER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, migrated PostgreSQL database: (its URL, its name).
+pub async fn create_postgres_database() -> (String, String) {
+    use sqlx::Connection;
+    let admin_url = postgres_admin_url();
+    let name = format!("dossier_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL reachable: run scripts/test, or set DOSSIER_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
+    let url = format!("{base}/{name}");
+    Database::connect(&url, 1)
+        .await
+        .expect("test database reachable")
+        .migrate()
+        .await
+        .expect("migrations apply");
+    (url, name)
+}
+
+/// Drops a database made by [`create_postgres_database`], connections and all.
+pub async fn drop_postgres_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
 }
 
 /// The Redis the suites use (the machine's, or `scripts/test`'s).
@@ -225,6 +267,7 @@ pub struct TestQueue {
     pub settings: Settings,
     pub backend: Arc<dyn QueueBackend>,
     redis: Option<Arc<RedisQueue>>,
+    postgres_database: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -236,7 +279,16 @@ impl TestQueue {
     pub async fn with_settings(kind: BackendKind, mut settings: Settings) -> TestQueue {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut redis = None;
+        let mut postgres_database = None;
         let backend: Arc<dyn QueueBackend> = match kind {
+            BackendKind::Postgres => {
+                let (url, name) = create_postgres_database().await;
+                postgres_database = Some(name);
+                settings.database.url = url.clone();
+                settings.queue.backend = QueueBackendKind::Postgres;
+                settings.queue.url = Some(url);
+                queue::open(&settings).await.expect("queue opens")
+            }
             BackendKind::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("queue.db").display());
                 settings.database.url = url.clone();
@@ -272,6 +324,7 @@ impl TestQueue {
             settings,
             backend,
             redis,
+            postgres_database,
             dir,
         }
     }
@@ -361,6 +414,9 @@ impl TestQueue {
     pub async fn cleanup(self) {
         if let Some(r) = &self.redis {
             let _ = r.destroy().await;
+        }
+        if let Some(name) = &self.postgres_database {
+            drop_postgres_database(name).await;
         }
     }
 }

@@ -26,6 +26,7 @@ struct Cli {
 enum Backend {
     Sqlite,
     Redis,
+    Postgres,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +149,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             let backend = match backend {
                 Backend::Sqlite => QueueBackendKind::Sqlite,
                 Backend::Redis => QueueBackendKind::Redis,
+                Backend::Postgres => QueueBackendKind::Postgres,
             };
             let result = bench::run(
                 settings,

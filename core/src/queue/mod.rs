@@ -19,6 +19,7 @@ use crate::job::{
     WorkerInfo,
 };
 
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 mod wake;
@@ -160,6 +161,17 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn QueueBackend>, QueueErr
             let pool =
                 crate::db::connect_sqlite(url, settings.database.max_connections.max(2)).await?;
             Arc::new(sqlite::SqliteQueue::new(pool))
+        }
+        QueueBackendKind::Postgres => {
+            let url = q.url.as_deref().unwrap_or(&settings.database.url);
+            Arc::new(
+                postgres::PostgresQueue::connect(
+                    url,
+                    &q.prefix,
+                    settings.database.max_connections.max(2),
+                )
+                .await?,
+            )
         }
         QueueBackendKind::Redis => {
             let url = q.url.as_deref().unwrap_or_default();

@@ -1,0 +1,585 @@
+//! The queue on PostgreSQL: the `jobs` table, with `FOR UPDATE SKIP LOCKED`
+//! so that concurrent fetches never wait on each other, and LISTEN/NOTIFY
+//! wake-ups across processes. Batches go through `jsonb_to_recordset`: one
+//! statement per batch.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    AdminOutcome, Completion, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend, QueueError, Wakers,
+    waiting_status,
+};
+use crate::clock::now_ms;
+use crate::job::{
+    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts, WorkerInfo,
+};
+
+pub struct PostgresQueue {
+    pool: PgPool,
+    channel: String,
+    wakers: Wakers,
+}
+
+const RECORD_COLUMNS: &str = "id, kind, payload::text AS payload, state, attempts, max_attempts, run_at, \
+     created_at, updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, \
+     last_error, errors::text AS errors, result::text AS result";
+
+impl PostgresQueue {
+    /// Connects to a migrated database; `prefix` names the wake-up channel.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        max_connections: u32,
+    ) -> Result<Self, QueueError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Ok(PostgresQueue {
+            pool,
+            channel: format!("{prefix}_wake"),
+            wakers: Wakers::default(),
+        })
+    }
+
+    async fn notify(&self, kind: &str) {
+        self.wakers.wake(kind);
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(kind)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "wake-up notification not sent; workers will poll");
+        }
+    }
+
+    async fn kind_of(&self, id: &str) -> Result<Option<String>, QueueError> {
+        Ok(sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+fn record_from_row(row: &PgRow, now: i64) -> Result<JobRecord, QueueError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |why: String| QueueError::Corrupt {
+        id: id.clone(),
+        why,
+    };
+    let payload: String = row.try_get("payload")?;
+    let errors: String = row.try_get("errors")?;
+    let result: Option<String> = row.try_get("result")?;
+    let state: String = row.try_get("state")?;
+    let attempts = row.try_get::<i32, _>("attempts")?.max(0) as u32;
+    let run_at: i64 = row.try_get("run_at")?;
+    let status = match state.as_str() {
+        "queued" => waiting_status(run_at, attempts, now),
+        "running" => JobStatus::Running,
+        "done" => JobStatus::Done,
+        "dead" => JobStatus::Dead,
+        other => return Err(corrupt(format!("unknown state {other}"))),
+    };
+    Ok(JobRecord {
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        status,
+        attempts,
+        max_attempts: row.try_get::<i32, _>("max_attempts")?.max(0) as u32,
+        run_at_ms: run_at,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        trace_id: row.try_get("trace_id")?,
+        last_error: row.try_get("last_error")?,
+        errors: serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?,
+        result: result
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt(format!("result: {e}")))?,
+        id,
+    })
+}
+
+fn status_condition(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Pending => "state = 'queued' AND run_at <= $1",
+        JobStatus::Scheduled => "state = 'queued' AND run_at > $1 AND attempts = 0",
+        JobStatus::Retrying => "state = 'queued' AND run_at > $1 AND attempts > 0",
+        JobStatus::Running => "state = 'running' AND $1::bigint IS NOT NULL",
+        JobStatus::Done => "state = 'done' AND $1::bigint IS NOT NULL",
+        JobStatus::Dead => "state = 'dead' AND $1::bigint IS NOT NULL",
+    }
+}
+
+#[async_trait]
+impl QueueBackend for PostgresQueue {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn wakers(&self) -> &Wakers {
+        &self.wakers
+    }
+
+    async fn listen(&self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => {
+                    if let Err(e) = listener.listen(&self.channel).await {
+                        tracing::warn!(error = %e, "cannot LISTEN for wake-ups; retrying");
+                    } else {
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                n = listener.recv() => match n {
+                                    Ok(n) => self.wakers.wake(n.payload()),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "wake-up listener lost; reconnecting");
+                                        break;
+                                    }
+                                },
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "wake-up listener cannot connect; retrying"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn push_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let rows: Vec<serde_json::Value> = jobs
+            .iter()
+            .zip(&ids)
+            .map(|(j, id)| {
+                serde_json::json!({
+                    "id": id,
+                    "kind": j.kind,
+                    "payload": j.payload,
+                    "max_attempts": j.max_attempts,
+                    "run_at": j.run_at_ms.unwrap_or(now),
+                    "idempotency_key": j.idempotency_key,
+                    "trace_id": j.trace_id,
+                })
+            })
+            .collect();
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at,
+                               updated_at, idempotency_key, trace_id)
+             SELECT x.id, x.kind, x.payload, 'queued', 0, x.max_attempts, x.run_at, $2, $2,
+                    x.idempotency_key, x.trace_id
+             FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, kind text, payload jsonb,
+                  max_attempts int, run_at bigint, idempotency_key text, trace_id text)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for (job, id) in jobs.iter().zip(ids) {
+            if inserted.contains(&id) {
+                kinds.insert(job.kind.as_str());
+                out.push(PushOutcome::Created(id));
+            } else {
+                let existing: String =
+                    sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = $1")
+                        .bind(job.idempotency_key.as_deref().unwrap_or_default())
+                        .fetch_one(&self.pool)
+                        .await?;
+                out.push(PushOutcome::Duplicate(existing));
+            }
+        }
+        for kind in kinds {
+            self.notify(kind).await;
+        }
+        Ok(out)
+    }
+
+    async fn fetch(
+        &self,
+        kind: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<LeasedJob>, QueueError> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1,
+                    lease_expires_at = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = $4 AND run_at <= $3
+                          ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, payload::text AS payload, attempts, max_attempts, trace_id",
+        )
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(kind)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let payload: String = row.try_get("payload")?;
+                Ok(LeasedJob {
+                    payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
+                        id: id.clone(),
+                        why: format!("payload: {e}"),
+                    })?,
+                    id,
+                    kind: row.try_get("kind")?,
+                    attempt: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+                    max_attempts: row.try_get::<i32, _>("max_attempts")?.max(0) as u32,
+                    trace_id: row.try_get("trace_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<serde_json::Value> = done
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "result": c.result}))
+            .collect();
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = $1, updated_at = $1, lease_owner = NULL,
+                    lease_expires_at = NULL, result = b.result
+             FROM jsonb_to_recordset($3::text::jsonb) AS b(id text, result jsonb)
+             WHERE jobs.id = b.id AND jobs.state = 'running' AND jobs.lease_owner = $2",
+        )
+        .bind(now_ms())
+        .bind(worker)
+        .bind(serde_json::Value::Array(items).to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+        let now = now_ms();
+        let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
+            id: failure.id.clone(),
+            why: e.to_string(),
+        })?;
+        let (state, finished) = match failure.retry_at_ms {
+            Some(_) => ("queued", None),
+            None => ("dead", Some(now)),
+        };
+        let changed = sqlx::query(
+            "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), finished_at = $3,
+                    last_error = $4, errors = errors || jsonb_build_array($5::text::jsonb),
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $6
+             WHERE id = $7 AND state = 'running' AND lease_owner = $8",
+        )
+        .bind(state)
+        .bind(failure.retry_at_ms)
+        .bind(finished)
+        .bind(&failure.error.message)
+        .bind(error)
+        .bind(now)
+        .bind(&failure.id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed > 0
+            && failure.retry_at_ms.is_some_and(|at| at <= now)
+            && let Some(kind) = self.kind_of(&failure.id).await?
+        {
+            self.notify(&kind).await;
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        worker: &str,
+        ids: &[String],
+        run_at_ms: i64,
+    ) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let kinds: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'queued', attempts = GREATEST(attempts - 1, 0), run_at = $4,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE state = 'running' AND lease_owner = $2 AND id = ANY($3)
+             RETURNING kind",
+        )
+        .bind(now)
+        .bind(worker)
+        .bind(ids)
+        .bind(run_at_ms.max(now))
+        .fetch_all(&self.pool)
+        .await?;
+        if run_at_ms <= now {
+            for kind in kinds.iter().collect::<std::collections::BTreeSet<_>>() {
+                self.notify(kind).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerInfo,
+        running: &[String],
+        lease: Duration,
+    ) -> Result<(), QueueError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1
+             WHERE state = 'running' AND lease_owner = $2 AND id = ANY($3)",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(&worker.name)
+        .bind(running)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workers (name, host, pid, kinds, started_at, last_heartbeat, running)
+             VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, $7)
+             ON CONFLICT (name) DO UPDATE SET last_heartbeat = excluded.last_heartbeat,
+                                              running = excluded.running",
+        )
+        .bind(&worker.name)
+        .bind(&worker.host)
+        .bind(worker.pid as i32)
+        .bind(serde_json::to_string(&worker.kinds).unwrap_or_else(|_| "[]".into()))
+        .bind(worker.started_at_ms)
+        .bind(now)
+        .bind(running.len() as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, worker: &str) -> Result<(), QueueError> {
+        sqlx::query("DELETE FROM workers WHERE name = $1")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, QueueError> {
+        let now = now_ms();
+        let kinds: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET
+                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
+                run_at = $1,
+                last_error = $2 || COALESCE(lease_owner, '?') || $3,
+                errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempts,
+                    'at_ms', $1, 'class', 'lost', 'message', $2 || COALESCE(lease_owner, '?') || $3)),
+                lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE state = 'running' AND lease_expires_at < $1
+             RETURNING kind",
+        )
+        .bind(now)
+        .bind(LOST_PREFIX)
+        .bind(LOST_SUFFIX)
+        .fetch_all(&self.pool)
+        .await?;
+        for kind in kinds.iter().collect::<std::collections::BTreeSet<_>>() {
+            self.notify(kind).await;
+        }
+        Ok(kinds.len() as u64)
+    }
+
+    async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let jobs = sqlx::query("DELETE FROM jobs WHERE state = 'done' AND finished_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM workers WHERE last_heartbeat < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(jobs)
+    }
+
+    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "SELECT kind,
+                    COUNT(*) FILTER (WHERE state = 'queued' AND run_at <= $1) AS pending,
+                    COUNT(*) FILTER (WHERE state = 'queued' AND run_at > $1 AND attempts = 0) AS scheduled,
+                    COUNT(*) FILTER (WHERE state = 'running') AS running,
+                    COUNT(*) FILTER (WHERE state = 'queued' AND run_at > $1 AND attempts > 0) AS retrying,
+                    COUNT(*) FILTER (WHERE state = 'done') AS done,
+                    COUNT(*) FILTER (WHERE state = 'dead') AS dead,
+                    MIN(run_at) FILTER (WHERE state = 'queued' AND run_at <= $1) AS oldest
+             FROM jobs GROUP BY kind ORDER BY kind",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+                Ok(QueueCounts {
+                    kind: r.try_get("kind")?,
+                    pending: n("pending")?,
+                    scheduled: n("scheduled")?,
+                    running: n("running")?,
+                    retrying: n("retrying")?,
+                    done: n("done")?,
+                    dead: n("dead")?,
+                    oldest_pending_age_ms: r
+                        .try_get::<Option<i64>, _>("oldest")?
+                        .map(|t| (now - t).max(0)),
+                })
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+        let now = now_ms();
+        let condition = filter
+            .status
+            .map(status_condition)
+            .unwrap_or("$1::bigint IS NOT NULL");
+        // Only fixed fragments are spliced in; every value is bound.
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM jobs WHERE {condition} AND ($2::text IS NULL OR kind = $2)
+             ORDER BY updated_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(filter.kind.as_deref())
+            .bind(filter.limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| record_from_row(r, now)).collect()
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| record_from_row(&r, now_ms())).transpose()
+    }
+
+    async fn retry(&self, id: &str) -> Result<AdminOutcome, QueueError> {
+        let now = now_ms();
+        let kind: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'queued', run_at = $1, finished_at = NULL, updated_at = $1,
+                    max_attempts = GREATEST(max_attempts, attempts + 1)
+             WHERE id = $2 AND state IN ('dead', 'queued')
+             RETURNING kind",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(kind) = kind {
+            self.notify(&kind).await;
+            return Ok(AdminOutcome::Applied);
+        }
+        Ok(match self.get(id).await? {
+            None => AdminOutcome::NotFound,
+            Some(job) => AdminOutcome::Refused(job.status),
+        })
+    }
+
+    async fn retry_all_dead(&self, kind: Option<&str>) -> Result<u64, QueueError> {
+        let now = now_ms();
+        let kinds: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'queued', run_at = $1, finished_at = NULL, updated_at = $1,
+                    max_attempts = GREATEST(max_attempts, attempts + 1)
+             WHERE state = 'dead' AND ($2::text IS NULL OR kind = $2)
+             RETURNING kind",
+        )
+        .bind(now)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        for k in kinds.iter().collect::<std::collections::BTreeSet<_>>() {
+            self.notify(k).await;
+        }
+        Ok(kinds.len() as u64)
+    }
+
+    async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError> {
+        let now = now_ms();
+        let changed = sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = $1, updated_at = $1, last_error = $2,
+                    errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempts,
+                        'at_ms', $1, 'class', 'killed', 'message', $2)),
+                    lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $3 AND state IN ('queued', 'running')",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            return Ok(AdminOutcome::Applied);
+        }
+        Ok(match self.get(id).await? {
+            None => AdminOutcome::NotFound,
+            Some(job) => AdminOutcome::Refused(job.status),
+        })
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT name, host, pid, kinds::text AS kinds, started_at, last_heartbeat, running
+             FROM workers ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kinds: String = r.try_get("kinds")?;
+                Ok(WorkerInfo {
+                    name: r.try_get("name")?,
+                    host: r.try_get("host")?,
+                    pid: r.try_get::<i32, _>("pid")?.max(0) as u32,
+                    kinds: serde_json::from_str(&kinds).unwrap_or_default(),
+                    started_at_ms: r.try_get("started_at")?,
+                    last_heartbeat_ms: r.try_get("last_heartbeat")?,
+                    running: r.try_get::<i32, _>("running")?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}
