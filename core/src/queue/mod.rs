@@ -191,6 +191,42 @@ pub(crate) fn waiting_status(run_at_ms: i64, attempts: u32, now_ms: i64) -> JobS
     }
 }
 
+/// A row of the per-kind counts query, as both SQL backends return it:
+/// kind, pending, scheduled, running, retrying, done, dead, oldest due run time.
+pub(crate) type CountsRow = (String, i64, i64, i64, i64, i64, i64, Option<i64>);
+
+pub(crate) fn counts_from_row(row: CountsRow, now_ms: i64) -> QueueCounts {
+    let (kind, pending, scheduled, running, retrying, done, dead, oldest) = row;
+    let n = |v: i64| v.max(0) as u64;
+    QueueCounts {
+        kind,
+        pending: n(pending),
+        scheduled: n(scheduled),
+        running: n(running),
+        retrying: n(retrying),
+        done: n(done),
+        dead: n(dead),
+        oldest_pending_age_ms: oldest.map(|t| (now_ms - t).max(0)),
+    }
+}
+
+/// A row of the workers table on both SQL backends: name, host, pid, kinds
+/// (JSON text), started at, last heartbeat, running.
+pub(crate) type WorkerRow = (String, String, i64, String, i64, i64, i64);
+
+pub(crate) fn worker_from_row(row: WorkerRow) -> WorkerInfo {
+    let (name, host, pid, kinds, started_at_ms, last_heartbeat_ms, running) = row;
+    WorkerInfo {
+        name,
+        host,
+        pid: pid.max(0) as u32,
+        kinds: serde_json::from_str(&kinds).unwrap_or_default(),
+        started_at_ms,
+        last_heartbeat_ms,
+        running: running.max(0) as u64,
+    }
+}
+
 /// The message recorded when a lease runs out: prefix, worker name, suffix.
 pub(crate) const LOST_PREFIX: &str = "worker ";
 pub(crate) const LOST_SUFFIX: &str =

@@ -11,8 +11,8 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AdminOutcome, Completion, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend, QueueError, Wakers,
-    waiting_status,
+    AdminOutcome, Completion, CountsRow, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend,
+    QueueError, Wakers, WorkerRow, counts_from_row, waiting_status, worker_from_row,
 };
 use crate::clock::now_ms;
 use crate::job::{
@@ -434,7 +434,7 @@ impl QueueBackend for PostgresQueue {
 
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
         let now = now_ms();
-        let rows = sqlx::query(
+        let rows: Vec<CountsRow> = sqlx::query_as(
             "SELECT kind,
                     COUNT(*) FILTER (WHERE state = 'queued' AND run_at <= $1) AS pending,
                     COUNT(*) FILTER (WHERE state = 'queued' AND run_at > $1 AND attempts = 0) AS scheduled,
@@ -448,23 +448,7 @@ impl QueueBackend for PostgresQueue {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
-                Ok(QueueCounts {
-                    kind: r.try_get("kind")?,
-                    pending: n("pending")?,
-                    scheduled: n("scheduled")?,
-                    running: n("running")?,
-                    retrying: n("retrying")?,
-                    done: n("done")?,
-                    dead: n("dead")?,
-                    oldest_pending_age_ms: r
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(|t| (now - t).max(0)),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(|r| counts_from_row(r, now)).collect())
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
@@ -561,25 +545,12 @@ impl QueueBackend for PostgresQueue {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
-        let rows = sqlx::query(
-            "SELECT name, host, pid, kinds::text AS kinds, started_at, last_heartbeat, running
+        let rows: Vec<WorkerRow> = sqlx::query_as(
+            "SELECT name, host, pid::bigint, kinds::text, started_at, last_heartbeat, running::bigint
              FROM workers ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kinds: String = r.try_get("kinds")?;
-                Ok(WorkerInfo {
-                    name: r.try_get("name")?,
-                    host: r.try_get("host")?,
-                    pid: r.try_get::<i32, _>("pid")?.max(0) as u32,
-                    kinds: serde_json::from_str(&kinds).unwrap_or_default(),
-                    started_at_ms: r.try_get("started_at")?,
-                    last_heartbeat_ms: r.try_get("last_heartbeat")?,
-                    running: r.try_get::<i32, _>("running")?.max(0) as u64,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(worker_from_row).collect())
     }
 }
