@@ -21,7 +21,6 @@ use dossier_e2e::{BackendKind, TestQueue};
 fn child_worker() {
     dossier_e2e::child_worker_main();
 }
-use sqlx::Connection;
 
 const GANYMEDE: &str = "88087814500015";
 const UNKNOWN: &str = "73282932000074";
@@ -146,21 +145,8 @@ async fn enrichment_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_on_postgres_with_the_redis_queue() {
-    let admin_url = std::env::var("DOSSIER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("dossier_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
-    let db = Database::connect(&format!("{base}/{name}"), 4)
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
+    let (url, name) = dossier_e2e::create_postgres_database().await;
+    let db = Database::connect(&url, 4).await.expect("connect");
 
     let q = TestQueue::new(BackendKind::Redis).await;
     enriches_without_overwriting_what_was_typed(&q, db.clone()).await;
@@ -183,10 +169,7 @@ async fn enrichment_on_postgres_with_the_redis_queue() {
         pool.close().await;
     }
     q.cleanup().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("drop database");
+    dossier_e2e::drop_postgres_database(&name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

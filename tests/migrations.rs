@@ -2,18 +2,7 @@
 //! and applying them again is a no-op.
 
 use dossier_core::db::Database;
-use sqlx::Connection;
-
-fn postgres_admin_url() -> String {
-    std::env::var("DOSSIER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// The admin URL with its database swapped for `db`.
-fn with_database(admin: &str, db: &str) -> String {
-    let (base, _) = admin.rsplit_once('/').unwrap_or((admin, ""));
-    format!("{base}/{db}")
-}
+use dossier_e2e::{create_empty_postgres_database, drop_postgres_database};
 
 #[tokio::test]
 async fn sqlite_migrations_apply_once() {
@@ -40,19 +29,8 @@ async fn sqlite_migrations_apply_once() {
 
 #[tokio::test]
 async fn postgres_migrations_apply_once() {
-    let admin_url = postgres_admin_url();
-    let name = format!("dossier_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL reachable: run scripts/test, or set DOSSIER_TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-
-    let db = Database::connect(&with_database(&admin_url, &name), 2)
-        .await
-        .expect("connects");
+    let (url, name) = create_empty_postgres_database().await;
+    let db = Database::connect(&url, 2).await.expect("connects");
     assert_eq!(db.migrate().await.expect("migrates"), 2);
     assert_eq!(db.migrate().await.expect("idempotent"), 0);
     let Database::Postgres(pool) = &db else {
@@ -66,9 +44,5 @@ async fn postgres_migrations_apply_once() {
     .expect("query");
     assert_eq!(columns, 17, "same columns as the SQLite jobs table");
     pool.close().await;
-
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("drop test database");
+    drop_postgres_database(&name).await;
 }

@@ -41,8 +41,9 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A fresh, migrated PostgreSQL database: (its URL, its name).
-pub async fn create_postgres_database() -> (String, String) {
+/// A fresh, empty PostgreSQL database: (its URL, its name). Drop it with
+/// [`drop_postgres_database`].
+pub async fn create_empty_postgres_database() -> (String, String) {
     use sqlx::Connection;
     let admin_url = postgres_admin_url();
     let name = format!("dossier_test_{}", uuid::Uuid::now_v7().simple());
@@ -54,7 +55,12 @@ pub async fn create_postgres_database() -> (String, String) {
         .await
         .expect("create test database");
     let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
-    let url = format!("{base}/{name}");
+    (format!("{base}/{name}"), name)
+}
+
+/// A fresh, migrated PostgreSQL database: (its URL, its name).
+pub async fn create_postgres_database() -> (String, String) {
+    let (url, name) = create_empty_postgres_database().await;
     Database::connect(&url, 1)
         .await
         .expect("test database reachable")
