@@ -145,3 +145,46 @@ async fn run_migrates_processes_jobs_and_stops_on_sigterm() {
         "deregistered on exit"
     );
 }
+
+#[test]
+fn bench_prints_one_json_line_with_every_figure() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let out = Command::new(BIN)
+        .args(["bench", "--backend", "sqlite", "--url", &url])
+        .args([
+            "--jobs",
+            "300",
+            "--concurrency",
+            "8",
+            "--pickup-samples",
+            "5",
+        ])
+        .env("DOSSIER__WORKER__THREADS", "1")
+        .env_remove("DOSSIER_CONFIG")
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON line");
+    assert_eq!(r["backend"], "sqlite");
+    assert_eq!(
+        (r["jobs"].as_u64(), r["concurrency"].as_u64()),
+        (Some(300), Some(8))
+    );
+    assert_eq!(r["threads"], 1, "worker.threads is applied to the runtime");
+    for figure in [
+        "push_jobs_per_s",
+        "drain_jobs_per_s",
+        "pickup_p50_ms",
+        "pickup_p99_ms",
+    ] {
+        assert!(r[figure].as_f64().is_some_and(|v| v > 0.0), "{figure}: {r}");
+    }
+}
