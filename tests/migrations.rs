@@ -14,24 +14,35 @@ async fn sqlite_migrations_apply_once() {
     let db = Database::connect(&url, 1)
         .await
         .expect("creates file and parent dir");
-    assert_eq!(db.migrate().await.expect("migrates"), 2);
+    assert_eq!(db.migrate().await.expect("migrates"), 3);
     assert_eq!(db.migrate().await.expect("idempotent"), 0);
     let Database::Sqlite(pool) = db else {
         panic!("sqlite url gives a sqlite pool")
     };
     let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('clients', 'jobs', 'workers') ORDER BY name")
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('clients', 'jobs', 'workers', 'tree_templates', 'client_trees', 'exercices', 'client_folders') ORDER BY name")
             .fetch_all(&pool)
             .await
             .expect("query");
-    assert_eq!(tables, vec!["clients", "jobs", "workers"]);
+    assert_eq!(
+        tables,
+        vec![
+            "client_folders",
+            "client_trees",
+            "clients",
+            "exercices",
+            "jobs",
+            "tree_templates",
+            "workers"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn postgres_migrations_apply_once() {
     let (url, name) = create_empty_postgres_database().await;
     let db = Database::connect(&url, 2).await.expect("connects");
-    assert_eq!(db.migrate().await.expect("migrates"), 2);
+    assert_eq!(db.migrate().await.expect("migrates"), 3);
     assert_eq!(db.migrate().await.expect("idempotent"), 0);
     let Database::Postgres(pool) = &db else {
         panic!("postgres url gives a postgres pool")

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::db::Database;
+use crate::db::{Database, on_pool};
 use crate::sirene::{CompanyFacts, Director};
 use crate::siret::{NumberError, Siret};
 
@@ -100,16 +100,6 @@ pub struct NewClient {
     /// As typed; spaces and dots allowed. `None` for a client entered by hand.
     pub siret: Option<String>,
     pub entered: Fields,
-}
-
-/// Runs the same statement on whichever pool the database is.
-macro_rules! on_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Database::Sqlite($pool) => $body,
-            Database::Postgres($pool) => $body,
-        }
-    };
 }
 
 type Row = (

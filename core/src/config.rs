@@ -37,6 +37,48 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub log: LogSettings,
     pub sirene: SireneSettings,
+    pub schedule: ScheduleSettings,
+}
+
+/// Jobs enqueued on a clock (`crate::schedule`). Every worker process runs
+/// the scheduler; each tick is enqueued once however many run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSettings {
+    pub enabled: bool,
+    pub exercice_rollover: RolloverSettings,
+}
+
+/// Creating each client's next exercice before the current one ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloverSettings {
+    /// Cron expression with seconds, in UTC: `sec min hour day month weekday`.
+    pub cron: String,
+    /// The next exercice is created this many days before the current one ends.
+    pub days_before_end: u32,
+    /// An exercice that ended longer ago than this is left alone: the
+    /// client is dormant, and its next exercice is added by hand.
+    pub dormant_after_days: u32,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings {
+            enabled: true,
+            exercice_rollover: RolloverSettings::default(),
+        }
+    }
+}
+
+impl Default for RolloverSettings {
+    fn default() -> Self {
+        RolloverSettings {
+            cron: "0 0 3 * * *".into(),
+            days_before_end: 30,
+            dormant_after_days: 366,
+        }
+    }
 }
 
 /// A secret value: read from the environment or a `_FILE`, never printed.
@@ -466,6 +508,25 @@ impl Settings {
                     "must be greater than 0".into(),
                 );
             }
+        }
+        if let Err(e) = self
+            .schedule
+            .exercice_rollover
+            .cron
+            .parse::<cron::Schedule>()
+        {
+            bad(
+                "schedule.exercice_rollover.cron",
+                format!(
+                    "not a cron expression ({e}): six fields, `sec min hour day month weekday`, e.g. \"0 0 3 * * *\""
+                ),
+            );
+        }
+        if self.schedule.exercice_rollover.days_before_end > 366 {
+            bad(
+                "schedule.exercice_rollover.days_before_end",
+                "must be at most 366".into(),
+            );
         }
         if self.worker.threads > 1024 {
             bad(

@@ -28,6 +28,26 @@ pub enum DbError {
     Unsupported(String),
 }
 
+/// Runs the same statement on whichever pool the database is: the body is
+/// written once and compiled for each engine.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Sqlite($pool) => $body,
+            Database::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// `$first, $first+1, …` for `n` values: an `IN (…)` list that both engines read.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A connection pool to the business database.
 #[derive(Debug, Clone)]
 pub enum Database {

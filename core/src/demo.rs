@@ -12,11 +12,13 @@ use serde::Serialize;
 use crate::clients::{self, Client, NewClient};
 use crate::config::{QueueBackendKind, Settings};
 use crate::db::Database;
+use crate::exercice;
 use crate::job::{JobFilter, JobStatus, NewJob, QueueCounts};
-use crate::jobs::{self, siret_check, siret_enrichment};
+use crate::jobs::{self, siret_check, siret_enrichment, tree_setup};
 use crate::queue::{self, QueueBackend};
 use crate::runtime::{self, Registry, Worker};
 use crate::siret::luhn;
+use crate::tree::folders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -39,6 +41,10 @@ pub enum DemoError {
     Extract(String),
     #[error(transparent)]
     Client(#[from] crate::clients::ClientError),
+    #[error(transparent)]
+    Exercice(#[from] crate::exercice::ExerciceError),
+    #[error(transparent)]
+    Folders(#[from] crate::tree::folders::FolderError),
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +57,8 @@ pub struct DemoReport {
     pub dead_samples: Vec<(String, String)>,
     /// The demo's clients after enrichment.
     pub clients: Vec<Client>,
+    /// How many folders each client's tree has, in the order of `clients`.
+    pub folders: Vec<usize>,
 }
 
 /// A batch shaped like a firm's input: mostly valid SIRETs, some typed with
@@ -160,9 +168,37 @@ pub async fn run(
     settings.sirene.providers = vec![crate::sirene::file::NAME.into()];
     settings.sirene.file_index = index.display().to_string();
     let mut client_ids = Vec::new();
+    // Each client gets the current calendar year as its first exercice; its
+    // tree and monthly folders come from the `tree_setup` job below.
+    let year_start =
+        chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&chrono::Utc::now()), 1, 1)
+            .ok_or_else(|| DemoError::Extract("the current year is out of range".into()))?;
     for new in demo_clients(extract)? {
-        client_ids.push(clients::create(&db, new).await?.id);
+        let id = clients::create(&db, new).await?.id;
+        exercice::add(
+            &db,
+            &id,
+            year_start,
+            None,
+            false,
+            exercice::Origin::Manual,
+            true,
+        )
+        .await?;
+        client_ids.push(id);
     }
+    let trees: Vec<NewJob> = client_ids
+        .iter()
+        .map(|id| NewJob {
+            kind: tree_setup::KIND.into(),
+            payload: serde_json::json!({ "client_id": id }),
+            run_at_ms: None,
+            max_attempts: settings.queue.kind(tree_setup::KIND).max_attempts,
+            idempotency_key: Some(format!("tree-{id}")),
+            trace_id: None,
+        })
+        .collect();
+    backend.push_bulk(trees).await?;
     let enrichment: Vec<NewJob> = client_ids
         .iter()
         .map(|id| NewJob {
@@ -215,13 +251,16 @@ pub async fn run(
         })
         .await?;
     let mut clients_after = Vec::new();
+    let mut folder_counts = Vec::new();
     for id in &client_ids {
         if let Some(c) = clients::get(&db, id).await? {
             clients_after.push(c);
+            folder_counts.push(folders::list(&db, id).await?.len());
         }
     }
     Ok(DemoReport {
         clients: clients_after,
+        folders: folder_counts,
         database: db_path.display().to_string(),
         enqueued: jobs_n,
         elapsed_ms: started.elapsed().as_millis(),

@@ -1,6 +1,8 @@
 //! `dossier`: submit jobs, inspect and repair queues, run migrations.
 //! A thin shell over `dossier_core`; see `dossier --help`.
 
+mod folders;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,12 +55,24 @@ enum Command {
     /// Clients: what was typed, what the registries say, the differences.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Folder tree templates (arborescences) of a firm.
+    #[command(subcommand)]
+    Tree(folders::TreeCommand),
+    /// Fiscal years (exercices) of a client.
+    #[command(subcommand)]
+    Exercice(folders::ExerciceCommand),
 }
 
 #[derive(Subcommand)]
 enum ClientCommand {
     /// One client with its enrichment.
     Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A client's folders, drawn like `tree`, with counts.
+    Tree {
         id: String,
         #[arg(long)]
         json: bool,
@@ -167,7 +181,7 @@ enum JobsCommand {
 #[error("{0}")]
 struct UserError(String);
 
-fn user(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn user(msg: impl Into<String>) -> anyhow::Error {
     UserError(msg.into()).into()
 }
 
@@ -292,6 +306,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(ClientCommand::Show { id, json }) => {
             client_show(&settings, &id, json).await
         }
+        Command::Client(ClientCommand::Tree { id, json }) => {
+            folders::client_tree(&settings, &id, json).await
+        }
+        Command::Tree(cmd) => folders::tree(cmd, &settings).await,
+        Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,

@@ -103,7 +103,7 @@ fn enqueued_id(stdout: &str) -> String {
 #[test]
 fn migrate_applies_then_is_a_no_op() {
     let env = Env::sqlite();
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 2");
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 3");
     assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 0");
     assert!(Path::new(&env.dir.path().join("dossier.db")).exists());
 }
@@ -116,7 +116,7 @@ fn a_sqlite_queue_may_live_in_its_own_file() {
         "DOSSIER__QUEUE__URL".into(),
         format!("sqlite://{}", queue_db.display()),
     ));
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 4");
+    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 6");
     env.ok(&[
         "enqueue",
         "siret_check",
@@ -552,4 +552,141 @@ async fn client_show_tells_typed_from_registry_values() {
     }
     let out = env.run(&["client", "show", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_exercices_and_client_folders() {
+    use dossier_core::clients::{self, NewClient};
+    use dossier_core::db::Database;
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let url = env.vars[0].1.clone();
+    let db = Database::connect(&url, 1).await.expect("db");
+    let client = clients::create(
+        &db,
+        NewClient {
+            firm_id: "cabinet-7".into(),
+            siret: None,
+            entered: Default::default(),
+        },
+    )
+    .await
+    .expect("client")
+    .id;
+
+    // Templates: errors with line and column, then the shipped tree.
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\n[[dirs]]\nname = \"Banque\"\n[[dirs]]\nname = \"banque\"\n[[dirs]]\nname = \"TVA: 2025\"\ntheme = \"fisc\"\n",
+    )
+    .expect("write");
+    let err = env.refused(&["tree", "load", "bad.toml", "--firm", "cabinet-7"]);
+    for want in [
+        "bad.toml: 3 problem(s)",
+        "bad.toml:5:8: duplicate directory \"banque\" at the top of the tree",
+        "bad.toml:7:8: folder name \"TVA: 2025\" contains `:`",
+        "bad.toml:8:9: directory \"TVA: 2025\" has unknown theme \"fisc\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/trees/cabinet-standard.toml");
+    let shipped = shipped.display().to_string();
+    let out = env.ok(&["tree", "load", &shipped, "--firm", "cabinet-7"]);
+    assert!(
+        out.contains(
+            "template cabinet-standard loaded for firm cabinet-7: 30 directories, 4 per exercice"
+        ),
+        "{out}"
+    );
+    let out = env.ok(&["tree", "list", "--firm", "cabinet-7"]);
+    assert!(out.contains("cabinet-standard         yes"), "{out}");
+    let out = env.ok(&["tree", "show", "cabinet-standard", "--firm", "cabinet-7"]);
+    assert!(out.contains("│   ├── Achats  [per exercice]"), "{out}");
+    assert!(
+        out.contains("cabinet          Travaux du cabinet       firm only"),
+        "{out}"
+    );
+    env.refused(&["tree", "show", "nope", "--firm", "cabinet-7"]);
+
+    // Exercices: refusals say why, then a long first one and its successor.
+    let add = |extra: &[&str]| {
+        let mut args = vec!["exercice", "add", "--client", client.as_str()];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run(&refs)
+    };
+    let refused = |args: Vec<String>| {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = refused(add(&["--start", "2025-03-15", "--end", "2027-01-31"]));
+    assert!(e.contains("a first exercice must close by 31 December of the year after it starts: starting 2025-03-15, it must end by 2026-12-31"), "{e}");
+    let e = refused(add(&["--start", "2025-13-01"]));
+    assert!(e.contains("write it YYYY-MM-DD"), "{e}");
+    let e = refused(add(&["--start", "2025-06-01", "--end", "2025-05-31"]));
+    assert!(
+        e.contains("the end (2025-05-31) is before the start (2025-06-01)"),
+        "{e}"
+    );
+    let out = run(add(&["--start", "2025-03-15", "--end", "2026-12-31"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("2025-03-15 → 2026-12-31 (22 months), folder \"2025-2026\""),
+        "{text}"
+    );
+    assert!(text.contains("folders queued: job "), "{text}");
+    let e = refused(add(&["--start", "2027-02-01"]));
+    assert!(
+        e.contains("must start on 2027-01-01") && e.contains("--allow-gap"),
+        "{e}"
+    );
+    let e = refused(add(&["--start", "2026-12-01"]));
+    assert!(e.contains("overlaps exercice 2025-2026"), "{e}");
+    let out = run(add(&["--start", "2027-01-01"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("2027-01-01 → 2027-12-31 (12 months), folder \"2027\"")
+    );
+    let e = env.refused(&[
+        "exercice",
+        "add",
+        "--client",
+        "nobody",
+        "--start",
+        "2025-01-01",
+    ]);
+    assert!(e.contains("no client with id nobody"), "{e}");
+
+    // The folders: pending until the jobs run (here, their work directly).
+    let out = env.ok(&["client", "tree", &client]);
+    assert!(out.contains("has no folder tree yet"), "{out}");
+    let queued = env.json(&["jobs", "list", "--kind", "fiscal_folders", "--json"]);
+    assert_eq!(queued.as_array().map(Vec::len), Some(2));
+    let out = env.ok(&["exercice", "list", "--client", &client]);
+    assert!(out.contains("pending"), "{out}");
+    dossier_core::tree::folders::materialize(&db, std::slice::from_ref(&client), None)
+        .await
+        .expect("folders");
+    let out = env.ok(&["client", "tree", &client]);
+    for want in [
+        "(tree cabinet-standard)",
+        "├── Comptabilité",
+        "│   ├── Achats",
+        "│   │   ├── 2025-2026  [22 months]",
+        "│   │   │   ├── 2026-08 Août",
+        "│   │   └── 2027  [12 months]",
+        "30 directories, 8 exercice folders, 136 monthly folders (174 in all)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let out = env.ok(&["exercice", "list", "--client", &client]);
+    assert!(!out.contains("pending") && out.contains("written"), "{out}");
+    env.refused(&["client", "tree", "nobody"]);
 }

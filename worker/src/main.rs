@@ -129,6 +129,15 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                     notes.join("; ")
                 );
             }
+            if let (Some(first), Some(n)) = (report.clients.first(), report.folders.first()) {
+                println!(
+                    "Folder trees: {} clients, {} folders each (tree + this year's monthly folders); see one with:\n  DOSSIER__DATABASE__URL=sqlite://{} cargo run --release -p dossier-cli -- client tree {}",
+                    report.clients.len(),
+                    n,
+                    report.database,
+                    first.id
+                );
+            }
             println!("Dead jobs (permanent failures, kept with their reason):");
             for (input, why) in &report.dead_samples {
                 println!("  {input:<22} {why}");
@@ -196,13 +205,21 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
     } else {
         all.only(&only)
     };
+    let stop = CancellationToken::new();
+    if settings.schedule.enabled {
+        let schedules = dossier_core::schedule::product(&settings)?;
+        tokio::spawn(dossier_core::schedule::run(
+            backend.clone(),
+            schedules,
+            stop.clone(),
+        ));
+    }
     let worker = Worker::new(
         runtime::worker_name(&settings.worker.name_prefix),
         settings.queue.clone(),
         backend,
         registry,
     )?;
-    let stop = CancellationToken::new();
     tokio::spawn(runtime::stop_on_signal(stop.clone()));
     let report = worker.run(stop).await?;
     tracing::info!(?report, "bye");

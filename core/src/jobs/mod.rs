@@ -8,8 +8,12 @@ use crate::db::Database;
 use crate::runtime::Registry;
 use crate::sirene::Sirene;
 
+pub mod exercice_rollover;
+pub mod fiscal_folders;
+mod folder_errors;
 pub mod siret_check;
 pub mod siret_enrichment;
+pub mod tree_setup;
 
 /// What handlers need from the outside world, built once per worker process.
 pub struct JobDeps {
@@ -38,11 +42,20 @@ pub enum DepsError {
 
 /// Every kind the product knows, for payload validation at enqueue.
 pub fn catalogue() -> Vec<KindSpec> {
-    vec![siret_check::spec(), siret_enrichment::spec()]
+    vec![
+        siret_check::spec(),
+        siret_enrichment::spec(),
+        tree_setup::spec(),
+        fiscal_folders::spec(),
+        exercice_rollover::spec(),
+    ]
 }
 
 /// Registers the handler of every kind.
 pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     siret_check::register(registry);
-    siret_enrichment::register(registry, deps);
+    siret_enrichment::register(registry, deps.clone());
+    tree_setup::register(registry, deps.clone());
+    fiscal_folders::register(registry, deps.clone());
+    exercice_rollover::register(registry, deps);
 }
