@@ -694,3 +694,47 @@ async fn two_scheduler_loops_enqueue_each_tick_once() {
     );
     q.cleanup().await;
 }
+
+/// The fast path (COPY / plain INSERT) meets rows it did not expect: the
+/// unique key refuses the batch, which is written again skipping them.
+async fn unexpected_existing_rows_fall_back_to_skipping(kind: BackendKind) {
+    let s = Setup::new(kind).await;
+    let client = s.client("cabinet-1").await;
+    created(&s.db, &client, "2026-01-01", None).await;
+    let first = folders::materialize(&s.db, std::slice::from_ref(&client), None)
+        .await
+        .expect("first");
+    assert_eq!(first.created as usize, DIRS + PER_EXERCICE * 13);
+    // Forget the client's tree: the next run thinks it has no folders.
+    let forget = "DELETE FROM client_trees WHERE client_id = $1";
+    match &s.db {
+        Database::Sqlite(p) => sqlx::query(forget)
+            .bind(&client)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(forget)
+            .bind(&client)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .expect("delete");
+    let second = folders::materialize(&s.db, std::slice::from_ref(&client), None)
+        .await
+        .expect("second run converges");
+    assert_eq!(second.created, 0);
+    assert_eq!(second.folders, first.folders);
+    assert_eq!(paths(&s.db, &client).await.len(), DIRS + PER_EXERCICE * 13);
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_existing_rows_fall_back_to_skipping_on_sqlite() {
+    unexpected_existing_rows_fall_back_to_skipping(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_existing_rows_fall_back_to_skipping_on_postgres() {
+    unexpected_existing_rows_fall_back_to_skipping(BackendKind::Postgres).await;
+}

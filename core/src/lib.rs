@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod exercice;
+pub mod folder_bench;
 pub mod job;
 pub mod jobs;
 pub mod logging;

@@ -16,12 +16,21 @@ CREATE TABLE tree_templates (
 );
 CREATE UNIQUE INDEX tree_templates_one_default ON tree_templates (firm_id) WHERE is_default = 1;
 
--- The template a client's tree was made from, frozen at set-up: editing a
--- template later does not move existing clients' folders.
-CREATE TABLE client_trees (
-    client_id     TEXT PRIMARY KEY REFERENCES clients (id) ON DELETE CASCADE,
+-- Template definitions as clients received them, stored once each and
+-- keyed by the SHA-256 of the definition: editing a template later does not
+-- move existing clients' folders, and 10,000 clients on one tree share one row.
+CREATE TABLE tree_snapshots (
+    id            TEXT PRIMARY KEY NOT NULL,
     template_name TEXT NOT NULL,
     definition    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+
+-- The tree each client's folders follow, fixed at set-up.
+CREATE TABLE client_trees (
+    client_id     TEXT PRIMARY KEY NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    template_name TEXT NOT NULL,
+    snapshot_id   TEXT NOT NULL REFERENCES tree_snapshots (id),
     created_at    INTEGER NOT NULL
 );
 

@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         pickup_samples: usize,
     },
+    /// Write the folders of N clients as the jobs do, beside the same rows
+    /// inserted the bare way (COPY / prepared multi-row INSERT).
+    BenchFolders {
+        /// sqlite://… or postgres://… (its rows are removed afterwards).
+        #[arg(long, default_value = "sqlite://var/bench-folders.db")]
+        database: String,
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -146,6 +155,16 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "Inspect it: DOSSIER__DATABASE__URL=sqlite://{} cargo run --release -p dossier-cli -- jobs list --status dead",
                 report.database
             );
+            Ok(())
+        }
+        Command::BenchFolders { database, clients } => {
+            let result =
+                dossier_core::folder_bench::run(&dossier_core::folder_bench::FolderBenchOptions {
+                    database_url: database,
+                    clients,
+                })
+                .await?;
+            println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
         Command::Bench {
