@@ -738,3 +738,99 @@ async fn unexpected_existing_rows_fall_back_to_skipping_on_sqlite() {
 async fn unexpected_existing_rows_fall_back_to_skipping_on_postgres() {
     unexpected_existing_rows_fall_back_to_skipping(BackendKind::Postgres).await;
 }
+
+/// The database connection dies in the middle of a long write (the server
+/// kills it, as a crash or failover would): every batch is written whole or
+/// not at all, and the next run completes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_off_midway_leaves_whole_batches_and_the_retry_completes() {
+    let s = Setup::new(BackendKind::Postgres).await;
+    let Database::Postgres(pool) = &s.db else {
+        panic!("postgres")
+    };
+    let n = 4_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("cut-{i:05}")).collect();
+    for chunk in ids.chunks(1_000) {
+        sqlx::query(
+            "INSERT INTO clients (id, firm_id, created_at, updated_at)
+             SELECT id, 'cabinet-1', 0, 0 FROM UNNEST($1::text[]) AS u(id)",
+        )
+        .bind(chunk)
+        .execute(pool)
+        .await
+        .expect("clients");
+        sqlx::query(
+            "INSERT INTO exercices (id, client_id, start_date, end_date, label, origin, created_at)
+             SELECT id || '-ex', id, '2026-01-01', '2026-12-31', '2026', 'manual', 0
+             FROM UNNEST($1::text[]) AS u(id)",
+        )
+        .bind(chunk)
+        .execute(pool)
+        .await
+        .expect("exercices");
+    }
+    let db = s.db.clone();
+    let all = ids.clone();
+    let writer = tokio::spawn(async move { folders::materialize(&db, &all, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cut every other connection to this database, repeatedly, until the
+    // writer gives up or ends.
+    while !writer.is_finished() {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(pool)
+        .await
+        .ok();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = writer.await.expect("task");
+    assert!(
+        first.is_err(),
+        "the cut should have stopped the writer: {first:?}"
+    );
+    let per_client = (DIRS + PER_EXERCICE * 13) as i64;
+    let counts: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT c.n, COUNT(*) FROM (SELECT e.client_id, COUNT(f.path) AS n
+             FROM exercices e LEFT JOIN client_folders f ON f.client_id = e.client_id
+             GROUP BY e.client_id) c GROUP BY c.n",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("counts");
+    for (folders_n, _) in &counts {
+        assert!(
+            *folders_n == 0 || *folders_n == per_client,
+            "a client has a partial tree: {counts:?}"
+        );
+    }
+    let done_without_folders: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM exercices e WHERE folders_done_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM client_folders f WHERE f.client_id = e.client_id)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("done flags");
+    assert_eq!(done_without_folders, 0);
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM client_folders")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    let again = folders::materialize(&s.db, &ids, None)
+        .await
+        .expect("the retry completes");
+    assert_eq!(again.created as i64, per_client * n - before);
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM client_folders")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(after, per_client * n);
+    let pending: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM exercices WHERE folders_done_at IS NULL")
+            .fetch_one(pool)
+            .await
+            .expect("pending");
+    assert_eq!(pending, 0);
+    s.cleanup().await;
+}
