@@ -214,19 +214,9 @@ async fn insert_baseline(
             "INSERT INTO {scratch} ({COLUMNS}) VALUES {}",
             vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for f in chunk {
-            q = q
-                .bind(&f.client_id)
-                .bind(&f.path)
-                .bind(&f.parent_path)
-                .bind(&f.name)
-                .bind(f.kind.as_str())
-                .bind(&f.theme)
-                .bind(&f.exercice_id)
-                .bind(now);
-        }
-        q.execute(&mut *tx).await?;
+        folders::bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, now)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(started.elapsed().as_secs_f64())

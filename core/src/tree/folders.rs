@@ -280,6 +280,22 @@ async fn plan_batch(
     })
 }
 
+/// Runs a two-column query whose `sql` ends with `… IN`, for these ids.
+async fn pairs_where_in<S: AsRef<str> + Sync>(
+    db: &Database,
+    sql: &str,
+    ids: &[S],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let sql = format!("{sql} ({})", placeholders(1, ids.len()));
+    Ok(on_pool!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id.as_ref());
+        }
+        q.fetch_all(pool).await?
+    }))
+}
+
 /// The stored paths of these clients, by client.
 async fn existing_paths(
     db: &Database,
@@ -288,17 +304,12 @@ async fn existing_paths(
     if client_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "SELECT client_id, path FROM client_folders WHERE client_id IN ({})",
-        placeholders(1, client_ids.len())
-    );
-    let rows: Vec<(String, String)> = on_pool!(db, pool => {
-        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for id in client_ids {
-            q = q.bind(id);
-        }
-        q.fetch_all(pool).await?
-    });
+    let rows = pairs_where_in(
+        db,
+        "SELECT client_id, path FROM client_folders WHERE client_id IN",
+        client_ids,
+    )
+    .await?;
     let mut out: HashMap<String, HashSet<String>> = HashMap::new();
     for (client, path) in rows {
         out.entry(client).or_default().insert(path);
@@ -437,17 +448,12 @@ pub async fn client_trees(
     ids.dedup();
     let mut snapshots: HashMap<String, Arc<TreeTemplate>> = HashMap::new();
     if !ids.is_empty() {
-        let sql = format!(
-            "SELECT id, definition FROM tree_snapshots WHERE id IN ({})",
-            placeholders(1, ids.len())
-        );
-        let defs: Vec<(String, String)> = on_pool!(db, pool => {
-            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                q = q.bind(*id);
-            }
-            q.fetch_all(pool).await?
-        });
+        let defs = pairs_where_in(
+            db,
+            "SELECT id, definition FROM tree_snapshots WHERE id IN",
+            &ids,
+        )
+        .await?;
         for (id, definition) in defs {
             let template = serde_json::from_str(&definition).map_err(|e| FolderError::Corrupt {
                 client: String::new(),
@@ -481,17 +487,12 @@ async fn firms_of(
     db: &Database,
     client_ids: &[String],
 ) -> Result<HashMap<String, String>, FolderError> {
-    let sql = format!(
-        "SELECT id, firm_id FROM clients WHERE id IN ({})",
-        placeholders(1, client_ids.len())
-    );
-    let rows: Vec<(String, String)> = on_pool!(db, pool => {
-        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for id in client_ids {
-            q = q.bind(id);
-        }
-        q.fetch_all(pool).await?
-    });
+    let rows = pairs_where_in(
+        db,
+        "SELECT id, firm_id FROM clients WHERE id IN",
+        client_ids,
+    )
+    .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -562,6 +563,26 @@ macro_rules! mark_done {
     };
 }
 
+/// Binds the rows of a multi-row SQLite insert, in `INSERT_COLUMNS` order.
+pub(crate) fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    rows: &'q [Folder],
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for f in rows {
+        q = q
+            .bind(&f.client_id)
+            .bind(&f.path)
+            .bind(&f.parent_path)
+            .bind(&f.name)
+            .bind(f.kind.as_str())
+            .bind(&f.theme)
+            .bind(&f.exercice_id)
+            .bind(now);
+    }
+    q
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
@@ -609,19 +630,10 @@ async fn write_once(
             for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
                 let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
                 let sql = format!("{INSERT_COLUMNS} VALUES {values}{on_conflict}");
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for f in chunk {
-                    q = q
-                        .bind(&f.client_id)
-                        .bind(&f.path)
-                        .bind(&f.parent_path)
-                        .bind(&f.name)
-                        .bind(f.kind.as_str())
-                        .bind(&f.theme)
-                        .bind(&f.exercice_id)
-                        .bind(now);
-                }
-                created += q.execute(&mut *tx).await?.rows_affected();
+                created += bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             mark_done!(tx, exercice_ids, now);
             tx.commit().await?;
