@@ -42,6 +42,8 @@ async fn deps(db: Database, stub_base: &str) -> Arc<JobDeps> {
     Arc::new(JobDeps {
         db,
         sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
+        mail: dossier_core::jobs::Mailer::from_settings(&dossier_core::config::Settings::default())
+            .expect("default mail settings"),
     })
 }
 
@@ -464,6 +466,8 @@ async fn waiting_for_quota_does_not_burn_attempts() {
     let deps = Arc::new(JobDeps {
         db: db.clone(),
         sirene: Sirene::new(vec![provider], Quota::local(), Duration::ZERO),
+        mail: dossier_core::jobs::Mailer::from_settings(&dossier_core::config::Settings::default())
+            .expect("default mail settings"),
     });
     let mut ids = Vec::new();
     for s in sirets(3) {

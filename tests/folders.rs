@@ -59,6 +59,10 @@ impl Setup {
         Arc::new(JobDeps {
             db: self.db.clone(),
             sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
+            mail: dossier_core::jobs::Mailer::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("default mail settings"),
         })
     }
 

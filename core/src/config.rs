@@ -38,6 +38,96 @@ pub struct Settings {
     pub log: LogSettings,
     pub sirene: SireneSettings,
     pub schedule: ScheduleSettings,
+    pub mail: MailSettings,
+    pub invitations: InvitationSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailTransportKind {
+    /// One `.eml` file per message under `mail.outbox_dir`.
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain connection upgraded with STARTTLS, required (port 587).
+    Starttls,
+    /// No encryption: a relay on the same host or a test server only.
+    None,
+}
+
+/// Outgoing mail (invitations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    pub transport: MailTransportKind,
+    pub outbox_dir: String,
+    /// The firm's display name: the From name and the emails' signature.
+    pub from_name: String,
+    pub from_address: String,
+    /// Who the invited person can ask (shown in the email, and Reply-To).
+    pub contact_address: String,
+    /// Links in emails start with this; never taken from a request.
+    pub public_base_url: String,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// `DOSSIER__MAIL__SMTP__USERNAME` / `…__PASSWORD` (or `…_FILE`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub timeout_ms: u64,
+}
+
+/// Invitations to the client's director and employees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitationSettings {
+    /// A link works this long after it is sent.
+    pub expiry_days: u32,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            transport: MailTransportKind::File,
+            outbox_dir: "var/outbox".into(),
+            from_name: "Cabinet Exemple".into(),
+            from_address: "invitations@cabinet.example".into(),
+            contact_address: "contact@cabinet.example".into(),
+            public_base_url: "http://localhost:8080".into(),
+            smtp: SmtpSettings::default(),
+        }
+    }
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            host: "localhost".into(),
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for InvitationSettings {
+    fn default() -> Self {
+        InvitationSettings { expiry_days: 7 }
+    }
 }
 
 /// Jobs enqueued on a clock (`crate::schedule`). Every worker process runs
@@ -527,6 +617,45 @@ impl Settings {
                 "schedule.exercice_rollover.days_before_end",
                 "must be at most 366".into(),
             );
+        }
+        for (key, value) in [
+            ("mail.from_address", &self.mail.from_address),
+            ("mail.contact_address", &self.mail.contact_address),
+        ] {
+            if value.parse::<lettre::Address>().is_err() {
+                bad(key, format!("{value:?} is not an email address"));
+            }
+        }
+        if self.mail.from_name.trim().is_empty() {
+            bad(
+                "mail.from_name",
+                "the firm's name is required: it signs every email".into(),
+            );
+        }
+        if !url::Url::parse(&self.mail.public_base_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
+        {
+            bad(
+                "mail.public_base_url",
+                "must be an http(s) URL without a query, e.g. https://app.cabinet.fr".into(),
+            );
+        }
+        if self.mail.transport == MailTransportKind::Smtp {
+            if self.mail.smtp.host.trim().is_empty() {
+                bad("mail.smtp.host", "required with the smtp transport".into());
+            }
+            if self.mail.smtp.timeout_ms == 0 {
+                bad("mail.smtp.timeout_ms", "must be greater than 0".into());
+            }
+            if self.mail.smtp.username.is_some() != self.mail.smtp.password.is_some() {
+                bad(
+                    "mail.smtp.password",
+                    "set both DOSSIER__MAIL__SMTP__USERNAME and DOSSIER__MAIL__SMTP__PASSWORD (or its _FILE), or neither".into(),
+                );
+            }
+        }
+        if self.invitations.expiry_days == 0 || self.invitations.expiry_days > 90 {
+            bad("invitations.expiry_days", "must be between 1 and 90".into());
         }
         if self.worker.threads > 1024 {
             bad(

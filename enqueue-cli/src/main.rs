@@ -2,6 +2,7 @@
 //! A thin shell over `dossier_core`; see `dossier --help`.
 
 mod folders;
+mod invitations;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,9 @@ enum Command {
     /// Fiscal years (exercices) of a client.
     #[command(subcommand)]
     Exercice(folders::ExerciceCommand),
+    /// Invitations of a client's director and employees.
+    #[command(subcommand)]
+    Invitation(invitations::InvitationCommand),
 }
 
 #[derive(Subcommand)]
@@ -311,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tree(cmd) => folders::tree(cmd, &settings).await,
         Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
+        Command::Invitation(cmd) => invitations::run(cmd, &settings).await,
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,

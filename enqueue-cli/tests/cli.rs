@@ -100,10 +100,19 @@ fn enqueued_id(stdout: &str) -> String {
         .to_string()
 }
 
+/// How many migrations the repository ships for SQLite.
+fn shipped_migrations() -> usize {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+    std::fs::read_dir(dir).expect("migrations").count()
+}
+
 #[test]
 fn migrate_applies_then_is_a_no_op() {
     let env = Env::sqlite();
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 3");
+    assert_eq!(
+        env.ok(&["migrate"]).trim(),
+        format!("migrations applied: {}", shipped_migrations())
+    );
     assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 0");
     assert!(Path::new(&env.dir.path().join("dossier.db")).exists());
 }
@@ -116,7 +125,10 @@ fn a_sqlite_queue_may_live_in_its_own_file() {
         "DOSSIER__QUEUE__URL".into(),
         format!("sqlite://{}", queue_db.display()),
     ));
-    assert_eq!(env.ok(&["migrate"]).trim(), "migrations applied: 6");
+    assert_eq!(
+        env.ok(&["migrate"]).trim(),
+        format!("migrations applied: {}", 2 * shipped_migrations())
+    );
     env.ok(&[
         "enqueue",
         "siret_check",
@@ -689,4 +701,72 @@ async fn trees_exercices_and_client_folders() {
     let out = env.ok(&["exercice", "list", "--client", &client]);
     assert!(!out.contains("pending") && out.contains("written"), "{out}");
     env.refused(&["client", "tree", "nobody"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_from_the_command_line() {
+    use dossier_core::clients::{self, NewClient};
+    use dossier_core::db::Database;
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let db = Database::connect(&env.vars[0].1, 1).await.expect("db");
+    let client = clients::create(
+        &db,
+        NewClient {
+            firm_id: "cabinet-7".into(),
+            siret: None,
+            entered: Default::default(),
+        },
+    )
+    .await
+    .expect("client")
+    .id;
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "invitation",
+            "add",
+            "--client",
+            client.as_str(),
+            "--first-name",
+            "Anne",
+            "--last-name",
+            "Roux",
+        ];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    let out = add(&["--email", "anne@@roux", "--themes", "fiscal,secret"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("email \"anne@@roux\" is not a valid address"),
+        "{err}"
+    );
+    assert!(err.contains("unknown theme \"secret\""), "{err}");
+    let out = add(&["--email", "anne.roux@example.fr", "--draft"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("(director) created as draft; themes: permanent, comptabilite, fiscal, social, juridique, bilans"), "{text}");
+    let id = text.split_whitespace().nth(1).expect("id").to_string();
+    let err =
+        String::from_utf8_lossy(&add(&["--email", "Anne.Roux@example.fr"]).stderr).into_owned();
+    assert!(err.contains("already has a live invitation"), "{err}");
+    let out = env.ok(&["invitation", "send", "--client", &client]);
+    assert!(
+        out.contains(&format!("invitation {id} queued for sending")),
+        "{out}"
+    );
+    let jobs = env.json(&["jobs", "list", "--kind", "invitation", "--json"]);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+    let shown = serde_json::to_string(&jobs).expect("json");
+    assert!(!shown.contains("anne"), "the job carries no email: {shown}");
+    env.ok(&["invitation", "resend", &id]);
+    let list = env.json(&["invitation", "list", "--client", &client, "--json"]);
+    assert_eq!(list[0]["generation"], 1);
+    assert_eq!(list[0]["status"], "queued");
+    let out = env.ok(&["invitation", "revoke", &id]);
+    assert!(out.contains("revoked"), "{out}");
+    let err = env.refused(&["invitation", "resend", &id]);
+    assert!(err.contains("is revoked"), "{err}");
+    env.refused(&["invitation", "revoke", "nope"]);
 }

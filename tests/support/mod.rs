@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use dossier_core::runtime::CancellationToken;
 
 pub mod registry_stub;
+pub mod smtp;
 
 /// The probe kind every conformance test runs.
 pub const PROBE: &str = "probe";
@@ -446,7 +447,7 @@ pub const CHILD_ENV: &str = "DOSSIER_TEST_CHILD";
 struct ChildConfig {
     settings: Settings,
     events_file: PathBuf,
-    /// Also run `siret_enrichment`, with the dependencies the settings name.
+    /// Also run the product's job kinds, with the dependencies the settings name.
     #[serde(default)]
     enrich: bool,
 }
@@ -477,6 +478,9 @@ pub fn child_worker_main() {
         return;
     };
     let config: ChildConfig = serde_json::from_str(&raw).expect("child config");
+    if std::env::var_os("DOSSIER_CHILD_LOGS").is_some() {
+        dossier_core::logging::init(&config.settings.log);
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let backend = queue::open(&config.settings)
@@ -487,7 +491,7 @@ pub fn child_worker_main() {
             let deps = dossier_core::jobs::JobDeps::from_settings(&config.settings)
                 .await
                 .expect("child job dependencies");
-            dossier_core::jobs::siret_enrichment::register(&mut registry, Arc::new(deps));
+            dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
         }
         let worker = Worker::new(
             runtime::worker_name("child"),
@@ -503,6 +507,28 @@ pub fn child_worker_main() {
 }
 
 /// Sends SIGTERM (std's `Child::kill` only sends SIGKILL).
+/// Like [`spawn_child_worker`], with the child's logs (debug level) in `log`.
+pub fn spawn_logged_child_worker(env: &[(String, String)], log: &Path) -> Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let file = std::fs::File::create(log).expect("log file");
+    Command::new(exe)
+        .args([
+            "child_worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("DOSSIER_CHILD_LOGS", "1")
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .expect("child worker starts")
+}
+
 pub fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

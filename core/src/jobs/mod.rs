@@ -11,6 +11,7 @@ use crate::sirene::Sirene;
 pub mod exercice_rollover;
 pub mod fiscal_folders;
 mod folder_errors;
+pub mod invitation;
 pub mod siret_check;
 pub mod siret_enrichment;
 pub mod tree_setup;
@@ -19,6 +20,37 @@ pub mod tree_setup;
 pub struct JobDeps {
     pub db: Database,
     pub sirene: Sirene,
+    pub mail: Mailer,
+}
+
+/// Outgoing mail as the invitation job needs it.
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    pub transport: crate::mail::Transport,
+    pub from_name: String,
+    pub from: lettre::Address,
+    pub contact: lettre::Address,
+    pub public_base_url: String,
+    pub invitations: crate::config::InvitationSettings,
+}
+
+impl Mailer {
+    /// From validated settings (addresses are checked at load).
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Mailer, DepsError> {
+        let m = &settings.mail;
+        let address = |key: &str, v: &str| {
+            v.parse::<lettre::Address>()
+                .map_err(|e| DepsError::Mail(format!("{key}: {e}")))
+        };
+        Ok(Mailer {
+            transport: crate::mail::Transport::from_settings(m),
+            from_name: m.from_name.clone(),
+            from: address("mail.from_address", &m.from_address)?,
+            contact: address("mail.contact_address", &m.contact_address)?,
+            public_base_url: m.public_base_url.clone(),
+            invitations: settings.invitations.clone(),
+        })
+    }
 }
 
 impl JobDeps {
@@ -28,6 +60,7 @@ impl JobDeps {
             db: Database::connect(&settings.database.url, settings.database.max_connections)
                 .await?,
             sirene: crate::sirene::from_settings(settings).await?,
+            mail: Mailer::from_settings(settings)?,
         })
     }
 }
@@ -38,6 +71,8 @@ pub enum DepsError {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Sirene(#[from] crate::sirene::SetupError),
+    #[error("mail settings: {0}")]
+    Mail(String),
 }
 
 /// Every kind the product knows, for payload validation at enqueue.
@@ -48,6 +83,7 @@ pub fn catalogue() -> Vec<KindSpec> {
         tree_setup::spec(),
         fiscal_folders::spec(),
         exercice_rollover::spec(),
+        invitation::spec(),
     ]
 }
 
@@ -57,5 +93,6 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     siret_enrichment::register(registry, deps.clone());
     tree_setup::register(registry, deps.clone());
     fiscal_folders::register(registry, deps.clone());
-    exercice_rollover::register(registry, deps);
+    exercice_rollover::register(registry, deps.clone());
+    invitation::register(registry, deps);
 }

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::template::TreeTemplate;
 use super::templates::{self, StoreError};
@@ -330,9 +329,7 @@ fn snapshot(template: &TreeTemplate) -> Result<(String, String), FolderError> {
         client: String::new(),
         why: e.to_string(),
     })?;
-    let digest = Sha256::digest(definition.as_bytes());
-    let id = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((id, definition))
+    Ok((crate::digest::sha256_hex(definition.as_bytes()), definition))
 }
 
 /// The trees of the clients, assigning one to those that have none (also

@@ -1,0 +1,209 @@
+//! The invitation email: French, a plain-text and an HTML part saying the
+//! same, from the firm's name, with Message-ID, Date and Reply-To — what
+//! spam filters look for in a clean message.
+
+use chrono::{DateTime, Datelike, Utc};
+use lettre::Address;
+use lettre::message::{Mailbox, Message, MultiPart, header::ContentType};
+
+use crate::mail::Outgoing;
+
+const WEEKDAYS: [&str; 7] = [
+    "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
+];
+const MONTHS: [&str; 12] = [
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+];
+
+/// `lundi 7 décembre 2026` (the day in UTC).
+pub fn french_date(t: DateTime<Utc>) -> String {
+    let d = t.date_naive();
+    let day = if d.day() == 1 {
+        "1er".to_string()
+    } else {
+        d.day().to_string()
+    };
+    format!(
+        "{} {day} {} {}",
+        WEEKDAYS[d.weekday().num_days_from_monday() as usize],
+        MONTHS[d.month0() as usize],
+        d.year()
+    )
+}
+
+/// What the email says.
+pub struct Content<'a> {
+    pub firm_name: &'a str,
+    pub from: &'a Address,
+    pub contact: &'a Address,
+    pub to: &'a Address,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub company: &'a str,
+    pub link: &'a str,
+    pub expires: DateTime<Utc>,
+    /// Labels of the sections the person will see.
+    pub themes: &'a [String],
+    pub message_id: &'a str,
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn subject(c: &Content) -> String {
+    format!("{} vous invite à l'espace de {}", c.firm_name, c.company)
+}
+
+pub fn text(c: &Content) -> String {
+    let themes = if c.themes.is_empty() {
+        String::new()
+    } else {
+        format!("Vous y trouverez : {}.\n\n", c.themes.join(", "))
+    };
+    format!(
+        "Bonjour {first} {last},\n\n\
+         {firm} vous invite à rejoindre l'espace de {company} sur sa plateforme : \
+         vos documents comptables, fiscaux, sociaux et juridiques, partagés en \
+         toute sécurité avec votre cabinet.\n\n\
+         {themes}\
+         Pour créer votre accès, ouvrez ce lien :\n{link}\n\n\
+         Ce lien est personnel et ne fonctionne qu'une fois. Il expire le {expires}.\n\n\
+         Une question ? Écrivez à {contact}.\n\n\
+         {firm}\n",
+        first = c.first_name,
+        last = c.last_name,
+        firm = c.firm_name,
+        company = c.company,
+        link = c.link,
+        expires = french_date(c.expires),
+        contact = c.contact,
+    )
+}
+
+pub fn html(c: &Content) -> String {
+    let e = html_escape;
+    let themes = if c.themes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p>Vous y trouverez : {}.</p>\n",
+            c.themes.iter().map(|t| e(t)).collect::<Vec<_>>().join(", ")
+        )
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"fr\">\n<head><meta charset=\"utf-8\"><title>{subject}</title></head>\n\
+         <body style=\"font-family: Arial, sans-serif; color: #222;\">\n\
+         <p>Bonjour {first} {last},</p>\n\
+         <p>{firm} vous invite à rejoindre l'espace de <strong>{company}</strong> sur sa plateforme : \
+         vos documents comptables, fiscaux, sociaux et juridiques, partagés en toute sécurité avec votre cabinet.</p>\n\
+         {themes}\
+         <p><a href=\"{link}\" style=\"display: inline-block; padding: 10px 18px; background: #1a4f8b; color: #fff; text-decoration: none; border-radius: 4px;\">Créer mon accès</a></p>\n\
+         <p>Si le bouton ne fonctionne pas, copiez cette adresse dans votre navigateur :<br>{link_text}</p>\n\
+         <p>Ce lien est personnel et ne fonctionne qu'une fois. Il expire le {expires}.</p>\n\
+         <p>Une question ? Écrivez à <a href=\"mailto:{contact}\">{contact}</a>.</p>\n\
+         <p>{firm}</p>\n</body>\n</html>\n",
+        subject = e(&subject(c)),
+        first = e(c.first_name),
+        last = e(c.last_name),
+        firm = e(c.firm_name),
+        company = e(c.company),
+        link = e(c.link),
+        link_text = e(c.link),
+        expires = french_date(c.expires),
+        contact = e(c.contact.as_ref()),
+    )
+}
+
+/// The whole message, ready for a transport.
+pub fn compose(c: &Content) -> Result<Outgoing, String> {
+    let message = Message::builder()
+        .from(Mailbox::new(Some(c.firm_name.to_string()), c.from.clone()))
+        .reply_to(Mailbox::new(
+            Some(c.firm_name.to_string()),
+            c.contact.clone(),
+        ))
+        .to(Mailbox::new(
+            Some(format!("{} {}", c.first_name, c.last_name)),
+            c.to.clone(),
+        ))
+        .subject(subject(c))
+        .message_id(Some(format!("<{}>", c.message_id)))
+        .date_now()
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    lettre::message::SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text(c)),
+                )
+                .singlepart(
+                    lettre::message::SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html(c)),
+                ),
+        )
+        .map_err(|e| format!("cannot build the email: {e}"))?;
+    Ok(Outgoing {
+        message_id: c.message_id.to_string(),
+        from: c.from.clone(),
+        to: c.to.clone(),
+        bytes: message.formatted(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_french() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            french_date(t("2026-12-07T10:00:00Z")),
+            "lundi 7 décembre 2026"
+        );
+        assert_eq!(
+            french_date(t("2026-08-01T00:00:00Z")),
+            "samedi 1er août 2026"
+        );
+        assert_eq!(
+            french_date(t("2027-02-14T23:59:59Z")),
+            "dimanche 14 février 2027"
+        );
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            html_escape("<b>R&D \"x\"</b>"),
+            "&lt;b&gt;R&amp;D &quot;x&quot;&lt;/b&gt;"
+        );
+    }
+}

@@ -1,0 +1,663 @@
+//! Invitations of a client's director and employees: validation, the life
+//! cycle (draft → queued → sent → accepted; expired, revoked), and the
+//! records the `invitation` job keeps around each send so that no email
+//! goes out twice (see `jobs::invitation`).
+//!
+//! Emails and names are personal data: `Invitation`'s `Debug` hides them,
+//! and nothing here logs them.
+
+pub mod email;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::clock::now_ms;
+use crate::db::{Database, on_pool};
+use crate::tree::folders;
+use crate::tree::templates;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Director,
+    Employee,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Director => "director",
+            Role::Employee => "employee",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "director" => Some(Role::Director),
+            "employee" => Some(Role::Employee),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Draft,
+    Queued,
+    Sent,
+    Accepted,
+    Expired,
+    Revoked,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+            Status::Accepted => "accepted",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "draft" => Status::Draft,
+            "queued" => Status::Queued,
+            "sent" => Status::Sent,
+            "accepted" => Status::Accepted,
+            "expired" => Status::Expired,
+            "revoked" => Status::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Serialize)]
+pub struct Invitation {
+    pub id: String,
+    pub client_id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub invited_by: Option<String>,
+    pub themes: Vec<String>,
+    pub status: Status,
+    /// Goes up on each resend; a job for an older one sends nothing.
+    pub generation: i64,
+    pub expires_at_ms: Option<i64>,
+    pub send_state: Option<String>,
+    pub message_id: Option<String>,
+    /// Why the last send failed, or a note on how it ended.
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    pub accepted_at_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("role", &self.role)
+            .field("status", &self.status)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct NewInvitation {
+    pub client_id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// `None`: director. An employee is invited by the director's invitation.
+    pub invited_by: Option<String>,
+    /// `None`: every theme of the client's tree shared with clients (for an
+    /// employee, the director's themes).
+    pub themes: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvitationError {
+    #[error("invitation refused:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("no client with id {0}")]
+    ClientNotFound(String),
+    #[error("no invitation with id {0}")]
+    NotFound(String),
+    #[error("invitation {id} is {status}: {what}")]
+    WrongStatus {
+        id: String,
+        status: &'static str,
+        what: String,
+    },
+    #[error(transparent)]
+    Tree(#[from] folders::FolderError),
+    #[error(transparent)]
+    Template(#[from] templates::StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored invitation {id} is unreadable: {why}")]
+    Corrupt { id: String, why: String },
+}
+
+impl InvitationError {
+    /// The user can fix it (exit code 2 at the command line, 4xx on a hook).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            InvitationError::Invalid(_)
+                | InvitationError::ClientNotFound(_)
+                | InvitationError::NotFound(_)
+                | InvitationError::WrongStatus { .. }
+        )
+    }
+}
+
+const COLUMNS: &str = "id, client_id, email, first_name, last_name, role, invited_by, themes, \
+     status, generation, expires_at, send_state, message_id, last_error, \
+     created_at, updated_at, sent_at, accepted_at";
+
+/// A row as stored (more columns than sqlx decodes into a tuple).
+#[derive(sqlx::FromRow)]
+struct Flat {
+    id: String,
+    client_id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    role: String,
+    invited_by: Option<String>,
+    themes: String,
+    status: String,
+    generation: i64,
+    expires_at: Option<i64>,
+    send_state: Option<String>,
+    message_id: Option<String>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    sent_at: Option<i64>,
+    accepted_at: Option<i64>,
+}
+
+fn decode(r: Flat) -> Result<Invitation, InvitationError> {
+    let corrupt = |why: String| InvitationError::Corrupt {
+        id: r.id.clone(),
+        why,
+    };
+    Ok(Invitation {
+        role: Role::parse(&r.role).ok_or_else(|| corrupt(format!("role {}", r.role)))?,
+        status: Status::parse(&r.status).ok_or_else(|| corrupt(format!("status {}", r.status)))?,
+        themes: serde_json::from_str(&r.themes).map_err(|e| corrupt(format!("themes: {e}")))?,
+        id: r.id,
+        client_id: r.client_id,
+        email: r.email,
+        first_name: r.first_name,
+        last_name: r.last_name,
+        invited_by: r.invited_by,
+        generation: r.generation,
+        expires_at_ms: r.expires_at,
+        send_state: r.send_state,
+        message_id: r.message_id,
+        last_error: r.last_error,
+        created_at_ms: r.created_at,
+        updated_at_ms: r.updated_at,
+        sent_at_ms: r.sent_at,
+        accepted_at_ms: r.accepted_at,
+    })
+}
+
+pub async fn get(db: &Database, id: &str) -> Result<Option<Invitation>, InvitationError> {
+    let sql = format!("SELECT {COLUMNS} FROM invitations WHERE id = $1");
+    let row: Option<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+    row.map(decode).transpose()
+}
+
+async fn must_get(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+    get(db, id)
+        .await?
+        .ok_or_else(|| InvitationError::NotFound(id.to_string()))
+}
+
+/// A client's invitations, oldest first.
+pub async fn list(db: &Database, client_id: &str) -> Result<Vec<Invitation>, InvitationError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM invitations WHERE client_id = $1 ORDER BY created_at, id");
+    let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
+}
+
+/// The client's tree (its firm's default tree while its own is not set up).
+async fn client_template(
+    db: &Database,
+    client_id: &str,
+) -> Result<crate::tree::TreeTemplate, InvitationError> {
+    let trees = folders::client_trees(db, &[client_id.to_string()]).await?;
+    if let Some(t) = trees.get(client_id) {
+        return Ok((*t.template).clone());
+    }
+    let client = crate::clients::get(db, client_id)
+        .await
+        .map_err(|e| InvitationError::Corrupt {
+            id: client_id.to_string(),
+            why: e.to_string(),
+        })?
+        .ok_or_else(|| InvitationError::ClientNotFound(client_id.to_string()))?;
+    Ok(templates::default_for(db, &client.firm_id).await?.template)
+}
+
+/// The themes of the client's tree shared with clients: what an invitation
+/// may offer.
+pub async fn shared_themes(db: &Database, client_id: &str) -> Result<Vec<String>, InvitationError> {
+    Ok(client_template(db, client_id)
+        .await?
+        .shared_themes()
+        .into_iter()
+        .map(|t| t.id.clone())
+        .collect())
+}
+
+/// The labels people see for these theme ids.
+pub async fn theme_labels(
+    db: &Database,
+    client_id: &str,
+    ids: &[String],
+) -> Result<Vec<String>, InvitationError> {
+    let template = client_template(db, client_id).await?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            template
+                .themes
+                .iter()
+                .find(|t| &t.id == id)
+                .map(|t| t.label.clone())
+                .unwrap_or_else(|| id.clone())
+        })
+        .collect())
+}
+
+/// The address as the platform stores it, or why it is not one.
+pub fn parse_email(raw: &str) -> Result<lettre::Address, String> {
+    let trimmed = raw.trim();
+    trimmed.parse::<lettre::Address>().map_err(|e| {
+        format!(
+            "email {trimmed:?} is not a valid address ({e}); write it like prenom.nom@societe.fr"
+        )
+    })
+}
+
+/// Validates and stores an invitation: `queued` when it is to go out now
+/// (the caller enqueues its job), else `draft`. Every problem is reported.
+pub async fn create(
+    db: &Database,
+    new: NewInvitation,
+    send_now: bool,
+) -> Result<Invitation, InvitationError> {
+    let mut problems = Vec::new();
+    let email = match parse_email(&new.email) {
+        Ok(a) => Some(a.to_string()),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    for (what, value) in [
+        ("first name", &new.first_name),
+        ("last name", &new.last_name),
+    ] {
+        if value.trim().is_empty() {
+            problems.push(format!(
+                "the {what} is empty: invitations greet the person by name"
+            ));
+        }
+    }
+    let shared = shared_themes(db, &new.client_id).await?;
+    let (role, allowed): (Role, Vec<String>) = match &new.invited_by {
+        None => (Role::Director, shared.clone()),
+        Some(director_id) => match get(db, director_id).await? {
+            Some(d)
+                if d.client_id == new.client_id
+                    && d.role == Role::Director
+                    && !matches!(d.status, Status::Revoked | Status::Expired) =>
+            {
+                (Role::Employee, d.themes.clone())
+            }
+            Some(_) => {
+                problems.push(format!(
+                    "invitation {director_id} is not a live director invitation of client {}: an employee is invited by the client's director",
+                    new.client_id
+                ));
+                (Role::Employee, Vec::new())
+            }
+            None => {
+                problems.push(format!(
+                    "no invitation {director_id} to invite on behalf of"
+                ));
+                (Role::Employee, Vec::new())
+            }
+        },
+    };
+    let themes = match &new.themes {
+        None => allowed.clone(),
+        Some(asked) => {
+            let known: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
+            for t in asked {
+                if !known.contains(t.as_str()) {
+                    let whose = match role {
+                        Role::Director => "themes this client's tree shares with clients",
+                        Role::Employee => "the director's themes",
+                    };
+                    problems.push(format!(
+                        "unknown theme {t:?}; {whose}: {}",
+                        allowed.join(", ")
+                    ));
+                }
+            }
+            let mut unique = asked.clone();
+            unique.sort();
+            unique.dedup();
+            unique
+        }
+    };
+    if let Some(email) = &email
+        && let Some(live) = live_for(db, &new.client_id, email).await?
+    {
+        problems.push(format!(
+            "this email already has a live invitation on the client ({}, {}): resend or revoke it instead",
+            live.id,
+            live.status.as_str()
+        ));
+    }
+    let Some(email) = email.filter(|_| problems.is_empty()) else {
+        return Err(InvitationError::Invalid(problems));
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = now_ms();
+    let status = if send_now {
+        Status::Queued
+    } else {
+        Status::Draft
+    };
+    let inserted = on_pool!(db, pool => sqlx::query(
+        "INSERT INTO invitations (id, client_id, email, email_key, first_name, last_name, role, invited_by,
+                                  themes, status, created_at, updated_at, queued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+    )
+    .bind(&id)
+    .bind(&new.client_id)
+    .bind(&email)
+    .bind(email.to_lowercase())
+    .bind(new.first_name.trim())
+    .bind(new.last_name.trim())
+    .bind(role.as_str())
+    .bind(&new.invited_by)
+    .bind(serde_json::to_string(&themes).unwrap_or_else(|_| "[]".into()))
+    .bind(status.as_str())
+    .bind(now)
+    .bind(send_now.then_some(now))
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()));
+    if let Err(e) = inserted {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            return Err(InvitationError::Invalid(vec![
+                "this email already has a live invitation on the client: resend or revoke it instead".into(),
+            ]));
+        }
+        if e.as_database_error()
+            .is_some_and(|d| d.is_foreign_key_violation())
+        {
+            return Err(InvitationError::ClientNotFound(new.client_id));
+        }
+        return Err(e.into());
+    }
+    must_get(db, &id).await
+}
+
+async fn live_for(
+    db: &Database,
+    client_id: &str,
+    email: &str,
+) -> Result<Option<Invitation>, InvitationError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invitations WHERE client_id = $1 AND email_key = $2
+           AND status IN ('draft', 'queued', 'sent')"
+    );
+    let row: Option<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(email.to_lowercase())
+        .fetch_optional(pool)
+        .await?);
+    row.map(decode).transpose()
+}
+
+/// Queues the client's drafts; returns them (the caller enqueues their jobs).
+pub async fn queue_drafts(
+    db: &Database,
+    client_id: &str,
+) -> Result<Vec<Invitation>, InvitationError> {
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE invitations SET status = 'queued', queued_at = $1, updated_at = $1, last_error = NULL
+         WHERE client_id = $2 AND status = 'draft' RETURNING {COLUMNS}"
+    );
+    let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(client_id).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
+}
+
+/// A new token for the same person: the old link stops working at once, a
+/// job for the old generation sends nothing, and the new one is queued.
+pub async fn resend(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+    let inv = must_get(db, id).await?;
+    if matches!(inv.status, Status::Accepted | Status::Revoked) {
+        return Err(InvitationError::WrongStatus {
+            id: id.to_string(),
+            status: inv.status.as_str(),
+            what: "it cannot be sent again; invite the person anew".into(),
+        });
+    }
+    let now = now_ms();
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
+                expires_at = NULL, send_state = NULL, message_id = NULL, last_error = NULL,
+                queued_at = $1, updated_at = $1, expired_at = NULL
+         WHERE id = $2 AND generation = $3 AND status IN ('draft', 'queued', 'sent', 'expired')",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(inv.generation)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()));
+    match changed {
+        Ok(1) => must_get(db, id).await,
+        Ok(_) => Err(InvitationError::WrongStatus {
+            id: id.to_string(),
+            status: "changing",
+            what: "it changed meanwhile; try again".into(),
+        }),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Err(InvitationError::Invalid(vec![
+                "this email has another live invitation on the client now: resend that one".into(),
+            ]))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Withdraws an invitation: its link stops working and nothing more is sent.
+pub async fn revoke(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+    let inv = must_get(db, id).await?;
+    if matches!(inv.status, Status::Accepted | Status::Revoked) {
+        return Err(InvitationError::WrongStatus {
+            id: id.to_string(),
+            status: inv.status.as_str(),
+            what: "there is nothing to revoke".into(),
+        });
+    }
+    let now = now_ms();
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET status = 'revoked', token_hash = NULL, revoked_at = $1, updated_at = $1
+         WHERE id = $2 AND status NOT IN ('accepted', 'revoked')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    must_get(db, id).await
+}
+
+/// How the job's first write for a send went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The token is recorded: send.
+    Go,
+    /// Nothing to send (revoked, superseded, already sent…), with why.
+    Skip(String),
+    /// A previous attempt handed the body to the server and its answer was
+    /// lost: sending again could deliver twice.
+    Uncertain,
+}
+
+/// Records a fresh token (its hash) and that sending starts, if this
+/// generation is still the one to send.
+pub async fn begin_send(
+    db: &Database,
+    id: &str,
+    generation: i64,
+    token_hash: &str,
+    expires_at_ms: i64,
+    message_id: &str,
+) -> Result<Begin, InvitationError> {
+    let inv = must_get(db, id).await?;
+    if inv.generation != generation {
+        return Ok(Begin::Skip(format!(
+            "superseded by a resend (generation {} now)",
+            inv.generation
+        )));
+    }
+    if inv.status != Status::Queued {
+        return Ok(Begin::Skip(format!(
+            "invitation is {}",
+            inv.status.as_str()
+        )));
+    }
+    if inv.send_state.as_deref() == Some("committing") {
+        return Ok(Begin::Uncertain);
+    }
+    let now = now_ms();
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET token_hash = $1, expires_at = $2, send_state = 'sending',
+                message_id = $3, updated_at = $4
+         WHERE id = $5 AND generation = $6 AND status = 'queued'
+           AND (send_state IS NULL OR send_state = 'sending')",
+    )
+    .bind(token_hash)
+    .bind(expires_at_ms)
+    .bind(message_id)
+    .bind(now)
+    .bind(id)
+    .bind(generation)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    if changed == 1 {
+        Ok(Begin::Go)
+    } else {
+        Ok(Begin::Skip("invitation changed meanwhile".into()))
+    }
+}
+
+/// The body is about to go out: from now on a lost answer means "maybe sent".
+pub async fn mark_committing(
+    db: &Database,
+    id: &str,
+    generation: i64,
+) -> Result<(), InvitationError> {
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET send_state = 'committing', updated_at = $1
+         WHERE id = $2 AND generation = $3 AND status = 'queued' AND send_state = 'sending'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .bind(generation)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(InvitationError::WrongStatus {
+            id: id.to_string(),
+            status: "changing",
+            what: "revoked or resent while sending; not sent".into(),
+        })
+    }
+}
+
+/// The server took the message (or, after a lost answer, is assumed to have).
+pub async fn mark_sent(
+    db: &Database,
+    id: &str,
+    generation: i64,
+    note: Option<&str>,
+) -> Result<(), InvitationError> {
+    let now = now_ms();
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET status = 'sent', send_state = NULL, sent_at = $1, updated_at = $1,
+                last_error = $2
+         WHERE id = $3 AND generation = $4 AND status = 'queued'",
+    )
+    .bind(now)
+    .bind(note)
+    .bind(id)
+    .bind(generation)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// The send failed before the server took anything. A permanent failure
+/// turns the invitation back into a draft that shows why.
+pub async fn mark_failed(
+    db: &Database,
+    id: &str,
+    generation: i64,
+    error: &str,
+    permanent: bool,
+) -> Result<(), InvitationError> {
+    let now = now_ms();
+    let status = if permanent { "draft" } else { "queued" };
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET send_state = NULL, token_hash = NULL, expires_at = NULL,
+                last_error = $1, status = $2, updated_at = $3
+         WHERE id = $4 AND generation = $5 AND status = 'queued'",
+    )
+    .bind(error)
+    .bind(status)
+    .bind(now)
+    .bind(id)
+    .bind(generation)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(())
+}

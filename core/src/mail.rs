@@ -1,0 +1,238 @@
+//! Delivering one message: to an SMTP server (lettre's connection, driven
+//! step by step) or to a file in an outbox directory.
+//!
+//! SMTP cannot say whether a message whose final reply was lost was taken
+//! (RFC 1047). [`Transport::deliver`] therefore calls `commit` at the last
+//! moment before the point of no return — after the server accepted the
+//! sender, the recipient and the DATA command, just before the body and its
+//! final dot — so the caller can record that the outcome is from then on
+//! uncertain. A failure before `commit` means nothing was delivered; after
+//! it, an explicit 4xx/5xx reply still means nothing was delivered, and only
+//! a lost connection or a timeout leaves the outcome unknown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
+
+use crate::config::{MailSettings, MailTransportKind, SmtpSecurity};
+
+/// A message ready to go: its envelope and its bytes (RFC 5322).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Without angle brackets; also the outbox file's name.
+    pub message_id: String,
+    pub from: Address,
+    pub to: Address,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Not delivered; worth trying again (4xx, refused connection, timeout
+    /// before the body was sent).
+    #[error("{0}")]
+    Transient(String),
+    /// Not delivered and never will be as is (5xx: unknown mailbox, refused).
+    #[error("{0}")]
+    Permanent(String),
+    /// The body went out but the server's answer was lost.
+    #[error("{0}")]
+    Uncertain(String),
+    /// `commit` failed: nothing was sent.
+    #[error("{0}")]
+    Commit(String),
+}
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    File { dir: PathBuf },
+    Smtp(SmtpTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpTarget {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    credentials: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl Transport {
+    pub fn from_settings(mail: &MailSettings) -> Transport {
+        match mail.transport {
+            MailTransportKind::File => Transport::File {
+                dir: PathBuf::from(&mail.outbox_dir),
+            },
+            MailTransportKind::Smtp => Transport::Smtp(SmtpTarget {
+                host: mail.smtp.host.clone(),
+                port: mail.smtp.port,
+                security: mail.smtp.security,
+                credentials: mail
+                    .smtp
+                    .username
+                    .clone()
+                    .zip(mail.smtp.password.as_ref().map(|p| p.expose().to_string())),
+                timeout: Duration::from_millis(mail.smtp.timeout_ms),
+            }),
+        }
+    }
+
+    /// Delivers `mail`, calling `commit` just before the point of no return.
+    pub async fn deliver<F, Fut>(&self, mail: &Outgoing, commit: F) -> Result<(), DeliveryError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
+        match self {
+            Transport::File { dir } => deliver_file(dir, mail, commit).await,
+            Transport::Smtp(target) => deliver_smtp(target, mail, commit).await,
+        }
+    }
+}
+
+/// One file per Message-ID, written under a temporary name and renamed:
+/// a message is in the outbox whole or not at all, and never twice.
+async fn deliver_file<F, Fut>(
+    dir: &PathBuf,
+    mail: &Outgoing,
+    commit: F,
+) -> Result<(), DeliveryError>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let io = |e: std::io::Error| DeliveryError::Transient(format!("outbox {}: {e}", dir.display()));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let name: String = mail
+        .message_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{name}.eml"));
+    if tokio::fs::try_exists(&path).await.map_err(io)? {
+        return Ok(());
+    }
+    commit().await.map_err(DeliveryError::Commit)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&tmp, &mail.bytes).await.map_err(io)?;
+    tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+    Ok(())
+}
+
+fn classify(step: &str, e: lettre::transport::smtp::Error) -> DeliveryError {
+    let text = format!("SMTP {step}: {e}");
+    if e.is_permanent() {
+        DeliveryError::Permanent(text)
+    } else {
+        DeliveryError::Transient(text)
+    }
+}
+
+async fn timed<T>(
+    timeout: Duration,
+    step: &str,
+    f: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, DeliveryError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r.map_err(|e| classify(step, e)),
+        Err(_) => Err(DeliveryError::Transient(format!(
+            "SMTP {step}: no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+async fn deliver_smtp<F, Fut>(
+    t: &SmtpTarget,
+    mail: &Outgoing,
+    commit: F,
+) -> Result<(), DeliveryError>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let hello = ClientId::default();
+    let tls = |host: &str| {
+        TlsParameters::new(host.to_string())
+            .map_err(|e| DeliveryError::Permanent(format!("TLS set-up for {host}: {e}")))
+    };
+    let wrapper = match t.security {
+        SmtpSecurity::Tls => Some(tls(&t.host)?),
+        _ => None,
+    };
+    let mut conn = timed(
+        t.timeout,
+        "connect",
+        AsyncSmtpConnection::connect_tokio1(
+            (t.host.as_str(), t.port),
+            Some(t.timeout),
+            &hello,
+            wrapper,
+            None,
+        ),
+    )
+    .await?;
+    if t.security == SmtpSecurity::Starttls {
+        if !conn.can_starttls() {
+            return Err(DeliveryError::Permanent(format!(
+                "{}:{} does not offer STARTTLS, which mail.smtp.security requires",
+                t.host, t.port
+            )));
+        }
+        timed(t.timeout, "STARTTLS", conn.starttls(tls(&t.host)?, &hello)).await?;
+    }
+    if let Some((user, password)) = &t.credentials {
+        let creds = Credentials::new(user.clone(), password.clone());
+        timed(
+            t.timeout,
+            "AUTH",
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
+        )
+        .await?;
+    }
+    timed(
+        t.timeout,
+        "MAIL FROM",
+        conn.command(Mail::new(Some(mail.from.clone()), vec![])),
+    )
+    .await?;
+    timed(
+        t.timeout,
+        "RCPT TO",
+        conn.command(Rcpt::new(mail.to.clone(), vec![])),
+    )
+    .await?;
+    timed(t.timeout, "DATA", conn.command(Data)).await?;
+    // From here a lost answer leaves the outcome unknown: say so first.
+    commit().await.map_err(DeliveryError::Commit)?;
+    match tokio::time::timeout(t.timeout, conn.message(&mail.bytes)).await {
+        Ok(Ok(_)) => {
+            let _ = tokio::time::timeout(t.timeout, conn.quit()).await;
+            Ok(())
+        }
+        // The server answered: not taken, whatever the class.
+        Ok(Err(e)) if e.is_permanent() => Err(classify("message", e)),
+        Ok(Err(e)) if e.is_transient() => Err(classify("message", e)),
+        Ok(Err(e)) => Err(DeliveryError::Uncertain(format!(
+            "SMTP message: {e}; the server may have taken it"
+        ))),
+        Err(_) => Err(DeliveryError::Uncertain(format!(
+            "SMTP message: no answer within {} ms; the server may have taken it",
+            t.timeout.as_millis()
+        ))),
+    }
+}

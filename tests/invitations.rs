@@ -1,0 +1,465 @@
+//! Invitations end to end against a real SMTP server (aiosmtpd, capturing
+//! what it accepts): the email's content and headers, exactly one message per
+//! invitation whatever happens (job run twice, worker killed mid-send, SMTP
+//! down for a while), permanent refusals, and no email or token in the logs.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dossier_core::clients::{self, Fields, NewClient};
+use dossier_core::config::{MailTransportKind, Settings, SmtpSecurity};
+use dossier_core::db::Database;
+use dossier_core::invitations::{self, NewInvitation, Status};
+use dossier_core::job::{JobRecord, JobStatus, NewJob};
+use dossier_core::jobs::{JobDeps, Mailer, invitation};
+use dossier_core::runtime::Registry;
+use dossier_core::sirene::{Quota, Sirene};
+use dossier_e2e::smtp::{SmtpCapture, decoded};
+use dossier_e2e::{BackendKind, TestQueue};
+
+/// Not a test: the entry point of child worker processes (see support).
+#[test]
+#[ignore = "entry point of child worker processes, run by the suites themselves"]
+fn child_worker() {
+    dossier_e2e::child_worker_main();
+}
+
+const LONG: Duration = Duration::from_secs(30);
+const BASE_URL: &str = "https://app.cabinet-durand.fr";
+
+fn mail_settings(settings: &mut Settings, smtp_port: u16) {
+    let m = &mut settings.mail;
+    m.transport = MailTransportKind::Smtp;
+    m.smtp.host = "127.0.0.1".into();
+    m.smtp.port = smtp_port;
+    m.smtp.security = SmtpSecurity::None;
+    m.smtp.timeout_ms = 2_000;
+    m.from_name = "Cabinet Durand & Associés".into();
+    m.from_address = "invitations@cabinet-durand.fr".into();
+    m.contact_address = "accueil@cabinet-durand.fr".into();
+    m.public_base_url = BASE_URL.into();
+}
+
+struct Setup {
+    q: TestQueue,
+    db: Database,
+    smtp: SmtpCapture,
+    extra_pg: Option<String>,
+}
+
+impl Setup {
+    /// A queue of `kind`, its business database (PostgreSQL beside Redis),
+    /// and an SMTP server, running unless `smtp_down`.
+    async fn new(kind: BackendKind, smtp_down: bool) -> Setup {
+        let dir = tempfile::tempdir().expect("dir");
+        let smtp = if smtp_down {
+            SmtpCapture::reserve(dir.path())
+        } else {
+            SmtpCapture::start(dir.path())
+        };
+        let mut settings = dossier_e2e::fast_settings();
+        mail_settings(&mut settings, smtp.port);
+        std::mem::forget(dir);
+        let mut q = TestQueue::with_settings(kind, settings).await;
+        let extra_pg = if kind == BackendKind::Redis {
+            let (url, name) = dossier_e2e::create_postgres_database().await;
+            q.settings.database.url = url;
+            Some(name)
+        } else {
+            None
+        };
+        let db = Database::connect(&q.settings.database.url, 4)
+            .await
+            .expect("db");
+        db.migrate().await.expect("migrate");
+        Setup {
+            q,
+            db,
+            smtp,
+            extra_pg,
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        let deps = Arc::new(JobDeps {
+            db: self.db.clone(),
+            sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
+            mail: Mailer::from_settings(&self.q.settings).expect("mail settings"),
+        });
+        let mut r = Registry::new();
+        invitation::register(&mut r, deps);
+        r
+    }
+
+    async fn client(&self, name: &str) -> String {
+        clients::create(
+            &self.db,
+            NewClient {
+                firm_id: "cabinet-durand".into(),
+                siret: None,
+                entered: Fields::from([("legal_name".to_string(), name.to_string())]),
+            },
+        )
+        .await
+        .expect("client")
+        .id
+    }
+
+    async fn invite(&self, client: &str, email: &str) -> invitations::Invitation {
+        invitations::create(
+            &self.db,
+            NewInvitation {
+                client_id: client.into(),
+                email: email.into(),
+                first_name: "Hélène".into(),
+                last_name: "Lefèvre".into(),
+                invited_by: None,
+                themes: None,
+            },
+            true,
+        )
+        .await
+        .expect("invitation")
+    }
+
+    async fn push(&self, inv: &invitations::Invitation) -> String {
+        // No idempotency key: the tests push the same job twice on purpose.
+        let mut job: NewJob = invitation::job_for(inv, 6);
+        job.idempotency_key = None;
+        self.q.push(job).await
+    }
+
+    async fn done(&self, id: &str) -> JobRecord {
+        self.q
+            .wait_for(id, LONG, |j| j.status == JobStatus::Done)
+            .await
+    }
+
+    async fn cleanup(self) {
+        match &self.db {
+            Database::Postgres(p) => p.close().await,
+            Database::Sqlite(p) => p.close().await,
+        }
+        self.q.cleanup().await;
+        if let Some(name) = &self.extra_pg {
+            dossier_e2e::drop_postgres_database(name).await;
+        }
+    }
+}
+
+fn token_in(text: &str) -> String {
+    let start = text
+        .find(&format!("{BASE_URL}/invitations/"))
+        .expect("the link is in the message")
+        + BASE_URL.len()
+        + "/invitations/".len();
+    text[start..start + 64].to_string()
+}
+
+async fn stored_hash(db: &Database, id: &str) -> Option<String> {
+    let sql = "SELECT token_hash FROM invitations WHERE id = $1";
+    match db {
+        Database::Sqlite(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+        Database::Postgres(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+    }
+    .expect("hash")
+}
+
+async fn sends_one_well_formed_french_email(kind: BackendKind) {
+    let s = Setup::new(kind, false).await;
+    let client = s.client("Boulangerie Martin").await;
+    let inv = s
+        .invite(&client, "Helene.Lefevre@boulangerie-martin.fr")
+        .await;
+    assert_eq!(inv.status, Status::Queued);
+    let first = s.push(&inv).await;
+    let w = s.q.start_worker(s.registry());
+    let result = s.done(&first).await.result.expect("result");
+    assert_eq!(result["status"], "sent");
+    // The same job again: nothing more goes out.
+    let again = s.push(&inv).await;
+    let skipped = s.done(&again).await.result.expect("result");
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1, "exactly one message");
+    let raw = &messages[0];
+    let text = decoded(raw);
+    for header in [
+        "X-Envelope-To: Helene.Lefevre@boulangerie-martin.fr",
+        "From: =?utf-8?b?",
+        "<invitations@cabinet-durand.fr>",
+        "Reply-To:",
+        "Message-ID: <invitation.",
+        "@cabinet-durand.fr>",
+        "Date: ",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/alternative",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Type: text/html; charset=utf-8",
+    ] {
+        assert!(raw.contains(header), "missing {header:?} in:\n{raw}");
+    }
+    for line in [
+        "Bonjour Hélène Lefèvre,",
+        "Cabinet Durand & Associés vous invite à rejoindre l'espace de Boulangerie Martin",
+        "Vous y trouverez : Dossier permanent, Comptabilité, Fiscal",
+        "Ce lien est personnel et ne fonctionne qu'une fois. Il expire le ",
+        "Une question ? Écrivez à accueil@cabinet-durand.fr.",
+        "Cabinet Durand &amp; Associés",
+        ">Créer mon accès</a>",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let token = token_in(&text);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    assert!(
+        !text.contains("Travaux du cabinet"),
+        "internal theme offered"
+    );
+    let sent = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(sent.status, Status::Sent);
+    let expires = sent.expires_at_ms.expect("expiry") - sent.sent_at_ms.expect("sent");
+    assert!(
+        (expires - 7 * 86_400_000).abs() < 60_000,
+        "7 days: {expires}"
+    );
+    assert_eq!(
+        stored_hash(&s.db, &inv.id).await,
+        Some(dossier_core::digest::sha256_hex(token.as_bytes())),
+        "only the token's SHA-256 is stored"
+    );
+
+    // Resend: a new token, the old one invalidated, one more message.
+    let resent = invitations::resend(&s.db, &inv.id).await.expect("resend");
+    assert_eq!(resent.generation, 1);
+    assert_eq!(
+        stored_hash(&s.db, &inv.id).await,
+        None,
+        "old link dead at once"
+    );
+    let j = s.push(&resent).await;
+    s.done(&j).await;
+    // A job of the old generation sends nothing.
+    let stale = s.push(&inv).await;
+    assert_eq!(s.done(&stale).await.result.expect("r")["status"], "skipped");
+    w.stop().await;
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 2);
+    let new_token = token_in(&decoded(&messages[1]));
+    assert_ne!(new_token, token);
+    assert_eq!(
+        stored_hash(&s.db, &inv.id).await,
+        Some(dossier_core::digest::sha256_hex(new_token.as_bytes()))
+    );
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_one_well_formed_french_email_on_sqlite() {
+    sends_one_well_formed_french_email(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_one_well_formed_french_email_on_postgres_with_the_redis_queue() {
+    sends_one_well_formed_french_email(BackendKind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_one_well_formed_french_email_on_postgres() {
+    sends_one_well_formed_french_email(BackendKind::Postgres).await;
+}
+
+/// SMTP unreachable, then up: retried with backoff, delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_down_then_up_delivers_once() {
+    let mut s = Setup::new(BackendKind::Sqlite, true).await;
+    let client = s.client("Transports Rivière").await;
+    let inv = s.invite(&client, "direction@transports-riviere.fr").await;
+    let id = s.push(&inv).await;
+    let w = s.q.start_worker(s.registry());
+    s.q.wait_for(&id, LONG, |j| {
+        j.attempts >= 2 && j.status != JobStatus::Running
+    })
+    .await;
+    let pending = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(pending.status, Status::Queued);
+    assert!(
+        pending.last_error.as_deref().unwrap_or("").contains("SMTP"),
+        "{:?}",
+        pending.last_error
+    );
+    s.smtp.up();
+    let done = s.done(&id).await;
+    w.stop().await;
+    assert!(done.attempts >= 2);
+    assert_eq!(s.smtp.messages().len(), 1);
+    s.cleanup().await;
+}
+
+/// 550 on the recipient: dead at once, the reason on the job and on the
+/// invitation (back to draft). 451 twice: retried, delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_and_temporary_ones() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = s.client("SCI Les Tilleuls").await;
+    let refused = s.invite(&client, "reject.gerant@sci-tilleuls.fr").await;
+    let later = s.invite(&client, "tempfail.associe@sci-tilleuls.fr").await;
+    let j1 = s.push(&refused).await;
+    let j2 = s.push(&later).await;
+    let w = s.q.start_worker(s.registry());
+    let dead =
+        s.q.wait_for(&j1, LONG, |j| j.status == JobStatus::Dead)
+            .await;
+    let done = s.done(&j2).await;
+    w.stop().await;
+    assert_eq!(dead.attempts, 1, "a 5xx is permanent");
+    let reason = dead.last_error.expect("reason");
+    assert!(
+        reason.contains("550") && reason.contains("RCPT"),
+        "{reason}"
+    );
+    let inv = invitations::get(&s.db, &refused.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(inv.status, Status::Draft);
+    assert!(inv.last_error.expect("shown").contains("550"));
+    assert_eq!(done.attempts, 3, "two 451s, then accepted");
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains("X-Envelope-To: tempfail.associe@sci-tilleuls.fr"));
+    s.cleanup().await;
+}
+
+/// A previous attempt handed the body over and lost the answer: the retry
+/// does not send again; the invitation says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncertain_send_is_never_repeated() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = s.client("Moreau Conseil").await;
+    let inv = s.invite(&client, "k.moreau@moreau-conseil.fr").await;
+    invitations::begin_send(&s.db, &inv.id, 0, "h", 0, "m@x")
+        .await
+        .expect("begin");
+    invitations::mark_committing(&s.db, &inv.id, 0)
+        .await
+        .expect("committing");
+    let id = s.push(&inv).await;
+    let w = s.q.start_worker(s.registry());
+    let result = s.done(&id).await.result.expect("result");
+    w.stop().await;
+    assert_eq!(result["status"], "assumed_sent");
+    assert!(s.smtp.messages().is_empty(), "nothing sent twice");
+    let after = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(after.status, Status::Sent);
+    assert!(after.last_error.expect("note").contains("answer was lost"));
+    s.cleanup().await;
+}
+
+/// The worker process is killed while the SMTP server holds its RCPT reply:
+/// the job is rescued and retried, and exactly one message arrives. The
+/// killed worker's logs (debug level) hold no email and no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_send_then_retried_sends_once() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = s.client("Ganymède Conseil").await;
+    let email = "stallrcpt.jouppe@ganymede.fr";
+    let inv = s.invite(&client, email).await;
+    let id = s.push(&inv).await;
+    let events = tempfile::tempdir().expect("dir");
+    let log = events.path().join("child.log");
+    let mut child =
+        dossier_e2e::spawn_logged_child_worker(&s.q.child_env_enrich(events.path()), &log);
+    // Wait until the child is inside the SMTP conversation.
+    s.q.wait_for(&id, LONG, |j| j.status == JobStatus::Running)
+        .await;
+    loop {
+        let i = invitations::get(&s.db, &inv.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if i.send_state.as_deref() == Some("sending") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let w = s.q.start_worker(s.registry());
+    let done = s.done(&id).await;
+    w.stop().await;
+    assert_eq!(
+        done.attempts, 2,
+        "rescued after the lease ran out, then sent"
+    );
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1, "exactly one message");
+    let token = token_in(&decoded(&messages[0]));
+    let logs = std::fs::read_to_string(&log).expect("child log");
+    assert!(
+        logs.contains("invitation"),
+        "the child logged its work:\n{logs}"
+    );
+    assert!(!logs.contains('@'), "an email address in the logs:\n{logs}");
+    assert!(!logs.contains(&token[..16]), "a token in the logs");
+    s.cleanup().await;
+}
+
+/// Everything the in-process worker logs while sending, at debug level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_hold_no_email_and_no_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token = rt.block_on(async {
+        let s = Setup::new(BackendKind::Sqlite, false).await;
+        let client = s.client("Boulangerie des Halles").await;
+        let inv = s
+            .invite(&client, "tempfail.anne@boulangerie-halles.fr")
+            .await;
+        let id = s.push(&inv).await;
+        let w = s.q.start_worker(s.registry());
+        s.done(&id).await;
+        w.stop().await;
+        let token = token_in(&decoded(&s.smtp.messages()[0]));
+        s.cleanup().await;
+        token
+    });
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    assert!(logs.contains("invitation"), "the worker logged:\n{logs}");
+    assert!(!logs.contains('@'), "an email address in the logs:\n{logs}");
+    assert!(!logs.contains(&token[..16]), "a token in the logs:\n{logs}");
+}
