@@ -26,7 +26,7 @@ const GANYMEDE: &str = "88087814500015";
 const UNKNOWN: &str = "73282932000074";
 const LONG: Duration = Duration::from_secs(20);
 
-async fn deps(db: Database, stub_base: &str) -> Arc<JobDeps> {
+async fn deps(q: &TestQueue, db: Database, stub_base: &str) -> Arc<JobDeps> {
     let provider: Arc<dyn Provider> = Arc::new(
         RechercheEntreprises::new(
             ProviderSettings {
@@ -44,6 +44,8 @@ async fn deps(db: Database, stub_base: &str) -> Arc<JobDeps> {
         sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
         mail: dossier_core::jobs::Mailer::from_settings(&dossier_core::config::Settings::default())
             .expect("default mail settings"),
+        queue: q.backend.clone(),
+        queue_settings: q.settings.queue.clone(),
     })
 }
 
@@ -83,7 +85,7 @@ async fn sqlite_db(q: &TestQueue) -> Database {
 async fn enriches_without_overwriting_what_was_typed(q: &TestQueue, db: Database) {
     let stub = RegistryStub::default();
     let base = stub.start().await;
-    let deps = deps(db.clone(), &base).await;
+    let deps = deps(q, db.clone(), &base).await;
     let client = clients::create(
         &db,
         NewClient {
@@ -204,7 +206,7 @@ async fn unknown_siret_fails_for_good_and_manual_clients_are_skipped() {
     let j1 = q.push(job(&unknown.id)).await;
     let j2 = q.push(job(&manual.id)).await;
     let j3 = q.push(job("no-such-client")).await;
-    let w = q.start_worker(registry(deps(db.clone(), &base).await));
+    let w = q.start_worker(registry(deps(&q, db.clone(), &base).await));
     let dead = q.wait_for(&j1, LONG, |j| j.status == JobStatus::Dead).await;
     let skipped = q.wait_for(&j2, LONG, |j| j.status == JobStatus::Done).await;
     let missing = q.wait_for(&j3, LONG, |j| j.status == JobStatus::Dead).await;
@@ -254,7 +256,7 @@ async fn over_quota_is_retried_at_retry_after() {
     .await
     .expect("created");
     let id = q.push(job(&c.id)).await;
-    let w = q.start_worker(registry(deps(db.clone(), &base).await));
+    let w = q.start_worker(registry(deps(&q, db.clone(), &base).await));
     let done = q.wait_for(&id, LONG, |j| j.status == JobStatus::Done).await;
     w.stop().await;
     assert_eq!(done.attempts, 2);
@@ -468,6 +470,8 @@ async fn waiting_for_quota_does_not_burn_attempts() {
         sirene: Sirene::new(vec![provider], Quota::local(), Duration::ZERO),
         mail: dossier_core::jobs::Mailer::from_settings(&dossier_core::config::Settings::default())
             .expect("default mail settings"),
+        queue: q.backend.clone(),
+        queue_settings: q.settings.queue.clone(),
     });
     let mut ids = Vec::new();
     for s in sirets(3) {

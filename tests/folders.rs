@@ -63,6 +63,8 @@ impl Setup {
                 &dossier_core::config::Settings::default(),
             )
             .expect("default mail settings"),
+            queue: self.q.backend.clone(),
+            queue_settings: self.q.settings.queue.clone(),
         })
     }
 

@@ -86,9 +86,12 @@ impl Setup {
             db: self.db.clone(),
             sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
             mail: Mailer::from_settings(&self.q.settings).expect("mail settings"),
+            queue: self.q.backend.clone(),
+            queue_settings: self.q.settings.queue.clone(),
         });
         let mut r = Registry::new();
-        invitation::register(&mut r, deps);
+        invitation::register(&mut r, deps.clone());
+        dossier_core::jobs::invitation_housekeeping::register(&mut r, deps);
         r
     }
 
@@ -462,4 +465,201 @@ fn logs_hold_no_email_and_no_token() {
     assert!(logs.contains("invitation"), "the worker logged:\n{logs}");
     assert!(!logs.contains('@'), "an email address in the logs:\n{logs}");
     assert!(!logs.contains(&token[..16]), "a token in the logs:\n{logs}");
+}
+
+async fn exec(db: &Database, sql: &'static str, id: &str) {
+    match db {
+        Database::Sqlite(p) => sqlx::query(sql).bind(id).execute(p).await.map(|_| ()),
+        Database::Postgres(p) => sqlx::query(sql).bind(id).execute(p).await.map(|_| ()),
+    }
+    .expect("update");
+}
+
+/// `POST /v1/invitations/accept`: bearer-authenticated; a token works once;
+/// unknown, used, revoked, expired or malformed tokens all get the same
+/// 404, no sooner than the refusal floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_hook_uses_each_token_once_and_refuses_alike() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = s.client("Boulangerie Martin").await;
+    let a = s.invite(&client, "paul@boulangerie-martin.fr").await;
+    let b = s.invite(&client, "lea@boulangerie-martin.fr").await;
+    let c = s.invite(&client, "marc@boulangerie-martin.fr").await;
+    let w = s.q.start_worker(s.registry());
+    for inv in [&a, &b, &c] {
+        let id = s.push(inv).await;
+        s.done(&id).await;
+    }
+    w.stop().await;
+    let tokens: Vec<String> = s
+        .smtp
+        .messages()
+        .iter()
+        .map(|m| token_in(&decoded(m)))
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    let token_of = |email: &str| {
+        let i = s
+            .smtp
+            .messages()
+            .iter()
+            .position(|m| m.contains(&format!("X-Envelope-To: {email}")))
+            .expect("sent");
+        tokens[i].clone()
+    };
+    let (ta, tb, tc) = (
+        token_of("paul@boulangerie-martin.fr"),
+        token_of("lea@boulangerie-martin.fr"),
+        token_of("marc@boulangerie-martin.fr"),
+    );
+    invitations::revoke(&s.db, &b.id).await.expect("revoke");
+    exec(
+        &s.db,
+        "UPDATE invitations SET expires_at = 1 WHERE id = $1",
+        &c.id,
+    )
+    .await;
+
+    let bearer = "hook-token-0123456789abcdef";
+    let http = dossier_core::config::HttpSettings {
+        listen: String::new(),
+        tokens: vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")],
+        max_body_bytes: 4096,
+    };
+    let router =
+        dossier_core::http::router(dossier_core::http::ApiState::new(s.db.clone(), &http), 4096);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/v1/invitations/accept",
+        listener.local_addr().expect("addr")
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(dossier_core::http::serve(listener, router, stop.clone()));
+    let web = reqwest::Client::new();
+    let post = |auth: Option<&str>, body: serde_json::Value| {
+        let mut r = web.post(&url).json(&body);
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        async move {
+            let started = std::time::Instant::now();
+            let resp = r.send().await.expect("response");
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.expect("json");
+            (status, body, started.elapsed())
+        }
+    };
+    let (st, body, _) = post(None, serde_json::json!({ "token": ta })).await;
+    assert_eq!((st, body["error"].as_str()), (401, Some("unauthorized")));
+    let (st, _, _) = post(
+        Some("wrong-token-0123456789"),
+        serde_json::json!({ "token": ta }),
+    )
+    .await;
+    assert_eq!(st, 401);
+
+    let (st, body, _) = post(Some(bearer), serde_json::json!({ "token": ta })).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["invitation_id"], a.id.as_str());
+    assert_eq!(body["client_id"], client.as_str());
+    assert_eq!(body["role"], "director");
+    assert_eq!(body["first_name"], "Hélène");
+    assert_eq!(body["themes"].as_array().map(Vec::len), Some(6));
+    let accepted = invitations::get(&s.db, &a.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(accepted.status, Status::Accepted);
+
+    let unknown = dossier_core::digest::random_token();
+    let mut refusals = Vec::new();
+    for body in [
+        serde_json::json!({ "token": ta }),
+        serde_json::json!({ "token": unknown }),
+        serde_json::json!({ "token": tb }),
+        serde_json::json!({ "token": tc }),
+        serde_json::json!({ "token": "short" }),
+        serde_json::json!({ "nothing": true }),
+    ] {
+        refusals.push(post(Some(bearer), body).await);
+    }
+    let first = refusals[0].1.clone();
+    for (st, body, took) in &refusals {
+        assert_eq!(*st, 404);
+        assert_eq!(body, &first, "the same answer whatever the reason");
+        assert!(*took >= dossier_core::http::REFUSAL_FLOOR, "{took:?}");
+    }
+    stop.cancel();
+    s.cleanup().await;
+}
+
+/// Housekeeping: one reminder with a fresh link after reminder_after_days,
+/// never a second; invitations past expiry become expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reminder_and_expiry() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = s.client("Transports Rivière").await;
+    let late = s.invite(&client, "chef@transports-riviere.fr").await;
+    let stale = s.invite(&client, "ancien@transports-riviere.fr").await;
+    let w = s.q.start_worker(s.registry());
+    for inv in [&late, &stale] {
+        let id = s.push(inv).await;
+        s.done(&id).await;
+    }
+    let four_days_ago = "UPDATE invitations SET sent_at = sent_at - 345600000 WHERE id = $1";
+    exec(&s.db, four_days_ago, &late.id).await;
+    exec(
+        &s.db,
+        "UPDATE invitations SET expires_at = 1, sent_at = sent_at - 1 WHERE id = $1",
+        &stale.id,
+    )
+    .await;
+    let housekeeping = || NewJob {
+        kind: dossier_core::jobs::invitation_housekeeping::KIND.into(),
+        payload: serde_json::json!({}),
+        run_at_ms: None,
+        max_attempts: 3,
+        idempotency_key: None,
+        trace_id: None,
+    };
+    let h1 = s.q.push(housekeeping()).await;
+    let r1 = s.done(&h1).await.result.expect("result");
+    assert_eq!(
+        (r1["expired"].as_u64(), r1["reminders"].as_u64()),
+        (Some(1), Some(1)),
+        "{r1}"
+    );
+    // The reminder's job runs; then housekeeping again: no second reminder.
+    loop {
+        let i = invitations::get(&s.db, &late.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if i.status == Status::Sent && i.generation == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    exec(&s.db, four_days_ago, &late.id).await;
+    let h2 = s.q.push(housekeeping()).await;
+    let r2 = s.done(&h2).await.result.expect("result");
+    assert_eq!(r2["reminders"], 0, "{r2}");
+    w.stop().await;
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 3, "two invitations and one reminder");
+    let reminder = decoded(&messages[2]);
+    assert!(reminder.contains("X-Envelope-To: chef@transports-riviere.fr"));
+    assert!(
+        reminder.contains("Petit rappel : vous n'avez pas encore créé votre accès."),
+        "{reminder}"
+    );
+    assert_ne!(token_in(&reminder), token_in(&decoded(&messages[0])));
+    let expired = invitations::get(&s.db, &stale.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(expired.status, Status::Expired);
+    s.cleanup().await;
 }

@@ -40,6 +40,29 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     pub mail: MailSettings,
     pub invitations: InvitationSettings,
+    pub http: HttpSettings,
+}
+
+/// The HTTP hooks `dossier-worker run` serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// `127.0.0.1:8080`, say; empty: no HTTP server.
+    pub listen: String,
+    /// Bearer tokens the callers present (several, for rotation):
+    /// `DOSSIER__HTTP__TOKENS='["…", "…"]'`, never a committed file.
+    pub tokens: Vec<Secret>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: String::new(),
+            tokens: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +118,8 @@ pub struct SmtpSettings {
 pub struct InvitationSettings {
     /// A link works this long after it is sent.
     pub expiry_days: u32,
+    /// One reminder (with a fresh link) this long after the first email.
+    pub reminder_after_days: u32,
 }
 
 impl Default for MailSettings {
@@ -126,7 +151,10 @@ impl Default for SmtpSettings {
 
 impl Default for InvitationSettings {
     fn default() -> Self {
-        InvitationSettings { expiry_days: 7 }
+        InvitationSettings {
+            expiry_days: 7,
+            reminder_after_days: 3,
+        }
     }
 }
 
@@ -137,6 +165,15 @@ impl Default for InvitationSettings {
 pub struct ScheduleSettings {
     pub enabled: bool,
     pub exercice_rollover: RolloverSettings,
+    pub invitation_housekeeping: CronSettings,
+}
+
+/// A schedule that is only a cron expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronSettings {
+    /// Cron expression with seconds, in UTC.
+    pub cron: String,
 }
 
 /// Creating each client's next exercice before the current one ends.
@@ -157,6 +194,9 @@ impl Default for ScheduleSettings {
         ScheduleSettings {
             enabled: true,
             exercice_rollover: RolloverSettings::default(),
+            invitation_housekeeping: CronSettings {
+                cron: "0 */10 * * * *".into(),
+            },
         }
     }
 }
@@ -651,6 +691,28 @@ impl Settings {
                 bad(
                     "mail.smtp.password",
                     "set both DOSSIER__MAIL__SMTP__USERNAME and DOSSIER__MAIL__SMTP__PASSWORD (or its _FILE), or neither".into(),
+                );
+            }
+        }
+        if !self.http.listen.is_empty() {
+            if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+                bad(
+                    "http.listen",
+                    format!(
+                        "{:?} is not an address:port, e.g. 127.0.0.1:8080",
+                        self.http.listen
+                    ),
+                );
+            }
+            if self
+                .http
+                .tokens
+                .iter()
+                .all(|t| t.expose().trim().len() < 16)
+            {
+                bad(
+                    "http.tokens",
+                    "the hooks need at least one bearer token of 16 characters or more: DOSSIER__HTTP__TOKENS='[\"…\"]'".into(),
                 );
             }
         }

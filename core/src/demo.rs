@@ -229,7 +229,7 @@ pub async fn run(
     backend.push_bulk(batch).await?;
 
     let mut registry = Registry::new();
-    let deps = jobs::JobDeps::from_settings(&settings).await?;
+    let deps = jobs::JobDeps::from_settings(&settings, backend.clone()).await?;
     jobs::register_all(&mut registry, std::sync::Arc::new(deps));
     let kinds: Vec<String> = registry.kinds().map(str::to_string).collect();
     let worker = Worker::new(

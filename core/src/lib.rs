@@ -11,6 +11,7 @@ pub mod demo;
 pub mod digest;
 pub mod exercice;
 pub mod folder_bench;
+pub mod http;
 pub mod invitations;
 pub mod job;
 pub mod jobs;

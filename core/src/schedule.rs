@@ -98,7 +98,23 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
         idempotency_key: None,
         trace_id: None,
     })?;
-    Ok(vec![rollover])
+    let housekeeping_attempts = settings
+        .queue
+        .kind(crate::jobs::invitation_housekeeping::KIND)
+        .max_attempts;
+    let housekeeping = Scheduled::new(
+        crate::jobs::invitation_housekeeping::KIND,
+        &settings.schedule.invitation_housekeeping.cron,
+        move |_| NewJob {
+            kind: crate::jobs::invitation_housekeeping::KIND.to_string(),
+            payload: serde_json::json!({}),
+            run_at_ms: None,
+            max_attempts: housekeeping_attempts,
+            idempotency_key: None,
+            trace_id: None,
+        },
+    )?;
+    Ok(vec![rollover, housekeeping])
 }
 
 /// Fires the schedules' ticks until `stop`. Push failures are logged and the

@@ -28,7 +28,10 @@ CREATE TABLE invitations (
     sent_at          BIGINT,
     accepted_at      BIGINT,
     revoked_at       BIGINT,
-    expired_at       BIGINT
+    expired_at       BIGINT,
+    -- Set when the one reminder is queued; that generation's email says so.
+    reminded_at      BIGINT,
+    reminder_generation BIGINT
 );
 
 -- One live invitation per person and client (emails compared lowercased).

@@ -28,7 +28,10 @@ CREATE TABLE invitations (
     sent_at          INTEGER,
     accepted_at      INTEGER,
     revoked_at       INTEGER,
-    expired_at       INTEGER
+    expired_at       INTEGER,
+    -- Set when the one reminder is queued; that generation's email says so.
+    reminded_at      INTEGER,
+    reminder_generation INTEGER
 );
 
 -- One live invitation per person and client (emails compared lowercased).

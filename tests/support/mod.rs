@@ -488,9 +488,10 @@ pub fn child_worker_main() {
             .expect("child opens queue");
         let mut registry = probe_registry(Recorder::to_file(config.events_file));
         if config.enrich {
-            let deps = dossier_core::jobs::JobDeps::from_settings(&config.settings)
-                .await
-                .expect("child job dependencies");
+            let deps =
+                dossier_core::jobs::JobDeps::from_settings(&config.settings, backend.clone())
+                    .await
+                    .expect("child job dependencies");
             dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
         }
         let worker = Worker::new(

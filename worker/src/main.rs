@@ -216,7 +216,7 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         tracing::info!(applied = n, "migrations up to date");
     }
     let backend = queue::open(&settings).await?;
-    let deps = jobs::JobDeps::from_settings(&settings).await?;
+    let deps = jobs::JobDeps::from_settings(&settings, backend.clone()).await?;
     let mut all = Registry::new();
     jobs::register_all(&mut all, std::sync::Arc::new(deps));
     let registry = if only.is_empty() {
@@ -225,6 +225,23 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         all.only(&only)
     };
     let stop = CancellationToken::new();
+    if !settings.http.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&settings.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
+        let state = dossier_core::http::ApiState::new(
+            dossier_core::db::Database::connect(&settings.database.url, 4).await?,
+            &settings.http,
+        );
+        let router = dossier_core::http::router(state, settings.http.max_body_bytes);
+        tracing::info!(listen = %settings.http.listen, "serving HTTP hooks");
+        let http_stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dossier_core::http::serve(listener, router, http_stop).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
     if settings.schedule.enabled {
         let schedules = dossier_core::schedule::product(&settings)?;
         tokio::spawn(dossier_core::schedule::run(

@@ -56,6 +56,16 @@ pub struct Content<'a> {
     /// Labels of the sections the person will see.
     pub themes: &'a [String],
     pub message_id: &'a str,
+    /// The one reminder: says so, and that the earlier link no longer works.
+    pub reminder: bool,
+}
+
+fn reminder_line(c: &Content) -> &'static str {
+    if c.reminder {
+        "Petit rappel : vous n'avez pas encore créé votre accès. Le lien de notre premier message ne fonctionne plus ; voici le nouveau.\n\n"
+    } else {
+        ""
+    }
 }
 
 fn html_escape(s: &str) -> String {
@@ -74,7 +84,11 @@ fn html_escape(s: &str) -> String {
 }
 
 pub fn subject(c: &Content) -> String {
-    format!("{} vous invite à l'espace de {}", c.firm_name, c.company)
+    let prefix = if c.reminder { "Rappel : " } else { "" };
+    format!(
+        "{prefix}{} vous invite à l'espace de {}",
+        c.firm_name, c.company
+    )
 }
 
 pub fn text(c: &Content) -> String {
@@ -85,7 +99,7 @@ pub fn text(c: &Content) -> String {
     };
     format!(
         "Bonjour {first} {last},\n\n\
-         {firm} vous invite à rejoindre l'espace de {company} sur sa plateforme : \
+         {reminder}{firm} vous invite à rejoindre l'espace de {company} sur sa plateforme : \
          vos documents comptables, fiscaux, sociaux et juridiques, partagés en \
          toute sécurité avec votre cabinet.\n\n\
          {themes}\
@@ -95,6 +109,7 @@ pub fn text(c: &Content) -> String {
          {firm}\n",
         first = c.first_name,
         last = c.last_name,
+        reminder = reminder_line(c),
         firm = c.firm_name,
         company = c.company,
         link = c.link,
@@ -117,7 +132,7 @@ pub fn html(c: &Content) -> String {
         "<!DOCTYPE html>\n<html lang=\"fr\">\n<head><meta charset=\"utf-8\"><title>{subject}</title></head>\n\
          <body style=\"font-family: Arial, sans-serif; color: #222;\">\n\
          <p>Bonjour {first} {last},</p>\n\
-         <p>{firm} vous invite à rejoindre l'espace de <strong>{company}</strong> sur sa plateforme : \
+         {reminder}<p>{firm} vous invite à rejoindre l'espace de <strong>{company}</strong> sur sa plateforme : \
          vos documents comptables, fiscaux, sociaux et juridiques, partagés en toute sécurité avec votre cabinet.</p>\n\
          {themes}\
          <p><a href=\"{link}\" style=\"display: inline-block; padding: 10px 18px; background: #1a4f8b; color: #fff; text-decoration: none; border-radius: 4px;\">Créer mon accès</a></p>\n\
@@ -128,6 +143,11 @@ pub fn html(c: &Content) -> String {
         subject = e(&subject(c)),
         first = e(c.first_name),
         last = e(c.last_name),
+        reminder = if c.reminder {
+            format!("<p>{}</p>\n", e(reminder_line(c).trim_end()))
+        } else {
+            String::new()
+        },
         firm = e(c.firm_name),
         company = e(c.company),
         link = e(c.link),

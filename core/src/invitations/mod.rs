@@ -99,6 +99,8 @@ pub struct Invitation {
     pub updated_at_ms: i64,
     pub sent_at_ms: Option<i64>,
     pub accepted_at_ms: Option<i64>,
+    /// This generation is the reminder (its email says so).
+    pub is_reminder: bool,
 }
 
 impl std::fmt::Debug for Invitation {
@@ -165,7 +167,7 @@ impl InvitationError {
 
 const COLUMNS: &str = "id, client_id, email, first_name, last_name, role, invited_by, themes, \
      status, generation, expires_at, send_state, message_id, last_error, \
-     created_at, updated_at, sent_at, accepted_at";
+     created_at, updated_at, sent_at, accepted_at, reminder_generation";
 
 /// A row as stored (more columns than sqlx decodes into a tuple).
 #[derive(sqlx::FromRow)]
@@ -188,6 +190,7 @@ struct Flat {
     updated_at: i64,
     sent_at: Option<i64>,
     accepted_at: Option<i64>,
+    reminder_generation: Option<i64>,
 }
 
 fn decode(r: Flat) -> Result<Invitation, InvitationError> {
@@ -214,6 +217,7 @@ fn decode(r: Flat) -> Result<Invitation, InvitationError> {
         updated_at_ms: r.updated_at,
         sent_at_ms: r.sent_at,
         accepted_at_ms: r.accepted_at,
+        is_reminder: r.reminder_generation == Some(r.generation),
     })
 }
 
@@ -660,4 +664,70 @@ pub async fn mark_failed(
     .await?
     .rows_affected());
     Ok(())
+}
+
+/// Accepts the invitation whose link carries `token`: one statement, so a
+/// token is used once even when two requests race. `None` whatever the
+/// reason (unknown, expired, revoked, already used): callers must not be
+/// able to tell those apart.
+pub async fn accept(db: &Database, token: &str) -> Result<Option<Invitation>, InvitationError> {
+    if token.len() != 64 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let hash = crate::digest::sha256_hex(token.to_ascii_lowercase().as_bytes());
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE invitations SET status = 'accepted', accepted_at = $1, updated_at = $1, token_hash = NULL
+         WHERE token_hash = $2 AND status = 'sent' AND expires_at > $1
+         RETURNING {COLUMNS}"
+    );
+    let row: Option<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(&hash).fetch_optional(pool).await?);
+    row.map(decode).transpose()
+}
+
+/// Sent invitations past their expiry become `expired`; their links are
+/// dead already (the expiry is checked on accept), this makes it visible.
+pub async fn expire_stale(db: &Database) -> Result<u64, InvitationError> {
+    let now = now_ms();
+    Ok(on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET status = 'expired', expired_at = $1, updated_at = $1, token_hash = NULL
+         WHERE status = 'sent' AND expires_at <= $1",
+    )
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected()))
+}
+
+/// Invitations sent before `sent_before_ms`, not accepted, never reminded:
+/// each gets a new generation (a fresh link), is marked reminded — so that
+/// it is reminded once — and is returned for its job to be queued.
+pub async fn due_reminders(
+    db: &Database,
+    sent_before_ms: i64,
+) -> Result<Vec<Invitation>, InvitationError> {
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
+                expires_at = NULL, send_state = NULL, message_id = NULL, reminded_at = $1,
+                reminder_generation = generation + 1, queued_at = $1, updated_at = $1
+         WHERE status = 'sent' AND reminded_at IS NULL AND sent_at < $2
+         RETURNING {COLUMNS}"
+    );
+    let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(sent_before_ms).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
+}
+
+/// Invitations queued before `before_ms` and still queued: their job may
+/// have been lost between a commit and a push; re-queueing them is safe
+/// (job keys and the send records keep it to one email).
+pub async fn stuck_in_queue(
+    db: &Database,
+    before_ms: i64,
+) -> Result<Vec<Invitation>, InvitationError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invitations WHERE status = 'queued' AND queued_at < $1 ORDER BY queued_at LIMIT 500"
+    );
+    let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(before_ms).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
 }

@@ -131,6 +131,7 @@ pub async fn handle(
         expires: DateTime::<Utc>::from_timestamp_millis(expires_ms).unwrap_or_default(),
         themes: &labels,
         message_id: &message_id,
+        reminder: inv.is_reminder,
     };
     let outgoing = email::compose(&content).map_err(JobError::permanent)?;
     let (id, generation) = (inv.id.clone(), job.generation);

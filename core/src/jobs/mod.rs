@@ -12,6 +12,7 @@ pub mod exercice_rollover;
 pub mod fiscal_folders;
 mod folder_errors;
 pub mod invitation;
+pub mod invitation_housekeeping;
 pub mod siret_check;
 pub mod siret_enrichment;
 pub mod tree_setup;
@@ -21,6 +22,10 @@ pub struct JobDeps {
     pub db: Database,
     pub sirene: Sirene,
     pub mail: Mailer,
+    /// For jobs that queue others (the invitation reminders).
+    pub queue: Arc<dyn crate::queue::QueueBackend>,
+    /// Attempts of the jobs those jobs queue.
+    pub queue_settings: crate::config::QueueSettings,
 }
 
 /// Outgoing mail as the invitation job needs it.
@@ -55,12 +60,17 @@ impl Mailer {
 
 impl JobDeps {
     /// Connects to the business database and sets up the registry providers.
-    pub async fn from_settings(settings: &crate::config::Settings) -> Result<JobDeps, DepsError> {
+    pub async fn from_settings(
+        settings: &crate::config::Settings,
+        queue: Arc<dyn crate::queue::QueueBackend>,
+    ) -> Result<JobDeps, DepsError> {
         Ok(JobDeps {
             db: Database::connect(&settings.database.url, settings.database.max_connections)
                 .await?,
             sirene: crate::sirene::from_settings(settings).await?,
             mail: Mailer::from_settings(settings)?,
+            queue,
+            queue_settings: settings.queue.clone(),
         })
     }
 }
@@ -84,6 +94,7 @@ pub fn catalogue() -> Vec<KindSpec> {
         fiscal_folders::spec(),
         exercice_rollover::spec(),
         invitation::spec(),
+        invitation_housekeeping::spec(),
     ]
 }
 
@@ -94,5 +105,6 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     tree_setup::register(registry, deps.clone());
     fiscal_folders::register(registry, deps.clone());
     exercice_rollover::register(registry, deps.clone());
-    invitation::register(registry, deps);
+    invitation::register(registry, deps.clone());
+    invitation_housekeeping::register(registry, deps);
 }
