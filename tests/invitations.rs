@@ -663,3 +663,23 @@ async fn one_reminder_and_expiry() {
     assert_eq!(expired.status, Status::Expired);
     s.cleanup().await;
 }
+
+/// STARTTLS required but not offered: refused for good, saying why, and
+/// nothing goes out in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_starttls_that_is_not_offered_is_a_permanent_error() {
+    let mut s = Setup::new(BackendKind::Sqlite, false).await;
+    s.q.settings.mail.smtp.security = SmtpSecurity::Starttls;
+    let client = s.client("SCI Les Tilleuls").await;
+    let inv = s.invite(&client, "gerance@sci-tilleuls.fr").await;
+    let id = s.push(&inv).await;
+    let w = s.q.start_worker(s.registry());
+    let dead =
+        s.q.wait_for(&id, LONG, |j| j.status == JobStatus::Dead)
+            .await;
+    w.stop().await;
+    let reason = dead.last_error.expect("reason");
+    assert!(reason.contains("does not offer STARTTLS"), "{reason}");
+    assert!(s.smtp.messages().is_empty());
+    s.cleanup().await;
+}

@@ -13,6 +13,7 @@ use crate::clients::{self, Client, NewClient};
 use crate::config::{QueueBackendKind, Settings};
 use crate::db::Database;
 use crate::exercice;
+use crate::invitations;
 use crate::job::{JobFilter, JobStatus, NewJob, QueueCounts};
 use crate::jobs::{self, siret_check, siret_enrichment, tree_setup};
 use crate::queue::{self, QueueBackend};
@@ -45,7 +46,19 @@ pub enum DemoError {
     Exercice(#[from] crate::exercice::ExerciceError),
     #[error(transparent)]
     Folders(#[from] crate::tree::folders::FolderError),
+    #[error(transparent)]
+    Invitation(#[from] crate::invitations::InvitationError),
 }
+
+/// The demo's directors (ASCII, so that their addresses stay plain).
+const DIRECTORS: [(&str, &str); 6] = [
+    ("Camille", "Martin"),
+    ("Julien", "Bernard"),
+    ("Sophie", "Petit"),
+    ("Nicolas", "Durand"),
+    ("Claire", "Leroy"),
+    ("Thomas", "Moreau"),
+];
 
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
@@ -59,6 +72,9 @@ pub struct DemoReport {
     pub clients: Vec<Client>,
     /// How many folders each client's tree has, in the order of `clients`.
     pub folders: Vec<usize>,
+    /// Where the invitation emails were written, and how many there are.
+    pub outbox: String,
+    pub emails: usize,
 }
 
 /// A batch shaped like a firm's input: mostly valid SIRETs, some typed with
@@ -148,6 +164,20 @@ pub async fn run(
             Err(source) => return Err(DemoError::Reset { path: p, source }),
         }
     }
+    // Invitations go to files: one .eml per message, nothing leaves the machine.
+    let outbox = db_path.with_file_name("demo-outbox");
+    match std::fs::remove_dir_all(&outbox) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DemoError::Reset {
+                path: outbox.display().to_string(),
+                source,
+            });
+        }
+    }
+    settings.mail.transport = crate::config::MailTransportKind::File;
+    settings.mail.outbox_dir = outbox.display().to_string();
     let url = format!("sqlite://{}", db_path.display());
     settings.database.url = url.clone();
     settings.queue.backend = QueueBackendKind::Sqlite;
@@ -199,6 +229,34 @@ pub async fn run(
         })
         .collect();
     backend.push_bulk(trees).await?;
+    // Each client's director is invited at once (file transport).
+    let mut invitation_jobs = Vec::new();
+    for (i, id) in client_ids.iter().enumerate() {
+        let (first, last) = DIRECTORS[i % DIRECTORS.len()];
+        let inv = invitations::create(
+            &db,
+            invitations::NewInvitation {
+                client_id: id.clone(),
+                email: format!(
+                    "{}.{}@client-{}.example",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    i + 1
+                ),
+                first_name: first.into(),
+                last_name: last.into(),
+                invited_by: None,
+                themes: None,
+            },
+            true,
+        )
+        .await?;
+        invitation_jobs.push(jobs::invitation::job_for(
+            &inv,
+            settings.queue.kind(jobs::invitation::KIND).max_attempts,
+        ));
+    }
+    backend.push_bulk(invitation_jobs).await?;
     let enrichment: Vec<NewJob> = client_ids
         .iter()
         .map(|id| NewJob {
@@ -258,7 +316,18 @@ pub async fn run(
             folder_counts.push(folders::list(&db, id).await?.len());
         }
     }
+    let emails = std::fs::read_dir(&outbox)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+        })
+        .unwrap_or(0);
     Ok(DemoReport {
+        outbox: outbox.display().to_string(),
+        emails,
         clients: clients_after,
         folders: folder_counts,
         database: db_path.display().to_string(),

@@ -147,6 +147,10 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                     first.id
                 );
             }
+            println!(
+                "Invitations: {} emails to the clients' directors, written to {}/ (one .eml each)",
+                report.emails, report.outbox
+            );
             println!("Dead jobs (permanent failures, kept with their reason):");
             for (input, why) in &report.dead_samples {
                 println!("  {input:<22} {why}");
