@@ -32,27 +32,17 @@ fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
 }
 
-/// The business database of a test queue: its own for SQLite and
-/// PostgreSQL, a fresh PostgreSQL database beside a Redis queue.
+/// A test queue and its business database.
 struct Setup {
     q: TestQueue,
     db: Database,
-    extra_pg: Option<String>,
 }
 
 impl Setup {
     async fn new(kind: BackendKind) -> Setup {
-        let q = TestQueue::new(kind).await;
-        let (url, extra_pg) = match kind {
-            BackendKind::Redis => {
-                let (url, name) = dossier_e2e::create_postgres_database().await;
-                (url, Some(name))
-            }
-            _ => (q.settings.database.url.clone(), None),
-        };
-        let db = Database::connect(&url, 8).await.expect("db");
-        db.migrate().await.expect("migrate");
-        Setup { q, db, extra_pg }
+        let mut q = TestQueue::new(kind).await;
+        let db = q.business_db().await;
+        Setup { q, db }
     }
 
     fn deps(&self) -> Arc<JobDeps> {
@@ -92,14 +82,7 @@ impl Setup {
     }
 
     async fn cleanup(self) {
-        match &self.db {
-            Database::Postgres(p) => p.close().await,
-            Database::Sqlite(p) => p.close().await,
-        }
-        self.q.cleanup().await;
-        if let Some(name) = &self.extra_pg {
-            dossier_e2e::drop_postgres_database(name).await;
-        }
+        self.q.cleanup_with(self.db).await;
     }
 }
 

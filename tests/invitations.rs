@@ -45,7 +45,6 @@ struct Setup {
     q: TestQueue,
     db: Database,
     smtp: SmtpCapture,
-    extra_pg: Option<String>,
 }
 
 impl Setup {
@@ -62,23 +61,8 @@ impl Setup {
         mail_settings(&mut settings, smtp.port);
         std::mem::forget(dir);
         let mut q = TestQueue::with_settings(kind, settings).await;
-        let extra_pg = if kind == BackendKind::Redis {
-            let (url, name) = dossier_e2e::create_postgres_database().await;
-            q.settings.database.url = url;
-            Some(name)
-        } else {
-            None
-        };
-        let db = Database::connect(&q.settings.database.url, 4)
-            .await
-            .expect("db");
-        db.migrate().await.expect("migrate");
-        Setup {
-            q,
-            db,
-            smtp,
-            extra_pg,
-        }
+        let db = q.business_db().await;
+        Setup { q, db, smtp }
     }
 
     fn registry(&self) -> Registry {
@@ -140,14 +124,7 @@ impl Setup {
     }
 
     async fn cleanup(self) {
-        match &self.db {
-            Database::Postgres(p) => p.close().await,
-            Database::Sqlite(p) => p.close().await,
-        }
-        self.q.cleanup().await;
-        if let Some(name) = &self.extra_pg {
-            dossier_e2e::drop_postgres_database(name).await;
-        }
+        self.q.cleanup_with(self.db).await;
     }
 }
 

@@ -418,6 +418,32 @@ impl TestQueue {
         )]
     }
 
+    /// The business database beside this queue, migrated: the queue's own
+    /// database on SQLite and PostgreSQL, a fresh PostgreSQL database beside
+    /// Redis (dropped by [`TestQueue::cleanup`]). Sets `database.url`.
+    pub async fn business_db(&mut self) -> Database {
+        if self.kind == BackendKind::Redis && self.postgres_database.is_none() {
+            let (url, name) = create_postgres_database().await;
+            self.settings.database.url = url;
+            self.postgres_database = Some(name);
+        }
+        let db = Database::connect(&self.settings.database.url, 8)
+            .await
+            .expect("business database");
+        db.migrate().await.expect("migrate");
+        db
+    }
+
+    /// Closes `db` (so that its PostgreSQL database can be dropped), then
+    /// cleans up.
+    pub async fn cleanup_with(self, db: Database) {
+        match db {
+            Database::Postgres(p) => p.close().await,
+            Database::Sqlite(p) => p.close().await,
+        }
+        self.cleanup().await;
+    }
+
     pub async fn cleanup(self) {
         if let Some(r) = &self.redis {
             let _ = r.destroy().await;

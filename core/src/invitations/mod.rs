@@ -462,17 +462,27 @@ pub async fn queue_drafts(
     rows.into_iter().map(decode).collect()
 }
 
-/// A new token for the same person: the old link stops working at once, a
-/// job for the old generation sends nothing, and the new one is queued.
-pub async fn resend(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+/// The invitation, unless it is accepted or revoked (then `what` says why not).
+async fn live_or_refuse(
+    db: &Database,
+    id: &str,
+    what: &str,
+) -> Result<Invitation, InvitationError> {
     let inv = must_get(db, id).await?;
     if matches!(inv.status, Status::Accepted | Status::Revoked) {
         return Err(InvitationError::WrongStatus {
             id: id.to_string(),
             status: inv.status.as_str(),
-            what: "it cannot be sent again; invite the person anew".into(),
+            what: what.to_string(),
         });
     }
+    Ok(inv)
+}
+
+/// A new token for the same person: the old link stops working at once, a
+/// job for the old generation sends nothing, and the new one is queued.
+pub async fn resend(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+    let inv = live_or_refuse(db, id, "it cannot be sent again; invite the person anew").await?;
     let now = now_ms();
     let changed = on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
@@ -507,14 +517,7 @@ pub async fn resend(db: &Database, id: &str) -> Result<Invitation, InvitationErr
 
 /// Withdraws an invitation: its link stops working and nothing more is sent.
 pub async fn revoke(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
-    let inv = must_get(db, id).await?;
-    if matches!(inv.status, Status::Accepted | Status::Revoked) {
-        return Err(InvitationError::WrongStatus {
-            id: id.to_string(),
-            status: inv.status.as_str(),
-            what: "there is nothing to revoke".into(),
-        });
-    }
+    live_or_refuse(db, id, "there is nothing to revoke").await?;
     let now = now_ms();
     on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET status = 'revoked', token_hash = NULL, revoked_at = $1, updated_at = $1
