@@ -46,6 +46,10 @@ async fn deps(q: &TestQueue, db: Database, stub_base: &str) -> Arc<JobDeps> {
             .expect("default mail settings"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),
+        partners: dossier_core::jobs::Partners::from_settings(
+            &dossier_core::config::Settings::default(),
+        )
+        .expect("default apps settings"),
     })
 }
 
@@ -472,6 +476,10 @@ async fn waiting_for_quota_does_not_burn_attempts() {
             .expect("default mail settings"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),
+        partners: dossier_core::jobs::Partners::from_settings(
+            &dossier_core::config::Settings::default(),
+        )
+        .expect("default apps settings"),
     });
     let mut ids = Vec::new();
     for s in sirets(3) {

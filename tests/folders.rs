@@ -55,6 +55,10 @@ impl Setup {
             .expect("default mail settings"),
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
+            partners: dossier_core::jobs::Partners::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("default apps settings"),
         })
     }
 

@@ -72,6 +72,10 @@ impl Setup {
             mail: Mailer::from_settings(&self.q.settings).expect("mail settings"),
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
+            partners: dossier_core::jobs::Partners::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("default apps settings"),
         });
         let mut r = Registry::new();
         invitation::register(&mut r, deps.clone());

@@ -41,6 +41,30 @@ pub struct Settings {
     pub mail: MailSettings,
     pub invitations: InvitationSettings,
     pub http: HttpSettings,
+    pub apps: AppsSettings,
+}
+
+/// Partner applications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppsSettings {
+    /// Keys sealing secret settings at rest, `"ID:<64 hex>"`, the first one
+    /// sealing: `DOSSIER__APPS__ENCRYPTION_KEYS='["k2:…", "k1:…"]'`.
+    pub encryption_keys: Vec<Secret>,
+    /// The HMAC key shared with each automation partner, by app id:
+    /// `DOSSIER__APPS__SIGNING_KEYS__<APP_ID>=…`.
+    pub signing_keys: std::collections::BTreeMap<String, Secret>,
+    pub timeout_ms: u64,
+}
+
+impl Default for AppsSettings {
+    fn default() -> Self {
+        AppsSettings {
+            encryption_keys: Vec::new(),
+            signing_keys: Default::default(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// The HTTP hooks `dossier-worker run` serves.
@@ -715,6 +739,12 @@ impl Settings {
                     "the hooks need at least one bearer token of 16 characters or more: DOSSIER__HTTP__TOKENS='[\"…\"]'".into(),
                 );
             }
+        }
+        if let Err(e) = crate::secrets::KeyRing::new(&self.apps.encryption_keys) {
+            bad("apps.encryption_keys", e.to_string());
+        }
+        if self.apps.timeout_ms == 0 {
+            bad("apps.timeout_ms", "must be greater than 0".into());
         }
         if self.invitations.expiry_days == 0 || self.invitations.expiry_days > 90 {
             bad("invitations.expiry_days", "must be between 1 and 90".into());

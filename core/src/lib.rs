@@ -1,6 +1,7 @@
 //! Dossier's shared library: everything both binaries (`dossier-worker` and
 //! `dossier`) need. See `docs/architecture.md` for the map.
 
+pub mod apps;
 pub mod bench;
 pub mod catalogue;
 pub mod clients;
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod retry;
 pub mod runtime;
 pub mod schedule;
+pub mod secrets;
 pub mod sirene;
 pub mod siret;
 pub mod submit;

@@ -24,7 +24,7 @@ use crate::user;
 pub struct FirmArg {
     /// The firm (cabinet) the templates belong to.
     #[arg(long, env = "DOSSIER_FIRM", default_value = "default")]
-    firm: String,
+    pub firm: String,
 }
 
 #[derive(Subcommand)]

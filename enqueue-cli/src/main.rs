@@ -1,6 +1,7 @@
 //! `dossier`: submit jobs, inspect and repair queues, run migrations.
 //! A thin shell over `dossier_core`; see `dossier --help`.
 
+mod apps;
 mod folders;
 mod invitations;
 
@@ -65,6 +66,9 @@ enum Command {
     /// Invitations of a client's director and employees.
     #[command(subcommand)]
     Invitation(invitations::InvitationCommand),
+    /// Partner applications: the firm's catalogue, each client's access.
+    #[command(subcommand)]
+    App(apps::AppCommand),
 }
 
 #[derive(Subcommand)]
@@ -316,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tree(cmd) => folders::tree(cmd, &settings).await,
         Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
         Command::Invitation(cmd) => invitations::run(cmd, &settings).await,
+        Command::App(cmd) => apps::run(cmd, &settings).await,
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,

@@ -770,3 +770,114 @@ async fn invitations_from_the_command_line() {
     assert!(err.contains("is revoked"), "{err}");
     env.refused(&["invitation", "revoke", "nope"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_apps_from_the_command_line_never_show_secrets() {
+    use dossier_core::clients::{self, NewClient};
+    use dossier_core::db::Database;
+    let mut env = Env::sqlite();
+    let key = |id: &str, b: &str| format!("{id}:{}", b.repeat(32));
+    env.vars.push((
+        "DOSSIER__APPS__ENCRYPTION_KEYS".into(),
+        format!("[\"{}\"]", key("k1", "01")),
+    ));
+    env.ok(&["migrate"]);
+    let db = Database::connect(&env.vars[0].1, 1).await.expect("db");
+    let client = clients::create(
+        &db,
+        NewClient {
+            firm_id: "cabinet-7".into(),
+            siret: None,
+            entered: Default::default(),
+        },
+    )
+    .await
+    .expect("client")
+    .id;
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/apps/catalogue.example.toml");
+    let out = env.ok(&[
+        "app",
+        "load",
+        &shipped.display().to_string(),
+        "--firm",
+        "cabinet-7",
+    ]);
+    assert!(out.contains("2 apps loaded"), "{out}");
+    let out = env.ok(&["app", "list", "--firm", "cabinet-7"]);
+    assert!(out.contains("api_key* (secret)"), "{out}");
+    let secret = "sk-live-0123456789";
+    let err = env.refused(&[
+        "app",
+        "enable",
+        "--client",
+        &client,
+        "--app",
+        "collecte_factures",
+        "--setting",
+        "target_directory=Nulle/Part",
+        "--setting",
+        "api_key=",
+    ]);
+    assert!(
+        err.contains("is not a directory of the client's tree"),
+        "{err}"
+    );
+    assert!(err.contains("api_key=*** is empty"), "{err}");
+    let setting = format!("api_key={secret}");
+    let out = env.ok(&[
+        "app",
+        "enable",
+        "--client",
+        &client,
+        "--app",
+        "collecte_factures",
+        "--setting",
+        &setting,
+        "--setting",
+        "target_directory=Comptabilité/Achats",
+    ]);
+    assert!(
+        out.contains("\"api_key\":\"***\"") && !out.contains(secret),
+        "{out}"
+    );
+    let out = env.ok(&["app", "show", "--client", &client]);
+    assert!(
+        out.contains("pending") && out.contains("***") && !out.contains(secret),
+        "{out}"
+    );
+    let shown = env.ok(&["app", "show", "--client", &client, "--json"]);
+    assert!(
+        !shown.contains(secret) && !shown.contains("v1:k1"),
+        "{shown}"
+    );
+    // Rotation: a new key first, re-seal, then the old key can go.
+    env.vars
+        .retain(|(k, _)| k != "DOSSIER__APPS__ENCRYPTION_KEYS");
+    env.vars.push((
+        "DOSSIER__APPS__ENCRYPTION_KEYS".into(),
+        format!("[\"{}\", \"{}\"]", key("k2", "02"), key("k1", "01")),
+    ));
+    let out = env.ok(&["app", "rekey"]);
+    assert!(out.contains("1 secret settings re-sealed"), "{out}");
+    let apps = dossier_core::apps::client_apps(&db, &client)
+        .await
+        .expect("apps");
+    let stored = apps[0].settings["api_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        stored.contains("v1:k2:") && !stored.contains(secret),
+        "{stored}"
+    );
+    let err = env.refused(&[
+        "app",
+        "disable",
+        "--client",
+        &client,
+        "--app",
+        "banque_en_ligne",
+    ]);
+    assert!(err.contains("is not enabled"), "{err}");
+}

@@ -241,23 +241,16 @@ pub async fn list(db: &Database, client_id: &str) -> Result<Vec<Invitation>, Inv
     rows.into_iter().map(decode).collect()
 }
 
-/// The client's tree (its firm's default tree while its own is not set up).
 async fn client_template(
     db: &Database,
     client_id: &str,
 ) -> Result<crate::tree::TreeTemplate, InvitationError> {
-    let trees = folders::client_trees(db, &[client_id.to_string()]).await?;
-    if let Some(t) = trees.get(client_id) {
-        return Ok((*t.template).clone());
-    }
-    let client = crate::clients::get(db, client_id)
+    folders::client_template(db, client_id)
         .await
-        .map_err(|e| InvitationError::Corrupt {
-            id: client_id.to_string(),
-            why: e.to_string(),
-        })?
-        .ok_or_else(|| InvitationError::ClientNotFound(client_id.to_string()))?;
-    Ok(templates::default_for(db, &client.firm_id).await?.template)
+        .map_err(|e| match e {
+            folders::FolderError::ClientNotFound(id) => InvitationError::ClientNotFound(id),
+            other => other.into(),
+        })
 }
 
 /// The themes of the client's tree shared with clients: what an invitation

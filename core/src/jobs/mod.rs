@@ -8,6 +8,8 @@ use crate::db::Database;
 use crate::runtime::Registry;
 use crate::sirene::Sirene;
 
+pub mod app_setup;
+pub mod app_teardown;
 pub mod exercice_rollover;
 pub mod fiscal_folders;
 mod folder_errors;
@@ -26,6 +28,54 @@ pub struct JobDeps {
     pub queue: Arc<dyn crate::queue::QueueBackend>,
     /// Attempts of the jobs those jobs queue.
     pub queue_settings: crate::config::QueueSettings,
+    pub partners: Partners,
+}
+
+/// What the partner-app jobs need: the key ring opening secret settings,
+/// the HMAC keys shared with partners, an HTTP client with a timeout.
+#[derive(Clone)]
+pub struct Partners {
+    pub keys: crate::secrets::KeyRing,
+    signing: std::collections::BTreeMap<String, crate::config::Secret>,
+    pub http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Partners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partners")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partners {
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Partners, DepsError> {
+        let a = &settings.apps;
+        Ok(Partners {
+            keys: crate::secrets::KeyRing::new(&a.encryption_keys)
+                .map_err(|e| DepsError::Apps(e.to_string()))?,
+            signing: a.signing_keys.clone(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_millis(a.timeout_ms))
+                .user_agent(settings.sirene.user_agent.clone())
+                .build()
+                .map_err(|e| DepsError::Apps(e.to_string()))?,
+        })
+    }
+
+    /// The HMAC key shared with an app's partner.
+    pub fn signing_key(&self, app_id: &str) -> Result<&[u8], String> {
+        self.signing
+            .get(app_id)
+            .map(|s| s.expose().as_bytes())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "no signing key for app {app_id}: set DOSSIER__APPS__SIGNING_KEYS__{}",
+                    app_id.to_uppercase()
+                )
+            })
+    }
 }
 
 /// Outgoing mail as the invitation job needs it.
@@ -71,6 +121,7 @@ impl JobDeps {
             mail: Mailer::from_settings(settings)?,
             queue,
             queue_settings: settings.queue.clone(),
+            partners: Partners::from_settings(settings)?,
         })
     }
 }
@@ -83,6 +134,8 @@ pub enum DepsError {
     Sirene(#[from] crate::sirene::SetupError),
     #[error("mail settings: {0}")]
     Mail(String),
+    #[error("apps settings: {0}")]
+    Apps(String),
 }
 
 /// Every kind the product knows, for payload validation at enqueue.
@@ -95,6 +148,8 @@ pub fn catalogue() -> Vec<KindSpec> {
         exercice_rollover::spec(),
         invitation::spec(),
         invitation_housekeeping::spec(),
+        app_setup::spec(),
+        app_teardown::spec(),
     ]
 }
 
@@ -106,5 +161,7 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     fiscal_folders::register(registry, deps.clone());
     exercice_rollover::register(registry, deps.clone());
     invitation::register(registry, deps.clone());
-    invitation_housekeeping::register(registry, deps);
+    invitation_housekeeping::register(registry, deps.clone());
+    app_setup::register(registry, deps.clone());
+    app_teardown::register(registry, deps);
 }

@@ -421,6 +421,19 @@ async fn ensure_trees(
     Ok((trees, missing.into_iter().collect()))
 }
 
+/// The client's tree (its firm's default tree while its own is not set up).
+pub async fn client_template(db: &Database, client_id: &str) -> Result<TreeTemplate, FolderError> {
+    let trees = client_trees(db, &[client_id.to_string()]).await?;
+    if let Some(t) = trees.get(client_id) {
+        return Ok((*t.template).clone());
+    }
+    let firms = firms_of(db, &[client_id.to_string()]).await?;
+    let firm = firms
+        .get(client_id)
+        .ok_or_else(|| FolderError::ClientNotFound(client_id.to_string()))?;
+    Ok(templates::default_for(db, firm).await?.template)
+}
+
 /// The stored trees of these clients.
 pub async fn client_trees(
     db: &Database,

@@ -1,0 +1,109 @@
+//! Calls to partners' provisioning endpoints: signed (see `signature`),
+//! with a stable `Idempotency-Key`, and their outcomes classified for the
+//! retry policy. Request bodies hold secrets: nothing here logs them.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartnerError {
+    /// 5xx, 429, timeouts, refused connections, malformed answers.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 4xx: the partner refused the request as it is.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What a partner answers a provisioning call with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provisioned {
+    pub external_id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The partner's own words, from a JSON error body or its text.
+fn partner_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            ["message", "error", "detail"]
+                .iter()
+                .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
+        });
+    let text = from_json.unwrap_or_else(|| body.trim().to_string());
+    text.chars().take(300).collect()
+}
+
+/// POSTs a signed JSON body; returns the 2xx answer's body.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &[u8],
+    idempotency_key: &str,
+    body: &serde_json::Value,
+) -> Result<String, PartnerError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| PartnerError::Permanent(e.to_string()))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let response = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, sign(key, timestamp, &bytes))
+        .header("Idempotency-Key", idempotency_key)
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| PartnerError::Transient {
+            message: format!(
+                "partner at {} unreachable: {}",
+                crate::config::redact_url(url),
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    e.without_url().to_string()
+                }
+            ),
+            retry_after: None,
+        })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(text)
+    } else if status.as_u16() == 429 || status.is_server_error() {
+        Err(PartnerError::Transient {
+            message: format!("partner answered {status}: {}", partner_message(&text)),
+            retry_after,
+        })
+    } else {
+        Err(PartnerError::Permanent(format!(
+            "partner refused ({status}): {}",
+            partner_message(&text)
+        )))
+    }
+}
+
+/// A provisioning answer, or why it is malformed (transient: the partner
+/// may answer properly next time, and the call is idempotent).
+pub fn provisioned(body: &str) -> Result<Provisioned, PartnerError> {
+    serde_json::from_str::<Provisioned>(body)
+        .ok()
+        .filter(|p| !p.external_id.trim().is_empty())
+        .ok_or_else(|| PartnerError::Transient {
+            message: "partner answered 2xx without a JSON {\"external_id\": …}".into(),
+            retry_after: None,
+        })
+}
