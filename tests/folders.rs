@@ -827,3 +827,104 @@ async fn a_write_cut_off_midway_leaves_whole_batches_and_the_retry_completes() {
     assert_eq!(pending, 0);
     s.cleanup().await;
 }
+
+async fn outbox_rows(db: &Database) -> i64 {
+    let sql = "SELECT COUNT(*) FROM outbox";
+    match db {
+        Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .expect("count")
+}
+
+async fn folder_jobs(q: &TestQueue) -> usize {
+    q.backend
+        .list(&JobFilter {
+            kind: Some(fiscal_folders::KIND.into()),
+            status: None,
+            limit: 100,
+        })
+        .await
+        .expect("list")
+        .len()
+}
+
+/// An exercice and its folders job are written in one transaction: the job
+/// survives the process dying before it reaches the queue (the relay pushes
+/// it later), a push repeated after a crash adds nothing, and a refused
+/// exercice leaves no job.
+async fn staged_jobs_reach_the_queue_once(kind: BackendKind) {
+    let s = Setup::new(kind).await;
+    let client = s.client("cabinet-1").await;
+    let added = exercice::add_with_folders(&s.db, &client, d("2026-01-01"), None, false, 5)
+        .await
+        .expect("added");
+    let (Added::Created(ex) | Added::AlreadyThere(ex)) = added;
+    // The process "dies" here: committed, never pushed.
+    assert_eq!(outbox_rows(&s.db).await, 1);
+    assert_eq!(folder_jobs(&s.q).await, 0);
+    let refused = exercice::add_with_folders(&s.db, &client, d("2026-06-01"), None, false, 5).await;
+    assert!(matches!(
+        refused,
+        Err(ExerciceError::Rule(RuleError::Overlap { .. }))
+    ));
+    assert_eq!(
+        outbox_rows(&s.db).await,
+        1,
+        "a refused exercice stages nothing"
+    );
+    // A later relay (any worker's) pushes it.
+    assert_eq!(
+        dossier_core::outbox::relay(&s.db, &*s.q.backend)
+            .await
+            .expect("relay"),
+        1
+    );
+    assert_eq!(outbox_rows(&s.db).await, 0);
+    assert_eq!(folder_jobs(&s.q).await, 1);
+    // A relay that pushed, then died before deleting its rows, pushes again:
+    // the job's key makes that a no-op.
+    let again = NewJob {
+        kind: fiscal_folders::KIND.into(),
+        payload: serde_json::json!({ "client_id": client, "exercice_id": ex.id }),
+        run_at_ms: None,
+        max_attempts: 5,
+        idempotency_key: Some(format!("fiscal_folders:{}", ex.id)),
+        trace_id: None,
+    };
+    assert!(matches!(
+        s.q.backend.push(again).await.expect("push"),
+        PushOutcome::Duplicate(_)
+    ));
+    assert_eq!(folder_jobs(&s.q).await, 1);
+    let w = s.q.start_worker(s.registry());
+    let jobs =
+        s.q.backend
+            .list(&JobFilter {
+                kind: Some(fiscal_folders::KIND.into()),
+                status: None,
+                limit: 1,
+            })
+            .await
+            .expect("list");
+    s.q.wait_for(&jobs[0].id, LONG, |j| j.status == JobStatus::Done)
+        .await;
+    w.stop().await;
+    assert_eq!(paths(&s.db, &client).await.len(), DIRS + PER_EXERCICE * 13);
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_jobs_reach_the_queue_once_on_sqlite() {
+    staged_jobs_reach_the_queue_once(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_jobs_reach_the_queue_once_on_postgres() {
+    staged_jobs_reach_the_queue_once(BackendKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_jobs_reach_the_queue_once_on_postgres_with_the_redis_queue() {
+    staged_jobs_reach_the_queue_once(BackendKind::Redis).await;
+}

@@ -219,7 +219,9 @@ async fn sends_one_well_formed_french_email(kind: BackendKind) {
     );
 
     // Resend: a new token, the old one invalidated, one more message.
-    let resent = invitations::resend(&s.db, &inv.id).await.expect("resend");
+    let resent = invitations::resend(&s.db, &inv.id, 6)
+        .await
+        .expect("resend");
     assert_eq!(resent.generation, 1);
     assert_eq!(
         stored_hash(&s.db, &inv.id).await,

@@ -48,6 +48,8 @@ pub enum DemoError {
     Folders(#[from] crate::tree::folders::FolderError),
     #[error(transparent)]
     Invitation(#[from] crate::invitations::InvitationError),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 /// The demo's directors (ASCII, so that their addresses stay plain).
@@ -229,11 +231,11 @@ pub async fn run(
         })
         .collect();
     backend.push_bulk(trees).await?;
-    // Each client's director is invited at once (file transport).
-    let mut invitation_jobs = Vec::new();
+    // Each client's director is invited at once (file transport); the jobs
+    // are staged with the invitations and relayed from the outbox.
     for (i, id) in client_ids.iter().enumerate() {
         let (first, last) = DIRECTORS[i % DIRECTORS.len()];
-        let inv = invitations::create(
+        invitations::create_with_attempts(
             &db,
             invitations::NewInvitation {
                 client_id: id.clone(),
@@ -249,14 +251,11 @@ pub async fn run(
                 themes: None,
             },
             true,
+            settings.queue.kind(jobs::invitation::KIND).max_attempts,
         )
         .await?;
-        invitation_jobs.push(jobs::invitation::job_for(
-            &inv,
-            settings.queue.kind(jobs::invitation::KIND).max_attempts,
-        ));
     }
-    backend.push_bulk(invitation_jobs).await?;
+    crate::outbox::relay(&db, backend.as_ref()).await?;
     let enrichment: Vec<NewJob> = client_ids
         .iter()
         .map(|id| NewJob {

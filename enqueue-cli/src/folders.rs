@@ -3,15 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use chrono::NaiveDate;
 use clap::Subcommand;
 use dossier_core::config::Settings;
 use dossier_core::db::Database;
-use dossier_core::exercice::{self, Added, ExerciceError, Origin};
-use dossier_core::job::{NewJob, PushOutcome};
+use dossier_core::exercice::{self, Added, ExerciceError};
 use dossier_core::jobs::fiscal_folders;
-use dossier_core::queue;
 use dossier_core::tree::folders::{self, FolderKind};
 use dossier_core::tree::render::{Entry, render};
 use dossier_core::tree::template::TreeTemplate;
@@ -220,7 +217,8 @@ pub async fn exercice(cmd: ExerciceCommand, settings: &Settings) -> anyhow::Resu
             allow_gap,
         } => {
             let db = business_db(settings).await?;
-            let added = exercice::add(&db, &client, start, end, allow_gap, Origin::Manual, false)
+            let attempts = settings.queue.kind(fiscal_folders::KIND).max_attempts;
+            let added = exercice::add_with_folders(&db, &client, start, end, allow_gap, attempts)
                 .await
                 .map_err(|e| match e {
                     ExerciceError::Rule(_) | ExerciceError::ClientNotFound(_) => {
@@ -238,22 +236,8 @@ pub async fn exercice(cmd: ExerciceCommand, settings: &Settings) -> anyhow::Resu
                 exercice::rules::months_touched(ex.span()).len(),
                 ex.label
             );
-            let q = queue::open(settings).await?;
-            let job = NewJob {
-                kind: fiscal_folders::KIND.into(),
-                payload: serde_json::json!({ "client_id": client, "exercice_id": ex.id }),
-                run_at_ms: None,
-                max_attempts: settings.queue.kind(fiscal_folders::KIND).max_attempts,
-                idempotency_key: Some(format!("fiscal_folders:{}", ex.id)),
-                trace_id: None,
-            };
-            match q.push(job).await.context(
-                "the exercice is stored but its folders could not be queued; the daily rollover writes them, or run `dossier enqueue fiscal_folders` yourself",
-            )? {
-                PushOutcome::Created(id) | PushOutcome::Duplicate(id) => {
-                    println!("folders queued: job {id}")
-                }
-            }
+            crate::relay_outbox(settings, &db).await;
+            println!("folders queued (job fiscal_folders:{})", ex.id);
             Ok(())
         }
         ExerciceCommand::List { client, json } => {

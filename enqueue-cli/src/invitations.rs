@@ -8,7 +8,6 @@ use dossier_core::config::Settings;
 use dossier_core::db::Database;
 use dossier_core::invitations::{self, Invitation, InvitationError, NewInvitation};
 use dossier_core::jobs::invitation as job;
-use dossier_core::queue;
 
 use crate::user;
 
@@ -62,18 +61,12 @@ fn fail(e: InvitationError) -> anyhow::Error {
     }
 }
 
-async fn queue_jobs(settings: &Settings, invs: &[Invitation]) -> anyhow::Result<()> {
-    if invs.is_empty() {
-        return Ok(());
-    }
-    let q = queue::open(settings).await?;
-    let attempts = settings.queue.kind(job::KIND).max_attempts;
-    q.push_bulk(invs.iter().map(|i| job::job_for(i, attempts)).collect())
-        .await?;
+/// Relays the staged jobs and says which invitations are on their way.
+async fn announce(settings: &Settings, db: &Database, invs: &[Invitation]) {
+    crate::relay_outbox(settings, db).await;
     for i in invs {
         println!("invitation {} queued for sending", i.id);
     }
-    Ok(())
 }
 
 pub async fn run(cmd: InvitationCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -88,7 +81,8 @@ pub async fn run(cmd: InvitationCommand, settings: &Settings) -> anyhow::Result<
             themes,
             draft,
         } => {
-            let inv = invitations::create(
+            let attempts = settings.queue.kind(job::KIND).max_attempts;
+            let inv = invitations::create_with_attempts(
                 &db,
                 NewInvitation {
                     client_id: client,
@@ -99,6 +93,7 @@ pub async fn run(cmd: InvitationCommand, settings: &Settings) -> anyhow::Result<
                     themes,
                 },
                 !draft,
+                attempts,
             )
             .await
             .map_err(fail)?;
@@ -110,22 +105,28 @@ pub async fn run(cmd: InvitationCommand, settings: &Settings) -> anyhow::Result<
                 inv.themes.join(", ")
             );
             if !draft {
-                queue_jobs(settings, std::slice::from_ref(&inv)).await?;
+                announce(settings, &db, std::slice::from_ref(&inv)).await;
             }
             Ok(())
         }
         InvitationCommand::Send { client } => {
-            let queued = invitations::queue_drafts(&db, &client)
+            let attempts = settings.queue.kind(job::KIND).max_attempts;
+            let queued = invitations::queue_drafts(&db, &client, attempts)
                 .await
                 .map_err(fail)?;
             if queued.is_empty() {
                 println!("client {client} has no draft invitation");
             }
-            queue_jobs(settings, &queued).await
+            announce(settings, &db, &queued).await;
+            Ok(())
         }
         InvitationCommand::Resend { id } => {
-            let inv = invitations::resend(&db, &id).await.map_err(fail)?;
-            queue_jobs(settings, std::slice::from_ref(&inv)).await
+            let attempts = settings.queue.kind(job::KIND).max_attempts;
+            let inv = invitations::resend(&db, &id, attempts)
+                .await
+                .map_err(fail)?;
+            announce(settings, &db, std::slice::from_ref(&inv)).await;
+            Ok(())
         }
         InvitationCommand::Revoke { id } => {
             let inv = invitations::revoke(&db, &id).await.map_err(fail)?;

@@ -184,6 +184,19 @@ enum JobsCommand {
     },
 }
 
+/// Pushes the outbox's jobs to the queue now, so that they show at once;
+/// a failure is fine — they stay staged, and any worker's relay pushes them.
+pub(crate) async fn relay_outbox(settings: &Settings, db: &Database) {
+    match queue::open(settings).await {
+        Ok(q) => {
+            if let Err(e) = dossier_core::outbox::relay(db, q.as_ref()).await {
+                eprintln!("note: jobs stay staged until a worker relays them ({e})");
+            }
+        }
+        Err(e) => eprintln!("note: jobs stay staged until a worker relays them ({e})"),
+    }
+}
+
 /// An error the user can fix: printed as is, exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -653,7 +653,10 @@ async fn trees_exercices_and_client_folders() {
         text.contains("2025-03-15 → 2026-12-31 (22 months), folder \"2025-2026\""),
         "{text}"
     );
-    assert!(text.contains("folders queued: job "), "{text}");
+    assert!(
+        text.contains("folders queued (job fiscal_folders:"),
+        "{text}"
+    );
     let e = refused(add(&["--start", "2027-02-01"]));
     assert!(
         e.contains("must start on 2027-01-01") && e.contains("--allow-gap"),

@@ -246,6 +246,13 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
             }
         });
     }
+    // Jobs staged with business data reach the queue through this relay.
+    tokio::spawn(dossier_core::outbox::run_relay(
+        dossier_core::db::Database::connect(&settings.database.url, 2).await?,
+        backend.clone(),
+        std::time::Duration::from_millis(settings.queue.poll_interval_ms),
+        stop.clone(),
+    ));
     if settings.schedule.enabled {
         let schedules = dossier_core::schedule::product(&settings)?;
         tokio::spawn(dossier_core::schedule::run(

@@ -160,6 +160,46 @@ pub async fn add(
     origin: Origin,
     if_absent: bool,
 ) -> Result<Added, ExerciceError> {
+    add_inner(
+        db, client_id, start, end, allow_gap, origin, if_absent, None,
+    )
+    .await
+}
+
+/// Adds an exercice by hand and, in the same transaction, stages its
+/// `fiscal_folders` job in the outbox (see `crate::outbox`).
+pub async fn add_with_folders(
+    db: &Database,
+    client_id: &str,
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+    allow_gap: bool,
+    max_attempts: u32,
+) -> Result<Added, ExerciceError> {
+    add_inner(
+        db,
+        client_id,
+        start,
+        end,
+        allow_gap,
+        Origin::Manual,
+        false,
+        Some(max_attempts),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add_inner(
+    db: &Database,
+    client_id: &str,
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+    allow_gap: bool,
+    origin: Origin,
+    if_absent: bool,
+    folders_job_attempts: Option<u32>,
+) -> Result<Added, ExerciceError> {
     let end = match end {
         Some(e) => e,
         None => rules::default_end(start).ok_or(RuleError::OutOfRange(start))?,
@@ -214,6 +254,17 @@ pub async fn add(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(attempts) = folders_job_attempts {
+            let job = crate::job::NewJob {
+                kind: crate::jobs::fiscal_folders::KIND.into(),
+                payload: serde_json::json!({ "client_id": client_id, "exercice_id": id }),
+                run_at_ms: None,
+                max_attempts: attempts,
+                idempotency_key: Some(format!("fiscal_folders:{id}")),
+                trace_id: None,
+            };
+            crate::outbox::stage!(tx, &job)?;
+        }
         tx.commit().await?;
         Added::Created(Exercice {
             id: id.clone(),

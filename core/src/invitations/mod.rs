@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::job::NewJob;
 use crate::tree::folders;
 use crate::tree::templates;
 
@@ -301,6 +302,18 @@ pub async fn create(
     new: NewInvitation,
     send_now: bool,
 ) -> Result<Invitation, InvitationError> {
+    create_with_attempts(db, new, send_now, DEFAULT_JOB_ATTEMPTS).await
+}
+
+const DEFAULT_JOB_ATTEMPTS: u32 = 10;
+
+/// [`create`], with the attempts its job gets when sent now.
+pub async fn create_with_attempts(
+    db: &Database,
+    new: NewInvitation,
+    send_now: bool,
+    job_attempts: u32,
+) -> Result<Invitation, InvitationError> {
     let mut problems = Vec::new();
     let email = match parse_email(&new.email) {
         Ok(a) => Some(a.to_string()),
@@ -386,26 +399,34 @@ pub async fn create(
     } else {
         Status::Draft
     };
-    let inserted = on_pool!(db, pool => sqlx::query(
-        "INSERT INTO invitations (id, client_id, email, email_key, first_name, last_name, role, invited_by,
-                                  themes, status, created_at, updated_at, queued_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
-    )
-    .bind(&id)
-    .bind(&new.client_id)
-    .bind(&email)
-    .bind(email.to_lowercase())
-    .bind(new.first_name.trim())
-    .bind(new.last_name.trim())
-    .bind(role.as_str())
-    .bind(&new.invited_by)
-    .bind(serde_json::to_string(&themes).unwrap_or_else(|_| "[]".into()))
-    .bind(status.as_str())
-    .bind(now)
-    .bind(send_now.then_some(now))
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
+    // The job of a queued invitation is staged in the same transaction.
+    let job = send_now.then(|| send_job(&id, 0, job_attempts));
+    let inserted: Result<(), sqlx::Error> = on_pool!(db, pool => async {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO invitations (id, client_id, email, email_key, first_name, last_name, role, invited_by,
+                                      themes, status, created_at, updated_at, queued_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+        )
+        .bind(&id)
+        .bind(&new.client_id)
+        .bind(&email)
+        .bind(email.to_lowercase())
+        .bind(new.first_name.trim())
+        .bind(new.last_name.trim())
+        .bind(role.as_str())
+        .bind(&new.invited_by)
+        .bind(serde_json::to_string(&themes).unwrap_or_else(|_| "[]".into()))
+        .bind(status.as_str())
+        .bind(now)
+        .bind(send_now.then_some(now))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(job) = &job {
+            crate::outbox::stage!(tx, job)?;
+        }
+        tx.commit().await
+    }.await);
     if let Err(e) = inserted {
         if e.as_database_error()
             .is_some_and(|d| d.is_unique_violation())
@@ -445,14 +466,42 @@ async fn live_for(
 pub async fn queue_drafts(
     db: &Database,
     client_id: &str,
+    job_attempts: u32,
 ) -> Result<Vec<Invitation>, InvitationError> {
     let now = now_ms();
     let sql = format!(
         "UPDATE invitations SET status = 'queued', queued_at = $1, updated_at = $1, last_error = NULL
          WHERE client_id = $2 AND status = 'draft' RETURNING {COLUMNS}"
     );
-    let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(client_id).fetch_all(pool).await?);
+    // Queued and staged together: no draft is marked queued without its job.
+    let rows: Vec<Flat> = on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<Flat> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(client_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            let job = send_job(&r.id, r.generation, job_attempts);
+            crate::outbox::stage!(tx, &job)?;
+        }
+        tx.commit().await?;
+        rows
+    });
     rows.into_iter().map(decode).collect()
+}
+
+/// The `invitation` job of one generation, keyed so that queueing it twice
+/// queues it once.
+pub fn send_job(id: &str, generation: i64, max_attempts: u32) -> NewJob {
+    NewJob {
+        kind: crate::jobs::invitation::KIND.into(),
+        payload: serde_json::json!({ "invitation_id": id, "generation": generation }),
+        run_at_ms: None,
+        max_attempts,
+        idempotency_key: Some(format!("invitation:{id}:{generation}")),
+        trace_id: None,
+    }
 }
 
 /// The invitation, unless it is accepted or revoked (then `what` says why not).
@@ -474,21 +523,34 @@ async fn live_or_refuse(
 
 /// A new token for the same person: the old link stops working at once, a
 /// job for the old generation sends nothing, and the new one is queued.
-pub async fn resend(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
+pub async fn resend(
+    db: &Database,
+    id: &str,
+    job_attempts: u32,
+) -> Result<Invitation, InvitationError> {
     let inv = live_or_refuse(db, id, "it cannot be sent again; invite the person anew").await?;
     let now = now_ms();
-    let changed = on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
-                expires_at = NULL, send_state = NULL, message_id = NULL, last_error = NULL,
-                queued_at = $1, updated_at = $1, expired_at = NULL
-         WHERE id = $2 AND generation = $3 AND status IN ('draft', 'queued', 'sent', 'expired')",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(inv.generation)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
+    let job = send_job(id, inv.generation + 1, job_attempts);
+    let changed: Result<u64, sqlx::Error> = on_pool!(db, pool => async {
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
+                    expires_at = NULL, send_state = NULL, message_id = NULL, last_error = NULL,
+                    queued_at = $1, updated_at = $1, expired_at = NULL
+             WHERE id = $2 AND generation = $3 AND status IN ('draft', 'queued', 'sent', 'expired')",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(inv.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            crate::outbox::stage!(tx, &job)?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }.await);
     match changed {
         Ok(1) => must_get(db, id).await,
         Ok(_) => Err(InvitationError::WrongStatus {

@@ -41,17 +41,9 @@ pub struct SendInvitation {
     pub generation: i64,
 }
 
-/// The job for an invitation's current generation; its idempotency key makes
-/// queueing it twice queue it once.
+/// The job for an invitation's current generation.
 pub fn job_for(inv: &invitations::Invitation, max_attempts: u32) -> NewJob {
-    NewJob {
-        kind: KIND.into(),
-        payload: serde_json::json!({ "invitation_id": inv.id, "generation": inv.generation }),
-        run_at_ms: None,
-        max_attempts,
-        idempotency_key: Some(format!("invitation:{}:{}", inv.id, inv.generation)),
-        trace_id: None,
-    }
+    invitations::send_job(&inv.id, inv.generation, max_attempts)
 }
 
 fn db_error(e: InvitationError) -> JobError {

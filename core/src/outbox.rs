@@ -1,0 +1,129 @@
+//! The transactional outbox: a job is written in the same transaction as
+//! the data it is about ([`stage!`]), then [`relay`] pushes it to the
+//! queue (Redis, or the SQL `jobs` table) and deletes the row.
+//!
+//! A rolled-back transaction leaves no job; a crash between commit and push
+//! leaves the row for the next relay (every worker runs one); a crash
+//! between push and delete makes the next relay push again, which the row's
+//! idempotency key turns into a no-op.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Database, on_pool, placeholders};
+use crate::job::NewJob;
+use crate::queue::{QueueBackend, QueueError};
+
+/// Rows relayed per round.
+const BATCH: i64 = 500;
+
+/// Writes `job` into the outbox inside the transaction `$tx` (a
+/// `sqlx::Transaction` of either engine). Its idempotency key is the job's
+/// own, or one made from the row's id.
+macro_rules! stage {
+    ($tx:expr, $job:expr) => {{
+        let job: &$crate::job::NewJob = $job;
+        let id = uuid::Uuid::now_v7().to_string();
+        let key = job
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| format!("outbox:{id}"));
+        sqlx::query(
+            "INSERT INTO outbox (id, kind, payload, run_at, max_attempts, idempotency_key, trace_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(&job.kind)
+        .bind(job.payload.to_string())
+        .bind(job.run_at_ms)
+        .bind(i64::from(job.max_attempts))
+        .bind(key)
+        .bind(&job.trace_id)
+        .bind($crate::clock::now_ms())
+        .execute(&mut *$tx)
+        .await
+    }};
+}
+pub(crate) use stage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    i64,
+    String,
+    Option<String>,
+);
+
+/// Pushes what the outbox holds to the queue; returns how many jobs.
+pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, OutboxError> {
+    let mut total = 0;
+    loop {
+        let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(
+            "SELECT id, kind, payload, run_at, max_attempts, idempotency_key, trace_id
+             FROM outbox ORDER BY id LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?);
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let jobs = rows
+            .into_iter()
+            .map(|(_, kind, payload, run_at, attempts, key, trace)| NewJob {
+                kind,
+                payload: serde_json::from_str(&payload).unwrap_or_default(),
+                run_at_ms: run_at,
+                max_attempts: u32::try_from(attempts).unwrap_or(1).max(1),
+                idempotency_key: Some(key),
+                trace_id: trace,
+            })
+            .collect();
+        queue.push_bulk(jobs).await?;
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        on_pool!(db, pool => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.execute(pool).await?;
+        });
+        total += ids.len();
+    }
+}
+
+/// Relays every `interval` until `stop`; errors are logged and retried.
+pub async fn run_relay(
+    db: Database,
+    queue: Arc<dyn QueueBackend>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match relay(&db, queue.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(jobs = n, "outbox relayed"),
+            Err(e) => tracing::warn!(error = %e, "outbox relay failed; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
