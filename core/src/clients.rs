@@ -46,7 +46,7 @@ pub enum EnrichmentStatus {
 }
 
 impl EnrichmentStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EnrichmentStatus::Pending => "pending",
             EnrichmentStatus::Enriched => "enriched",
@@ -119,6 +119,11 @@ type Row = (
     Option<i64>,
 );
 
+/// Binds: id, firm, SIRET, entered (JSON; also the values in force until
+/// enrichment), enrichment status, created/updated time.
+pub(crate) const INSERT: &str = "INSERT INTO clients (id, firm_id, siret, entered, company, enrichment_status, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $4, $5, $6, $6)";
+
 const SELECT: &str = "SELECT id, firm_id, siret, entered, registry, company, differences, directors, \
      enrichment_status, enrichment_message, warning, created_at, updated_at, enriched_at FROM clients";
 
@@ -171,6 +176,13 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// A firm's clients, newest first (at most `limit`).
+pub async fn list(db: &Database, firm_id: &str, limit: i64) -> Result<Vec<Client>, ClientError> {
+    let sql = format!("{SELECT} WHERE firm_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+    let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(firm_id).bind(limit).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
+}
+
 pub async fn get(db: &Database, id: &str) -> Result<Option<Client>, ClientError> {
     let sql = format!("{SELECT} WHERE id = $1");
     let row: Option<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
@@ -212,14 +224,10 @@ pub async fn create(db: &Database, new: NewClient) -> Result<Client, ClientError
         EnrichmentStatus::Skipped
     };
     let entered = json(&new.entered);
-    let result = on_pool!(db, pool => sqlx::query(
-        "INSERT INTO clients (id, firm_id, siret, entered, company, enrichment_status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-    )
+    let result = on_pool!(db, pool => sqlx::query(INSERT)
     .bind(&id)
     .bind(&new.firm_id)
     .bind(siret.as_ref().map(|s| s.as_str().to_string()))
-    .bind(&entered)
     .bind(&entered)
     .bind(status.as_str())
     .bind(now)

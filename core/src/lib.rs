@@ -18,6 +18,7 @@ pub mod job;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
+pub mod onboarding;
 pub mod outbox;
 pub mod queue;
 pub mod retry;

@@ -4,6 +4,7 @@
 mod apps;
 mod folders;
 mod invitations;
+mod onboard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClientCommand {
+    /// Create a client: everything checked first, then the client, its
+    /// exercice, tree, invitation and apps in one transaction, with their
+    /// jobs.
+    Create(Box<onboard::CreateArgs>),
+    /// A firm's clients, newest first.
+    List {
+        #[command(flatten)]
+        firm: folders::FirmArg,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// One client with its enrichment.
     Show {
         id: String,
@@ -326,6 +340,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => jobs(cmd, &settings, &catalogue).await,
         Command::Client(ClientCommand::Show { id, json }) => {
             client_show(&settings, &id, json).await
+        }
+        Command::Client(ClientCommand::Create(args)) => onboard::create(*args, &settings).await,
+        Command::Client(ClientCommand::List { firm, limit, json }) => {
+            onboard::list(&settings, &firm.firm, limit, json).await
         }
         Command::Client(ClientCommand::Tree { id, json }) => {
             folders::client_tree(&settings, &id, json).await

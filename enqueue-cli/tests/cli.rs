@@ -884,3 +884,80 @@ async fn partner_apps_from_the_command_line_never_show_secrets() {
     ]);
     assert!(err.contains("is not enabled"), "{err}");
 }
+
+#[test]
+fn client_create_checks_everything_then_queues_its_jobs() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let err = env.refused(&[
+        "client",
+        "create",
+        "--firm",
+        "cabinet-9",
+        "--siret",
+        "12345",
+        "--director-email",
+        "x@@y",
+        "--app",
+        "nope",
+    ]);
+    for want in [
+        "client refused:",
+        "siret:",
+        "exercice: the start date of the current exercice is required",
+        "director: email \"x@@y\" is not a valid address",
+        "director: the first name is empty",
+        "apps: firm cabinet-9 has no app nope",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(
+        env.ok(&["client", "list", "--firm", "cabinet-9"])
+            .lines()
+            .count()
+            == 1,
+        "nothing written"
+    );
+    let out = env.ok(&[
+        "client",
+        "create",
+        "--firm",
+        "cabinet-9",
+        "--name",
+        "Boulangerie Martin",
+        "--field",
+        "address.city=Lyon",
+        "--exercice-start",
+        "2026-07-01",
+        "--director-email",
+        "camille@boulangerie-martin.fr",
+        "--director-first-name",
+        "Camille",
+        "--director-last-name",
+        "Martin",
+    ]);
+    assert!(
+        out.contains("created; jobs queued: tree_setup, invitation"),
+        "{out}"
+    );
+    let list = env.ok(&["client", "list", "--firm", "cabinet-9"]);
+    assert!(
+        list.contains("Boulangerie Martin") && list.contains("skipped"),
+        "{list}"
+    );
+    let jobs = env.json(&["jobs", "list", "--json"]);
+    let kinds: Vec<&str> = jobs
+        .as_array()
+        .map(|a| a.iter().filter_map(|j| j["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"tree_setup") && kinds.contains(&"invitation"),
+        "{kinds:?}"
+    );
+    let id = out.split_whitespace().nth(1).expect("id");
+    let ex = env.ok(&["exercice", "list", "--client", id]);
+    assert!(
+        ex.contains("2026-07-01 2027-06-30") && ex.contains("2026-2027"),
+        "{ex}"
+    );
+}

@@ -446,6 +446,15 @@ pub async fn client_apps(db: &Database, client: &str) -> Result<Vec<ClientApp>, 
     rows.into_iter().map(decode).collect()
 }
 
+/// Binds: client, app, kind, pinned on the director's portal, settings
+/// (JSON, secrets sealed), time.
+pub(crate) const ENABLE: &str = "INSERT INTO client_apps (client_id, app_id, kind, on_director_portal, settings, status, generation, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
+     ON CONFLICT (client_id, app_id) DO UPDATE
+       SET kind = excluded.kind, on_director_portal = excluded.on_director_portal,
+           settings = excluded.settings, status = 'pending', last_error = NULL,
+           generation = client_apps.generation + 1, updated_at = excluded.updated_at";
+
 /// Enables (or re-enables, with new settings) an app for a client: status
 /// `pending` under a new generation; the caller queues `app_setup`.
 pub async fn enable(
@@ -463,14 +472,7 @@ pub async fn enable(
     }
     let now = now_ms();
     let settings = serde_json::to_string(settings).map_err(|e| AppError::Corrupt(e.to_string()))?;
-    let result = on_pool!(db, pool => sqlx::query(
-        "INSERT INTO client_apps (client_id, app_id, kind, on_director_portal, settings, status, generation, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
-         ON CONFLICT (client_id, app_id) DO UPDATE
-           SET kind = excluded.kind, on_director_portal = excluded.on_director_portal,
-               settings = excluded.settings, status = 'pending', last_error = NULL,
-               generation = client_apps.generation + 1, updated_at = excluded.updated_at",
-    )
+    let result = on_pool!(db, pool => sqlx::query(ENABLE)
     .bind(client_id)
     .bind(&app.id)
     .bind(app.kind.as_str())

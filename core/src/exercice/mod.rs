@@ -25,7 +25,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Manual => "manual",
             Origin::Rollover => "rollover",
@@ -78,6 +78,11 @@ type Row = (
     i64,
     Option<i64>,
 );
+
+/// Binds: id, client, start, end (YYYY-MM-DD), label, origin, created time.
+pub(crate) const INSERT: &str =
+    "INSERT INTO exercices (id, client_id, start_date, end_date, label, origin, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const SELECT: &str = "SELECT id, client_id, start_date, end_date, label, origin, created_at, folders_done_at FROM exercices";
 
@@ -241,10 +246,7 @@ async fn add_inner(
         } else {
             base
         };
-        sqlx::query(
-            "INSERT INTO exercices (id, client_id, start_date, end_date, label, origin, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+        sqlx::query(INSERT)
         .bind(&id)
         .bind(client_id)
         .bind(start.to_string())

@@ -166,6 +166,12 @@ impl InvitationError {
     }
 }
 
+/// Binds: id, client, email, email key (lowercased), first name, last name,
+/// role, invited by, themes (JSON), status, created time, queued time.
+pub(crate) const INSERT: &str = "INSERT INTO invitations (id, client_id, email, email_key, first_name, last_name, role, invited_by,
+                              themes, status, created_at, updated_at, queued_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)";
+
 const COLUMNS: &str = "id, client_id, email, first_name, last_name, role, invited_by, themes, \
      status, generation, expires_at, send_state, message_id, last_error, \
      created_at, updated_at, sent_at, accepted_at, reminder_generation";
@@ -403,11 +409,7 @@ pub async fn create_with_attempts(
     let job = send_now.then(|| send_job(&id, 0, job_attempts));
     let inserted: Result<(), sqlx::Error> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO invitations (id, client_id, email, email_key, first_name, last_name, role, invited_by,
-                                      themes, status, created_at, updated_at, queued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
-        )
+        sqlx::query(INSERT)
         .bind(&id)
         .bind(&new.client_id)
         .bind(&email)

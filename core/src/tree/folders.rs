@@ -324,7 +324,7 @@ pub struct ClientTree {
 }
 
 /// A template's definition as stored, and its key: the SHA-256 of it.
-fn snapshot(template: &TreeTemplate) -> Result<(String, String), FolderError> {
+pub(crate) fn snapshot(template: &TreeTemplate) -> Result<(String, String), FolderError> {
     let definition = serde_json::to_string(template).map_err(|e| FolderError::Corrupt {
         client: String::new(),
         why: e.to_string(),

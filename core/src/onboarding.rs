@@ -1,0 +1,372 @@
+//! Creating a client the way a firm does: the client, its first exercice,
+//! its tree, its director's invitation (sent, or a draft) and its partner
+//! apps — everything validated first, every problem reported at once, then
+//! written in **one transaction** together with the onboarding jobs (staged
+//! in the outbox, so they cannot be lost between commit and queue, and a
+//! rolled-back creation queues nothing).
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::apps;
+use crate::clients::{EnrichmentStatus, Fields};
+use crate::clock::now_ms;
+use crate::config::QueueSettings;
+use crate::db::{Database, on_pool};
+use crate::exercice::{Origin, rules};
+use crate::invitations::{self, Role};
+use crate::job::NewJob;
+use crate::jobs::{app_setup, siret_enrichment, tree_setup};
+use crate::secrets::KeyRing;
+use crate::siret::Siret;
+use crate::tree::{folders, templates};
+
+/// The director to invite.
+#[derive(Debug, Clone, Default)]
+pub struct Director {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// An app to give the client, with its settings as typed.
+#[derive(Debug, Clone, Default)]
+pub struct AppChoice {
+    pub app_id: String,
+    pub settings: Vec<(String, String)>,
+    pub on_director_portal: bool,
+}
+
+/// The creation form.
+#[derive(Debug, Clone, Default)]
+pub struct ClientForm {
+    pub firm_id: String,
+    pub siret: Option<String>,
+    /// Typed company fields (`legal_name`, `address.city`…).
+    pub company: Fields,
+    pub exercice_start: Option<NaiveDate>,
+    pub exercice_end: Option<NaiveDate>,
+    /// A template of the firm; absent: its default.
+    pub tree: Option<String>,
+    pub director: Option<Director>,
+    /// The director's themes; absent: every theme the tree shares.
+    pub themes: Option<Vec<String>>,
+    /// Send the invitation at once (else a draft, sent later).
+    pub invite: bool,
+    pub apps: Vec<AppChoice>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Created {
+    pub client_id: String,
+    pub exercice_id: Option<String>,
+    pub invitation_id: Option<String>,
+    /// Kinds of the jobs staged, in order.
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardingError {
+    #[error("client refused:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn job(kind: &str, payload: serde_json::Value, key: String, queue: &QueueSettings) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        payload,
+        run_at_ms: None,
+        max_attempts: queue.kind(kind).max_attempts,
+        idempotency_key: Some(key),
+        trace_id: None,
+    }
+}
+
+/// Validates the form, then writes the client and everything with it in
+/// one transaction, staging its jobs: tree set-up (with the exercice's
+/// folders), enrichment (with a SIRET), each app's set-up, the invitation.
+pub async fn create_client(
+    db: &Database,
+    queue: &QueueSettings,
+    keys: &KeyRing,
+    form: ClientForm,
+) -> Result<Created, OnboardingError> {
+    let mut problems = Vec::new();
+    let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
+
+    // Company: a valid SIRET not used in the firm, or at least a name.
+    let siret = match form.siret.as_deref().map(Siret::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("siret: {e}"));
+            None
+        }
+    };
+    if let Some(s) = &siret {
+        let taken: Option<(String,)> = on_pool!(db, pool => sqlx::query_as(
+            "SELECT id FROM clients WHERE firm_id = $1 AND siret = $2",
+        )
+        .bind(&form.firm_id)
+        .bind(s.as_str())
+        .fetch_optional(pool)
+        .await?);
+        if let Some((id,)) = taken {
+            problems.push(format!(
+                "siret: {} is already used by client {id}",
+                s.as_str()
+            ));
+        }
+    }
+    if form.siret.is_none()
+        && form
+            .company
+            .get("legal_name")
+            .is_none_or(|n| n.trim().is_empty())
+    {
+        problems.push(
+            "company: give a SIRET, or the company's legal_name for a client entered by hand"
+                .into(),
+        );
+    }
+
+    // The first exercice.
+    let span = match form.exercice_start {
+        None => {
+            problems.push("exercice: the start date of the current exercice is required".into());
+            None
+        }
+        Some(start) => {
+            let end = form.exercice_end.or_else(|| rules::default_end(start));
+            match end {
+                None => {
+                    problems.push(format!("exercice: {start} is out of range"));
+                    None
+                }
+                Some(end) => {
+                    let span = rules::Span { start, end };
+                    match rules::check_new(span, &[], false) {
+                        Ok(()) => Some(span),
+                        Err(e) => {
+                            problems.push(format!("exercice: {e}"));
+                            None
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    // The tree.
+    let template = match &form.tree {
+        Some(name) => templates::get(db, &form.firm_id, name)
+            .await
+            .map_err(|e| other(&e))?,
+        None => Some(
+            templates::default_for(db, &form.firm_id)
+                .await
+                .map_err(|e| other(&e))?,
+        ),
+    };
+    let Some(template) = template.map(|t| t.template) else {
+        problems.push(format!(
+            "tree: firm {} has no tree template {:?} (see `dossier tree list`)",
+            form.firm_id,
+            form.tree.as_deref().unwrap_or_default()
+        ));
+        return Err(OnboardingError::Invalid(problems));
+    };
+
+    // The director and their themes.
+    let shared: Vec<String> = template
+        .shared_themes()
+        .into_iter()
+        .map(|t| t.id.clone())
+        .collect();
+    let themes = form.themes.clone().unwrap_or_else(|| shared.clone());
+    let mut director_email = None;
+    if let Some(d) = &form.director {
+        match invitations::parse_email(&d.email) {
+            Ok(a) => director_email = Some(a.to_string()),
+            Err(p) => problems.push(format!("director: {p}")),
+        }
+        for (what, v) in [("first name", &d.first_name), ("last name", &d.last_name)] {
+            if v.trim().is_empty() {
+                problems.push(format!("director: the {what} is empty"));
+            }
+        }
+        for t in &themes {
+            if !shared.contains(t) {
+                problems.push(format!(
+                    "themes: unknown theme {t:?}; the tree shares: {}",
+                    shared.join(", ")
+                ));
+            }
+        }
+    } else if form.invite {
+        problems.push(
+            "director: an invitation needs the director's email and name (or pass --no-invite)"
+                .into(),
+        );
+    }
+
+    // The apps and their settings, against the chosen tree's directories.
+    let client_id = uuid::Uuid::now_v7().to_string();
+    let directories: Vec<String> = template.folders().into_iter().map(|f| f.path).collect();
+    let mut activations = Vec::new();
+    for choice in &form.apps {
+        match apps::app(db, &form.firm_id, &choice.app_id).await {
+            Err(e) => problems.push(format!("apps: {e}")),
+            Ok(app) => {
+                if choice.on_director_portal && app.kind != apps::AppKind::Redirection {
+                    problems.push(format!(
+                        "apps: {} is not a redirection app: it cannot be pinned",
+                        app.id
+                    ));
+                }
+                match apps::validate_settings(
+                    &app,
+                    &client_id,
+                    &choice.settings,
+                    &directories,
+                    keys,
+                ) {
+                    Ok(sealed) => activations.push((app, sealed, choice.on_director_portal)),
+                    Err(e) => problems.push(format!("apps: {e}")),
+                }
+            }
+        }
+    }
+    let (Some(span), true) = (span, problems.is_empty()) else {
+        return Err(OnboardingError::Invalid(problems));
+    };
+
+    // Everything in one transaction, the jobs staged with it.
+    let now = now_ms();
+    let entered = serde_json::to_string(&form.company).map_err(|e| other(&e))?;
+    let status = if siret.is_some() {
+        EnrichmentStatus::Pending
+    } else {
+        EnrichmentStatus::Skipped
+    };
+    let exercice_id = uuid::Uuid::now_v7().to_string();
+    let (snapshot_id, definition) = folders::snapshot(&template).map_err(|e| other(&e))?;
+    let invitation_id = director_email
+        .as_ref()
+        .map(|_| uuid::Uuid::now_v7().to_string());
+    let mut jobs = vec![job(
+        tree_setup::KIND,
+        serde_json::json!({ "client_id": client_id }),
+        format!("tree_setup:{client_id}"),
+        queue,
+    )];
+    if siret.is_some() {
+        jobs.push(job(
+            siret_enrichment::KIND,
+            serde_json::json!({ "client_id": client_id }),
+            format!("siret_enrichment:{client_id}"),
+            queue,
+        ));
+    }
+    for (app, _, _) in &activations {
+        jobs.push(job(
+            app_setup::KIND,
+            serde_json::json!({ "client_id": client_id, "app_id": app.id, "generation": 0 }),
+            format!("{}:{client_id}:{}:0", app_setup::KIND, app.id),
+            queue,
+        ));
+    }
+    if let (Some(id), true) = (&invitation_id, form.invite) {
+        jobs.push(invitations::send_job(
+            id,
+            0,
+            queue.kind(crate::jobs::invitation::KIND).max_attempts,
+        ));
+    }
+    let director = form.director.clone().unwrap_or_default();
+    let written: Result<(), OnboardingError> = on_pool!(db, pool => async {
+        let mut tx = pool.begin().await?;
+        sqlx::query(crate::clients::INSERT)
+            .bind(&client_id)
+            .bind(&form.firm_id)
+            .bind(siret.as_ref().map(|s| s.as_str().to_string()))
+            .bind(&entered)
+            .bind(status.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(crate::exercice::INSERT)
+            .bind(&exercice_id)
+            .bind(&client_id)
+            .bind(span.start.to_string())
+            .bind(span.end.to_string())
+            .bind(rules::base_label(span))
+            .bind(Origin::Manual.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO tree_snapshots (id, template_name, definition, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&snapshot_id)
+        .bind(&template.name)
+        .bind(&definition)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO client_trees (client_id, template_name, snapshot_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&client_id)
+        .bind(&template.name)
+        .bind(&snapshot_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let (Some(id), Some(email)) = (&invitation_id, &director_email) {
+            let queued = if form.invite { "queued" } else { "draft" };
+            sqlx::query(invitations::INSERT)
+                .bind(id)
+                .bind(&client_id)
+                .bind(email)
+                .bind(email.to_lowercase())
+                .bind(director.first_name.trim())
+                .bind(director.last_name.trim())
+                .bind(Role::Director.as_str())
+                .bind(None::<String>)
+                .bind(serde_json::to_string(&themes).unwrap_or_else(|_| "[]".into()))
+                .bind(queued)
+                .bind(now)
+                .bind(form.invite.then_some(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (app, sealed, pin) in &activations {
+            sqlx::query(apps::ENABLE)
+                .bind(&client_id)
+                .bind(&app.id)
+                .bind(app.kind.as_str())
+                .bind(*pin)
+                .bind(serde_json::to_string(sealed).unwrap_or_else(|_| "{}".into()))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for j in &jobs {
+            crate::outbox::stage!(tx, j)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }.await);
+    written?;
+    Ok(Created {
+        client_id,
+        exercice_id: Some(exercice_id),
+        invitation_id,
+        jobs: jobs.into_iter().map(|j| j.kind).collect(),
+    })
+}

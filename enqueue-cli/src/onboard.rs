@@ -1,0 +1,162 @@
+//! `dossier client create` and `dossier client list`.
+
+use chrono::NaiveDate;
+use clap::Args;
+use dossier_core::clients;
+use dossier_core::config::Settings;
+use dossier_core::db::Database;
+use dossier_core::onboarding::{self, AppChoice, ClientForm, Director, OnboardingError};
+use dossier_core::secrets::KeyRing;
+
+use crate::folders::FirmArg;
+use crate::user;
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    firm: FirmArg,
+    /// 14 digits, spaces allowed; omit for a client entered by hand.
+    #[arg(long)]
+    siret: Option<String>,
+    /// The company's legal name (required without a SIRET).
+    #[arg(long)]
+    name: Option<String>,
+    /// Other typed company fields, e.g. address.city=Paris (repeatable).
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    fields: Vec<String>,
+    /// First day of the current exercice, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    exercice_start: Option<NaiveDate>,
+    /// Last day (default: start + 12 months − 1 day).
+    #[arg(long, value_parser = parse_date)]
+    exercice_end: Option<NaiveDate>,
+    /// A tree template of the firm (default: its default tree).
+    #[arg(long)]
+    tree: Option<String>,
+    #[arg(long)]
+    director_email: Option<String>,
+    #[arg(long)]
+    director_first_name: Option<String>,
+    #[arg(long)]
+    director_last_name: Option<String>,
+    /// The director's themes, comma-separated (default: all shared ones).
+    #[arg(long, value_delimiter = ',')]
+    themes: Option<Vec<String>>,
+    /// Keep the invitation as a draft (`dossier invitation send` later).
+    #[arg(long)]
+    no_invite: bool,
+    /// A partner app to enable (repeatable).
+    #[arg(long = "app", value_name = "APP")]
+    apps: Vec<String>,
+    /// A setting of one of those apps: APP:NAME=VALUE (repeatable).
+    #[arg(long = "app-setting", value_name = "APP:NAME=VALUE")]
+    app_settings: Vec<String>,
+    /// Pin a redirection app on the director's portal (repeatable).
+    #[arg(long = "pin", value_name = "APP")]
+    pins: Vec<String>,
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("{s:?} is not a date ({e}): write it YYYY-MM-DD"))
+}
+
+fn pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| user(format!("{what} {s:?}: write it NAME=VALUE")))
+}
+
+pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
+    let mut company = clients::Fields::new();
+    if let Some(n) = &a.name {
+        company.insert("legal_name".into(), n.clone());
+    }
+    for f in &a.fields {
+        let (k, v) = pair(f, "--field")?;
+        company.insert(k, v);
+    }
+    let mut apps: Vec<AppChoice> = a
+        .apps
+        .iter()
+        .map(|id| AppChoice {
+            app_id: id.clone(),
+            settings: Vec::new(),
+            on_director_portal: a.pins.contains(id),
+        })
+        .collect();
+    for s in &a.app_settings {
+        let (app, rest) = s
+            .split_once(':')
+            .ok_or_else(|| user(format!("--app-setting {s:?}: write it APP:NAME=VALUE")))?;
+        let choice = apps
+            .iter_mut()
+            .find(|c| c.app_id == app)
+            .ok_or_else(|| user(format!("--app-setting for {app}, which no --app names")))?;
+        choice.settings.push(pair(rest, "--app-setting")?);
+    }
+    let director = match (
+        &a.director_email,
+        &a.director_first_name,
+        &a.director_last_name,
+    ) {
+        (None, None, None) => None,
+        (e, f, l) => Some(Director {
+            email: e.clone().unwrap_or_default(),
+            first_name: f.clone().unwrap_or_default(),
+            last_name: l.clone().unwrap_or_default(),
+        }),
+    };
+    let form = ClientForm {
+        firm_id: a.firm.firm.clone(),
+        siret: a.siret.clone(),
+        company,
+        exercice_start: a.exercice_start,
+        exercice_end: a.exercice_end,
+        tree: a.tree.clone(),
+        director,
+        themes: a.themes.clone(),
+        invite: !a.no_invite,
+        apps,
+    };
+    let keys = KeyRing::new(&settings.apps.encryption_keys).map_err(|e| user(e.to_string()))?;
+    let db = Database::connect(&settings.database.url, 2).await?;
+    let created = onboarding::create_client(&db, &settings.queue, &keys, form)
+        .await
+        .map_err(|e| match e {
+            OnboardingError::Invalid(_) => user(e.to_string()),
+            other => other.into(),
+        })?;
+    crate::relay_outbox(settings, &db).await;
+    println!(
+        "client {} created; jobs queued: {}",
+        created.client_id,
+        created.jobs.join(", ")
+    );
+    Ok(())
+}
+
+pub async fn list(settings: &Settings, firm: &str, limit: i64, json: bool) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database.url, 2).await?;
+    let list = clients::list(&db, firm, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(());
+    }
+    println!("{:<36} {:<16} {:<10} name", "client", "siret", "enrichment");
+    for c in list {
+        println!(
+            "{:<36} {:<16} {:<10} {}",
+            c.id,
+            c.siret.as_deref().unwrap_or("-"),
+            serde_json::to_value(c.enrichment_status)?
+                .as_str()
+                .unwrap_or("?"),
+            c.company
+                .get("legal_name")
+                .map(String::as_str)
+                .unwrap_or("")
+        );
+    }
+    Ok(())
+}
