@@ -666,3 +666,41 @@ async fn required_starttls_that_is_not_offered_is_a_permanent_error() {
     assert!(s.smtp.messages().is_empty());
     s.cleanup().await;
 }
+
+/// A new client's invitation waits for its enrichment (without spending
+/// attempts), then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invitation_waits_for_enrichment() {
+    let s = Setup::new(BackendKind::Sqlite, false).await;
+    let client = clients::create(
+        &s.db,
+        NewClient {
+            firm_id: "cabinet-durand".into(),
+            siret: Some("73282932000074".into()),
+            entered: Fields::from([("legal_name".to_string(), "Société Typée".to_string())]),
+        },
+    )
+    .await
+    .expect("client")
+    .id;
+    let inv = s.invite(&client, "dirigeant@societe-typee.fr").await;
+    let id = s.push(&inv).await;
+    let w = s.q.start_worker(s.registry());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(s.smtp.messages().is_empty(), "sent before enrichment");
+    let waiting = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(waiting.status, Status::Queued);
+    clients::record_not_found(&s.db, &client, "unknown to the registries")
+        .await
+        .expect("enrichment ended");
+    let done = s.done(&id).await;
+    w.stop().await;
+    assert_eq!(done.attempts, 1, "waiting spent no attempt");
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(decoded(&messages[0]).contains("l'espace de Société Typée"));
+    s.cleanup().await;
+}

@@ -144,6 +144,9 @@ pub struct InvitationSettings {
     pub expiry_days: u32,
     /// One reminder (with a fresh link) this long after the first email.
     pub reminder_after_days: u32,
+    /// A new client's invitation waits this long for enrichment, so that
+    /// the email carries the registry's name; then it goes with the typed one.
+    pub wait_for_enrichment_secs: u64,
 }
 
 impl Default for MailSettings {
@@ -178,6 +181,7 @@ impl Default for InvitationSettings {
         InvitationSettings {
             expiry_days: 7,
             reminder_after_days: 3,
+            wait_for_enrichment_secs: 120,
         }
     }
 }

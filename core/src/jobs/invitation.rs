@@ -67,6 +67,20 @@ pub async fn handle(
         .ok_or_else(|| {
             JobError::permanent(format!("invitation {} does not exist", job.invitation_id))
         })?;
+    // Wait (without spending attempts) for enrichment, for the registry's
+    // name — but not for ever: then the typed name will do.
+    if let Some(client) = crate::clients::get(db, &inv.client_id)
+        .await
+        .map_err(|e| JobError::transient(e.to_string()))?
+        && client.enrichment_status == crate::clients::EnrichmentStatus::Pending
+        && now_ms() - inv.created_at_ms
+            < i64::try_from(mail.invitations.wait_for_enrichment_secs * 1000).unwrap_or(i64::MAX)
+    {
+        return Err(JobError::snooze(
+            "waiting for the client's enrichment, to name the company as the registry does",
+            std::time::Duration::from_secs(2),
+        ));
+    }
     let token = digest::random_token();
     let expires_ms = now_ms() + i64::from(mail.invitations.expiry_days) * 86_400_000;
     let domain = mail.from.domain().to_string();
