@@ -370,3 +370,101 @@ pub async fn create_client(
         jobs: jobs.into_iter().map(|j| j.kind).collect(),
     })
 }
+
+/// Where one onboarding step of a client stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: String,
+    /// `queued`, `done`, `failed`, `waiting`, `draft`, `skipped`…
+    pub state: String,
+    /// The reason of a failure, or what the step waits for.
+    pub note: Option<String>,
+}
+
+fn step(step: impl Into<String>, state: &str, note: Option<String>) -> Step {
+    Step {
+        step: step.into(),
+        state: state.to_string(),
+        note,
+    }
+}
+
+/// Each onboarding step of a client, read from the records the jobs keep.
+pub async fn steps(db: &Database, client_id: &str) -> Result<Vec<Step>, OnboardingError> {
+    let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
+    let client = crate::clients::get(db, client_id)
+        .await
+        .map_err(|e| other(&e))?
+        .ok_or_else(|| OnboardingError::Other(format!("no client with id {client_id}")))?;
+    let mut out = Vec::new();
+    let pending = client.enrichment_status == EnrichmentStatus::Pending;
+    out.push(match client.enrichment_status {
+        EnrichmentStatus::Pending => step("enrichment", "queued", None),
+        EnrichmentStatus::Enriched => step("enrichment", "done", client.warning.clone()),
+        EnrichmentStatus::NotFound => {
+            step("enrichment", "failed", client.enrichment_message.clone())
+        }
+        EnrichmentStatus::Skipped => step(
+            "enrichment",
+            "skipped",
+            Some("no SIRET: entered by hand".into()),
+        ),
+    });
+    let folders = folders::list(db, client_id).await.map_err(|e| other(&e))?;
+    for e in crate::exercice::list(db, client_id)
+        .await
+        .map_err(|e| other(&e))?
+    {
+        let state = if e.folders_done_at_ms.is_some() {
+            "done"
+        } else {
+            "queued"
+        };
+        out.push(step(
+            format!("folders of exercice {}", e.label),
+            state,
+            None,
+        ));
+    }
+    if folders.is_empty() {
+        out.push(step("tree", "queued", None));
+    } else {
+        out.push(step(
+            "tree",
+            "done",
+            Some(format!("{} folders", folders.len())),
+        ));
+    }
+    for i in invitations::list(db, client_id)
+        .await
+        .map_err(|e| other(&e))?
+    {
+        let name = format!("invitation ({})", i.role.as_str());
+        out.push(match i.status {
+            invitations::Status::Queued if pending => step(
+                name,
+                "waiting",
+                Some("for the enrichment, to name the company as the registry does".into()),
+            ),
+            invitations::Status::Queued => step(name, "queued", i.last_error.clone()),
+            invitations::Status::Draft => step(name, "draft", i.last_error.clone()),
+            s => step(name, s.as_str(), i.last_error.clone()),
+        });
+    }
+    for a in apps::client_apps(db, client_id)
+        .await
+        .map_err(|e| other(&e))?
+    {
+        let state = match a.status.as_str() {
+            "active" => "done",
+            "pending" => "queued",
+            s => s,
+        };
+        out.push(step(
+            format!("app {}", a.app_id),
+            state,
+            a.last_error.clone(),
+        ));
+    }
+    Ok(out)
+}

@@ -392,8 +392,11 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
     let client = dossier_core::clients::get(&db, id)
         .await?
         .ok_or_else(|| user(format!("no client with id {id}")))?;
+    let steps = dossier_core::onboarding::steps(&db, id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&client)?);
+        let mut v = serde_json::to_value(&client)?;
+        v["onboarding"] = serde_json::to_value(&steps)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("client        {}", client.id);
@@ -440,6 +443,15 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
             println!("not disclosed {}", r.undisclosed.join(", "));
         }
         println!("source        {}", r.provider);
+    }
+    println!("onboarding:");
+    for s in &steps {
+        println!(
+            "  {:<34} {:<8} {}",
+            s.step,
+            s.state,
+            s.note.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }
