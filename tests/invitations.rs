@@ -504,13 +504,11 @@ async fn accept_hook_uses_each_token_once_and_refuses_alike() {
     .await;
 
     let bearer = "hook-token-0123456789abcdef";
-    let http = dossier_core::config::HttpSettings {
-        listen: String::new(),
-        tokens: vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")],
-        max_body_bytes: 4096,
-    };
-    let router =
-        dossier_core::http::router(dossier_core::http::ApiState::new(s.db.clone(), &http), 4096);
+    let mut settings = s.q.settings.clone();
+    settings.http.tokens = vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")];
+    let state = dossier_core::http::ApiState::new(s.db.clone(), s.q.backend.clone(), &settings)
+        .expect("state");
+    let router = dossier_core::http::router(state, 4096);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -187,3 +187,193 @@ async fn an_invalid_form_lists_every_problem_and_writes_nothing() {
     assert_eq!(inv[0].status, Status::Draft);
     q.cleanup_with(db).await;
 }
+
+/// The hooks: bearer tokens, POST /v1/clients with Idempotency-Key (one
+/// client however often it is retried), refusals with JSON pointers,
+/// GET /v1/clients/{id}, POST /v1/jobs/{kind}, health, and the OpenAPI
+/// document matching the routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_hooks() {
+    let mut q = TestQueue::new(BackendKind::Sqlite).await;
+    let db = q.business_db().await;
+    let bearer = "hook-token-abcdefghijklmnop";
+    let mut settings = q.settings.clone();
+    settings.http.tokens = vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")];
+    let state =
+        dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &settings).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(dossier_core::http::serve(
+        listener,
+        dossier_core::http::router(state, 64 * 1024),
+        stop.clone(),
+    ));
+    let web = reqwest::Client::new();
+
+    let health = web
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready: serde_json::Value = web
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["migrations_missing"], 0, "{ready}");
+    assert_eq!(ready["queue"], "ok");
+    let no_auth = web
+        .post(format!("{base}/v1/clients"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(no_auth.status(), 401);
+
+    let form = serde_json::json!({
+        "firm_id": "cabinet-1",
+        "company": { "legal_name": "Transports Rivière" },
+        "exercice": { "start": "2026-01-01" },
+        "director": { "email": "direction@transports-riviere.fr", "first_name": "Luc", "last_name": "Rivière" },
+    });
+    let post = |key: &str, body: &serde_json::Value| {
+        web.post(format!("{base}/v1/clients"))
+            .bearer_auth(bearer)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+    };
+    let first = post("req-1", &form).await.expect("post");
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again: serde_json::Value = post("req-1", &form)
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first, again, "a retried request gets the first answer");
+    assert_eq!(
+        dossier_core::clients::list(&db, "cabinet-1", 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let mut other = form.clone();
+    other["company"]["legal_name"] = "Autre".into();
+    let reused = post("req-1", &other).await.expect("post");
+    assert_eq!(reused.status(), 422);
+
+    let mut bad = form.clone();
+    bad["siret"] = "123".into();
+    bad["director"]["email"] = "nope".into();
+    let refused = post("req-2", &bad).await.expect("post");
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    let pointers: Vec<&str> = body["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["pointer"].as_str())
+        .collect();
+    assert!(
+        pointers.contains(&"/siret") && pointers.contains(&"/director"),
+        "{body}"
+    );
+    assert_eq!(
+        dossier_core::clients::list(&db, "cabinet-1", 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+
+    let id = first["client_id"].as_str().expect("id");
+    let got: serde_json::Value = web
+        .get(format!("{base}/v1/clients/{id}"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["client"]["company"]["legal_name"], "Transports Rivière");
+    assert!(got["onboarding"].as_array().is_some_and(|s| !s.is_empty()));
+    let missing = web
+        .get(format!("{base}/v1/clients/nope"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(missing.status(), 404);
+
+    let job = web
+        .post(format!("{base}/v1/jobs/siret_check"))
+        .bearer_auth(bearer)
+        .json(&serde_json::json!({ "payload": { "siret": "73282932000074" } }))
+        .send()
+        .await
+        .expect("enqueue");
+    assert_eq!(job.status(), 202);
+    let bad_job = web
+        .post(format!("{base}/v1/jobs/nope"))
+        .bearer_auth(bearer)
+        .json(&serde_json::json!({ "payload": {} }))
+        .send()
+        .await
+        .expect("enqueue");
+    assert_eq!(bad_job.status(), 422);
+
+    let doc: serde_json::Value = web
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    for (method, path, auth) in dossier_core::http::ROUTES {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op.is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+        assert_eq!(op["security"].is_array(), *auth, "{method} {path} security");
+    }
+    assert_eq!(
+        doc["paths"].as_object().map(|p| p.len()),
+        Some(dossier_core::http::ROUTES.len()),
+        "no undocumented or stale paths"
+    );
+    // And the list is the router's: each route answers (an unknown route
+    // gets axum's empty 404, a wrong method 405).
+    for (method, path, _) in dossier_core::http::ROUTES {
+        let url = format!(
+            "{base}{}",
+            path.replace("{id}", "x").replace("{kind}", "siret_check")
+        );
+        let req = if *method == "get" {
+            web.get(&url)
+        } else {
+            web.post(&url).json(&serde_json::json!({}))
+        };
+        let resp = req.bearer_auth(bearer).send().await.expect("route");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status != 405 && !(status == 404 && text.is_empty()),
+            "{method} {path}: {status}"
+        );
+    }
+    stop.cancel();
+    q.cleanup_with(db).await;
+}

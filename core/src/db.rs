@@ -125,6 +125,20 @@ impl Database {
         }
     }
 
+    /// How many of this build's migrations the database lacks (0: ready).
+    pub async fn missing_migrations(&self) -> usize {
+        match self {
+            Database::Sqlite(pool) => SQLITE_MIGRATIONS
+                .iter()
+                .count()
+                .saturating_sub(applied_sqlite(pool).await),
+            Database::Postgres(pool) => POSTGRES_MIGRATIONS
+                .iter()
+                .count()
+                .saturating_sub(applied_postgres(pool).await),
+        }
+    }
+
     /// Applies every migration not applied yet; returns how many ran.
     pub async fn migrate(&self) -> Result<usize, DbError> {
         match self {

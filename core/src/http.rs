@@ -1,6 +1,9 @@
 //! The HTTP hooks `dossier-worker run` serves when `http.listen` is set.
-//! Every route needs `Authorization: Bearer <token>` with one of
-//! `http.tokens`; errors are JSON `{"error": code, "message": text}`.
+//! Every route but `/healthz`, `/readyz` and `/openapi.json` needs
+//! `Authorization: Bearer <token>` with one of `http.tokens`. Errors are
+//! JSON `{"error": code, "message": text}`, with `"problems": [{"pointer":
+//! "/director/email", "message": …}]` when a request is refused for its
+//! content. The routes are described in [`openapi`].
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +16,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpSettings;
-use crate::db::Database;
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::routing::get;
+
+use crate::config::Settings;
+use crate::db::{Database, on_pool};
 use crate::invitations;
+use crate::onboarding::{self, AppChoice, ClientForm, Director, OnboardingError, RequestKey};
+use crate::queue::QueueBackend;
+use crate::secrets::KeyRing;
 
 /// A refused accept answers no sooner than this after the request came in,
 /// whatever the reason, so timing tells nothing about why.
@@ -24,16 +35,31 @@ pub const REFUSAL_FLOOR: Duration = Duration::from_millis(300);
 #[derive(Clone)]
 pub struct ApiState {
     pub db: Database,
+    queue: Arc<dyn QueueBackend>,
+    settings: Arc<Settings>,
+    keys: KeyRing,
     /// SHA-256 of each accepted bearer token.
     tokens: Vec<[u8; 32]>,
 }
 
 impl ApiState {
-    pub fn new(db: Database, settings: &HttpSettings) -> ApiState {
-        ApiState {
+    pub fn new(
+        db: Database,
+        queue: Arc<dyn QueueBackend>,
+        settings: &Settings,
+    ) -> Result<ApiState, crate::secrets::SecretError> {
+        Ok(ApiState {
             db,
-            tokens: settings.tokens.iter().map(|t| digest(t.expose())).collect(),
-        }
+            queue,
+            keys: KeyRing::new(&settings.apps.encryption_keys)?,
+            tokens: settings
+                .http
+                .tokens
+                .iter()
+                .map(|t| digest(t.expose()))
+                .collect(),
+            settings: Arc::new(settings.clone()),
+        })
     }
 }
 
@@ -126,12 +152,401 @@ async fn accept(State(state): State<ApiState>, body: axum::body::Bytes) -> Respo
     }
 }
 
+/// Every route: (method, path, needs the bearer token). The OpenAPI
+/// document is checked against this list by a test.
+pub const ROUTES: &[(&str, &str, bool)] = &[
+    ("get", "/healthz", false),
+    ("get", "/readyz", false),
+    ("get", "/openapi.json", false),
+    ("post", "/v1/clients", true),
+    ("get", "/v1/clients/{id}", true),
+    ("post", "/v1/jobs/{kind}", true),
+    ("post", "/v1/invitations/accept", true),
+];
+
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let private = Router::new()
+        .route("/v1/clients", post(create_client))
+        .route("/v1/clients/{id}", get(get_client))
+        .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .merge(private)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the database answers with every migration applied and the
+/// queue answers.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let db_ok = on_pool!(&state.db, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok());
+    let missing = if db_ok {
+        state.db.missing_migrations().await
+    } else {
+        0
+    };
+    let queue_ok = state.queue.counts().await.is_ok();
+    let ready = db_ok && missing == 0 && queue_ok;
+    let body = serde_json::json!({
+        "database": if db_ok { "ok" } else { "unreachable" },
+        "migrations_missing": missing,
+        "queue": if queue_ok { "ok" } else { "unreachable" },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi()).into_response()
+}
+
+/// A refusal listing every problem with the JSON pointer it concerns.
+fn refused(problems: &[String]) -> Response {
+    let list: Vec<serde_json::Value> = problems
+        .iter()
+        .map(|p| {
+            let (field, message) = p.split_once(": ").unwrap_or(("", p));
+            let pointer = if field.is_empty() || field.contains(' ') {
+                String::new()
+            } else {
+                format!("/{field}")
+            };
+            serde_json::json!({ "pointer": pointer, "message": message })
+        })
+        .collect();
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(serde_json::json!({
+            "error": "invalid",
+            "message": "the request was refused; nothing was created",
+            "problems": list,
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExerciceIn {
+    start: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    end: Option<chrono::NaiveDate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectorIn {
+    email: String,
+    first_name: String,
+    last_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppIn {
+    app_id: String,
+    #[serde(default)]
+    settings: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    on_director_portal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientIn {
+    firm_id: String,
+    #[serde(default)]
+    siret: Option<String>,
+    #[serde(default)]
+    company: crate::clients::Fields,
+    exercice: ExerciceIn,
+    #[serde(default)]
+    tree: Option<String>,
+    #[serde(default)]
+    director: Option<DirectorIn>,
+    #[serde(default)]
+    themes: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    invite: bool,
+    #[serde(default)]
+    apps: Vec<AppIn>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn create_client(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let input: ClientIn = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refused(&[format!(": the body is not a client form: {e}")]),
+    };
+    let form = ClientForm {
+        firm_id: input.firm_id,
+        siret: input.siret,
+        company: input.company,
+        exercice_start: input.exercice.start,
+        exercice_end: input.exercice.end,
+        tree: input.tree,
+        director: input.director.map(|d| Director {
+            email: d.email,
+            first_name: d.first_name,
+            last_name: d.last_name,
+        }),
+        themes: input.themes,
+        invite: input.invite,
+        apps: input
+            .apps
+            .into_iter()
+            .map(|a| AppChoice {
+                app_id: a.app_id,
+                settings: a
+                    .settings
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect(),
+                on_director_portal: a.on_director_portal,
+            })
+            .collect(),
+    };
+    let request = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| RequestKey {
+            key: format!("POST /v1/clients {}", k.trim()),
+            request_hash: crate::digest::sha256_hex(&body),
+        });
+    if let Some(r) = &request
+        && let Some(answer) = stored_answer(&state.db, r).await
+    {
+        return answer;
+    }
+    let result = onboarding::create_client_once(
+        &state.db,
+        &state.settings.queue,
+        &state.keys,
+        form,
+        request.as_ref().map(|r| RequestKey {
+            key: r.key.clone(),
+            request_hash: r.request_hash.clone(),
+        }),
+    )
+    .await;
+    match result {
+        Ok(created) => {
+            // Push the staged jobs now; the relay would anyway.
+            if let Err(e) = crate::outbox::relay(&state.db, state.queue.as_ref()).await {
+                tracing::warn!(error = %e, "jobs stay in the outbox for the relay");
+            }
+            (StatusCode::CREATED, Json(created)).into_response()
+        }
+        Err(OnboardingError::Invalid(problems)) => refused(&problems),
+        Err(OnboardingError::Duplicate) => match &request {
+            Some(r) => stored_answer(&state.db, r).await.unwrap_or_else(|| {
+                error(
+                    StatusCode::CONFLICT,
+                    "in_progress",
+                    "the same request is being processed; retry",
+                )
+            }),
+            None => error(StatusCode::CONFLICT, "duplicate", "duplicate request"),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "creating a client failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot answer now; try again shortly",
+            )
+        }
+    }
+}
+
+/// The first answer to a request with this key, or a refusal when the key
+/// came with another body.
+async fn stored_answer(db: &Database, r: &RequestKey) -> Option<Response> {
+    let row: Option<(String, i64, String)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT request_hash, status, body FROM http_requests WHERE key = $1",
+    )
+    .bind(&r.key)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten());
+    let (hash, status, body) = row?;
+    if hash != r.request_hash {
+        return Some(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request body",
+        ));
+    }
+    let status =
+        StatusCode::from_u16(u16::try_from(status).unwrap_or(200)).unwrap_or(StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    Some((status, Json(body)).into_response())
+}
+
+async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match crate::clients::get(&state.db, &id).await {
+        Ok(Some(client)) => match onboarding::steps(&state.db, &id).await {
+            Ok(steps) => {
+                Json(serde_json::json!({ "client": client, "onboarding": steps })).into_response()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading onboarding steps failed");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "try again shortly",
+                )
+            }
+        },
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no client with this id"),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a client failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueIn {
+    payload: serde_json::Value,
+    #[serde(default)]
+    run_at: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+/// The raw enqueue, with `dossier enqueue`'s validation.
+async fn enqueue(
+    State(state): State<ApiState>,
+    Path(kind): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let input: EnqueueIn = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refused(&[format!(": the body is not an enqueue request: {e}")]),
+    };
+    let options = crate::submit::SubmitOptions {
+        run_at: input.run_at,
+        max_attempts: input.max_attempts,
+        idempotency_key: input.idempotency_key,
+        trace_id: input.trace_id,
+    };
+    let catalogue = crate::catalogue::Catalogue::product();
+    let job = match crate::submit::prepare(
+        &catalogue,
+        &state.settings.queue,
+        &kind,
+        &input.payload.to_string(),
+        &options,
+    ) {
+        Ok(j) => j,
+        Err(e) => return refused(&[format!("payload: {e}")]),
+    };
+    match state.queue.push(job).await {
+        Ok(crate::job::PushOutcome::Created(id)) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "job_id": id, "duplicate": false })),
+        )
+            .into_response(),
+        Ok(crate::job::PushOutcome::Duplicate(id)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "job_id": id, "duplicate": true })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "enqueue failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the queue cannot take jobs now; try again shortly",
+            )
+        }
+    }
+}
+
+/// The OpenAPI 3.1 description of [`ROUTES`].
+pub fn openapi() -> serde_json::Value {
+    let error = serde_json::json!({ "$ref": "#/components/schemas/Error" });
+    let op = |summary: &str, auth: bool, ok: &str| {
+        let mut o = serde_json::json!({
+            "summary": summary,
+            "responses": {
+                ok: { "description": "success" },
+                "default": { "description": "error", "content": { "application/json": { "schema": error } } }
+            }
+        });
+        if auth {
+            o["security"] = serde_json::json!([{ "bearer": [] }]);
+        }
+        o
+    };
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Dossier hooks", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": { "type": "string" },
+                        "message": { "type": "string" },
+                        "problems": { "type": "array", "items": {
+                            "type": "object",
+                            "properties": { "pointer": { "type": "string" }, "message": { "type": "string" } }
+                        } }
+                    }
+                }
+            }
+        },
+        "paths": {
+            "/healthz": { "get": op("the process is alive", false, "200") },
+            "/readyz": { "get": op("database (migrated) and queue reachable", false, "200") },
+            "/openapi.json": { "get": op("this document", false, "200") },
+            "/v1/clients": { "post": op("create a client with its exercice, tree, invitation and apps; Idempotency-Key header honoured", true, "201") },
+            "/v1/clients/{id}": { "get": op("a client with each onboarding step", true, "200") },
+            "/v1/jobs/{kind}": { "post": op("enqueue a job of a known kind, validated like `dossier enqueue`", true, "202") },
+            "/v1/invitations/accept": { "post": op("accept an invitation with its token (single use)", true, "200") },
+        }
+    })
 }
 
 /// Serves until `stop`.

@@ -56,7 +56,7 @@ pub struct ClientForm {
     pub apps: Vec<AppChoice>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Created {
     pub client_id: String,
     pub exercice_id: Option<String>,
@@ -65,10 +65,20 @@ pub struct Created {
     pub jobs: Vec<String>,
 }
 
+/// A hook request's idempotency key, the hash of its body, and how to
+/// render the answer that is stored with the client.
+pub struct RequestKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardingError {
     #[error("client refused:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
+    /// Another request with the same idempotency key got there first.
+    #[error("a request with this Idempotency-Key was already processed")]
+    Duplicate,
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("{0}")]
@@ -94,6 +104,18 @@ pub async fn create_client(
     queue: &QueueSettings,
     keys: &KeyRing,
     form: ClientForm,
+) -> Result<Created, OnboardingError> {
+    create_client_once(db, queue, keys, form, None).await
+}
+
+/// [`create_client`], recording the answer under `request` in the same
+/// transaction (the HTTP hook's `Idempotency-Key`).
+pub async fn create_client_once(
+    db: &Database,
+    queue: &QueueSettings,
+    keys: &KeyRing,
+    form: ClientForm,
+    request: Option<RequestKey>,
 ) -> Result<Created, OnboardingError> {
     let mut problems = Vec::new();
     let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
@@ -287,6 +309,12 @@ pub async fn create_client(
         ));
     }
     let director = form.director.clone().unwrap_or_default();
+    let created = Created {
+        client_id: client_id.clone(),
+        exercice_id: Some(exercice_id.clone()),
+        invitation_id: invitation_id.clone(),
+        jobs: jobs.iter().map(|j| j.kind.clone()).collect(),
+    };
     let written: Result<(), OnboardingError> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
         sqlx::query(crate::clients::INSERT)
@@ -359,16 +387,28 @@ pub async fn create_client(
         for j in &jobs {
             crate::outbox::stage!(tx, j)?;
         }
+        if let Some(r) = &request {
+            let inserted = sqlx::query(
+                "INSERT INTO http_requests (key, request_hash, status, body, created_at) VALUES ($1, $2, 201, $3, $4)",
+            )
+            .bind(&r.key)
+            .bind(&r.request_hash)
+            .bind(serde_json::to_string(&created).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                    return Err(OnboardingError::Duplicate);
+                }
+                return Err(e.into());
+            }
+        }
         tx.commit().await?;
         Ok(())
     }.await);
     written?;
-    Ok(Created {
-        client_id,
-        exercice_id: Some(exercice_id),
-        invitation_id,
-        jobs: jobs.into_iter().map(|j| j.kind).collect(),
-    })
+    Ok(created)
 }
 
 /// Where one onboarding step of a client stands.

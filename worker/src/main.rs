@@ -235,8 +235,9 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
             .with_context(|| format!("cannot listen on http.listen = {}", settings.http.listen))?;
         let state = dossier_core::http::ApiState::new(
             dossier_core::db::Database::connect(&settings.database.url, 4).await?,
-            &settings.http,
-        );
+            backend.clone(),
+            &settings,
+        )?;
         let router = dossier_core::http::router(state, settings.http.max_body_bytes);
         tracing::info!(listen = %settings.http.listen, "serving HTTP hooks");
         let http_stop = stop.clone();
