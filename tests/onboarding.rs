@@ -45,6 +45,7 @@ fn form() -> ClientForm {
             settings: vec![],
             on_director_portal: true,
         }],
+        collaborators: vec![],
     }
 }
 

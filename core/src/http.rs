@@ -282,6 +282,8 @@ struct ClientIn {
     invite: bool,
     #[serde(default)]
     apps: Vec<AppIn>,
+    #[serde(default)]
+    collaborators: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -331,6 +333,7 @@ async fn create_client(
                 on_director_portal: a.on_director_portal,
             })
             .collect(),
+        collaborators: input.collaborators,
     };
     let request = headers
         .get("Idempotency-Key")

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalogue;
 pub mod clients;
 pub mod clock;
+pub mod collaborators;
 pub mod config;
 pub mod db;
 pub mod demo;

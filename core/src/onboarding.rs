@@ -54,6 +54,8 @@ pub struct ClientForm {
     /// Send the invitation at once (else a draft, sent later).
     pub invite: bool,
     pub apps: Vec<AppChoice>,
+    /// Emails of the firm's members who follow the client.
+    pub collaborators: Vec<String>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -262,6 +264,19 @@ pub async fn create_client_once(
             }
         }
     }
+    // The collaborators, members of the firm.
+    let mut member_ids = Vec::new();
+    for email in &form.collaborators {
+        match crate::collaborators::member_by_email(db, &form.firm_id, email).await {
+            Ok(m) => member_ids.push(m.id),
+            Err(crate::collaborators::MemberError::Invalid(why)) => {
+                problems.push(format!("collaborators: {why}"))
+            }
+            Err(e) => return Err(other(&e)),
+        }
+    }
+    member_ids.sort();
+    member_ids.dedup();
     let (Some(span), true) = (span, problems.is_empty()) else {
         return Err(OnboardingError::Invalid(problems));
     };
@@ -383,6 +398,16 @@ pub async fn create_client_once(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for m in &member_ids {
+            sqlx::query(
+                "INSERT INTO client_collaborators (client_id, member_id, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(&client_id)
+            .bind(m)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         for j in &jobs {
             crate::outbox::stage!(tx, j)?;

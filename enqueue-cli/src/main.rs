@@ -70,6 +70,12 @@ enum Command {
     /// Partner applications: the firm's catalogue, each client's access.
     #[command(subcommand)]
     App(apps::AppCommand),
+    /// The firm's members (accountants).
+    #[command(subcommand)]
+    Member(onboard::MemberCommand),
+    /// Which members follow a client.
+    #[command(subcommand)]
+    Collaborator(onboard::CollaboratorCommand),
 }
 
 #[derive(Subcommand)]
@@ -352,6 +358,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
         Command::Invitation(cmd) => invitations::run(cmd, &settings).await,
         Command::App(cmd) => apps::run(cmd, &settings).await,
+        Command::Member(cmd) => onboard::member(cmd, &settings).await,
+        Command::Collaborator(cmd) => onboard::collaborator(cmd, &settings).await,
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,
@@ -443,6 +451,9 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
             println!("not disclosed {}", r.undisclosed.join(", "));
         }
         println!("source        {}", r.provider);
+    }
+    for m in dossier_core::collaborators::of_client(&db, id).await? {
+        println!("collaborator  {} <{}>", m.name, m.email);
     }
     println!("onboarding:");
     for s in &steps {

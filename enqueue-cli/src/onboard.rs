@@ -3,6 +3,7 @@
 use chrono::NaiveDate;
 use clap::Args;
 use dossier_core::clients;
+use dossier_core::collaborators;
 use dossier_core::config::Settings;
 use dossier_core::db::Database;
 use dossier_core::onboarding::{self, AppChoice, ClientForm, Director, OnboardingError};
@@ -54,6 +55,9 @@ pub struct CreateArgs {
     /// Pin a redirection app on the director's portal (repeatable).
     #[arg(long = "pin", value_name = "APP")]
     pins: Vec<String>,
+    /// A firm member who follows the client, by email (repeatable).
+    #[arg(long = "collaborator", value_name = "EMAIL")]
+    collaborators: Vec<String>,
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -118,6 +122,7 @@ pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
         themes: a.themes.clone(),
         invite: !a.no_invite,
         apps,
+        collaborators: a.collaborators.clone(),
     };
     let keys = KeyRing::new(&settings.apps.encryption_keys).map_err(|e| user(e.to_string()))?;
     let db = Database::connect(&settings.database.url, 2).await?;
@@ -157,6 +162,93 @@ pub async fn list(settings: &Settings, firm: &str, limit: i64, json: bool) -> an
                 .map(String::as_str)
                 .unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum MemberCommand {
+    /// Add an accountant to the firm.
+    Add {
+        #[command(flatten)]
+        firm: FirmArg,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// The firm's members.
+    List {
+        #[command(flatten)]
+        firm: FirmArg,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CollaboratorCommand {
+    /// A member of the client's firm follows the client.
+    Add {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        member: String,
+    },
+    /// The member no longer follows the client.
+    Remove {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        member: String,
+    },
+}
+
+fn member_error(e: collaborators::MemberError) -> anyhow::Error {
+    if e.is_user_error() {
+        user(e.to_string())
+    } else {
+        e.into()
+    }
+}
+
+pub async fn member(cmd: MemberCommand, settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database.url, 2).await?;
+    match cmd {
+        MemberCommand::Add { firm, email, name } => {
+            let m = collaborators::add_member(&db, &firm.firm, &email, &name)
+                .await
+                .map_err(member_error)?;
+            println!(
+                "member {} ({}) added to firm {}",
+                m.name, m.email, firm.firm
+            );
+        }
+        MemberCommand::List { firm } => {
+            for m in collaborators::members(&db, &firm.firm)
+                .await
+                .map_err(member_error)?
+            {
+                println!("{:<32} {}", m.email, m.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn collaborator(cmd: CollaboratorCommand, settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database.url, 2).await?;
+    match cmd {
+        CollaboratorCommand::Add { client, member } => {
+            let m = collaborators::add(&db, &client, &member)
+                .await
+                .map_err(member_error)?;
+            println!("{} now follows client {client}", m.name);
+        }
+        CollaboratorCommand::Remove { client, member } => {
+            collaborators::remove(&db, &client, &member)
+                .await
+                .map_err(member_error)?;
+            println!("{member} no longer follows client {client}");
+        }
     }
     Ok(())
 }

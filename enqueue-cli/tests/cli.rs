@@ -961,3 +961,106 @@ fn client_create_checks_everything_then_queues_its_jobs() {
         "{ex}"
     );
 }
+
+#[test]
+fn members_follow_clients_as_collaborators() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let err = env.refused(&[
+        "member", "add", "--firm", "c1", "--email", "nope", "--name", "X",
+    ]);
+    assert!(err.contains("is not a valid address"), "{err}");
+    env.ok(&[
+        "member",
+        "add",
+        "--firm",
+        "c1",
+        "--email",
+        "alice@cabinet.fr",
+        "--name",
+        "Alice Roy",
+    ]);
+    env.ok(&[
+        "member",
+        "add",
+        "--firm",
+        "c1",
+        "--email",
+        "bruno@cabinet.fr",
+        "--name",
+        "Bruno Petit",
+    ]);
+    let err = env.refused(&[
+        "member",
+        "add",
+        "--firm",
+        "c1",
+        "--email",
+        "ALICE@cabinet.fr",
+        "--name",
+        "A",
+    ]);
+    assert!(err.contains("already a member"), "{err}");
+    let create = |collaborator: &str| {
+        env.run(&[
+            "client",
+            "create",
+            "--firm",
+            "c1",
+            "--name",
+            "SCI Les Tilleuls",
+            "--exercice-start",
+            "2026-01-01",
+            "--no-invite",
+            "--collaborator",
+            collaborator,
+        ])
+    };
+    let out = create("zoe@cabinet.fr");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("collaborators: zoe@cabinet.fr is not a member of firm c1"),
+        "{err}"
+    );
+    let out = create("alice@cabinet.fr");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = text.split_whitespace().nth(1).expect("id");
+    env.ok(&[
+        "collaborator",
+        "add",
+        "--client",
+        id,
+        "--member",
+        "bruno@cabinet.fr",
+    ]);
+    let show = env.ok(&["client", "show", id]);
+    assert!(
+        show.contains("collaborator  Alice Roy <alice@cabinet.fr>"),
+        "{show}"
+    );
+    assert!(
+        show.contains("collaborator  Bruno Petit <bruno@cabinet.fr>"),
+        "{show}"
+    );
+    env.ok(&[
+        "collaborator",
+        "remove",
+        "--client",
+        id,
+        "--member",
+        "alice@cabinet.fr",
+    ]);
+    let show = env.ok(&["client", "show", id]);
+    assert!(!show.contains("Alice Roy"), "{show}");
+    let err = env.refused(&[
+        "collaborator",
+        "remove",
+        "--client",
+        id,
+        "--member",
+        "alice@cabinet.fr",
+    ]);
+    assert!(err.contains("is not a collaborator"), "{err}");
+}
