@@ -2,8 +2,7 @@
 //! de-provisioning calls against a real HTTP server standing in for the
 //! partner, every error class, sealed secrets, settings validation.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::apps::{self, signature};
@@ -364,42 +363,20 @@ async fn settings_are_checked_against_the_schema_and_nothing_is_saved() {
     s.cleanup().await;
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn secrets_never_reach_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let s = Setup::new(BackendKind::Sqlite).await;
-        s.stub.script([Scripted::status(500)]);
-        let id = s.enable(APP, GOOD, false).await;
-        let w = s.q.start_worker(s.registry());
-        s.wait(&id, JobStatus::Done).await;
-        w.stop().await;
-        s.cleanup().await;
+    let rt = dossier_e2e::current_thread_runtime();
+    let ((), logs) = dossier_e2e::with_captured_logs(|| {
+        rt.block_on(async {
+            let s = Setup::new(BackendKind::Sqlite).await;
+            s.stub.script([Scripted::status(500)]);
+            let id = s.enable(APP, GOOD, false).await;
+            let w = s.q.start_worker(s.registry());
+            s.wait(&id, JobStatus::Done).await;
+            w.stop().await;
+            s.cleanup().await;
+        })
     });
-    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
     assert!(logs.contains("app_setup"), "the worker logged:\n{logs}");
     assert!(!logs.contains(API_KEY), "the API key in the logs");
     assert!(!logs.contains(SHARED), "the signing key in the logs");

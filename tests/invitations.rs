@@ -3,8 +3,7 @@
 //! invitation whatever happens (job run twice, worker killed mid-send, SMTP
 //! down for a while), permanent refusals, and no email or token in the logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::clients::{self, Fields, NewClient};
@@ -404,47 +403,25 @@ async fn worker_killed_mid_send_then_retried_sends_once() {
 }
 
 /// Everything the in-process worker logs while sending, at debug level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn logs_hold_no_email_and_no_token() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let token = rt.block_on(async {
-        let s = Setup::new(BackendKind::Sqlite, false).await;
-        let client = s.client("Boulangerie des Halles").await;
-        let inv = s
-            .invite(&client, "tempfail.anne@boulangerie-halles.fr")
-            .await;
-        let id = s.push(&inv).await;
-        let w = s.q.start_worker(s.registry());
-        s.done(&id).await;
-        w.stop().await;
-        let token = token_in(&decoded(&s.smtp.messages()[0]));
-        s.cleanup().await;
-        token
+    let rt = dossier_e2e::current_thread_runtime();
+    let (token, logs) = dossier_e2e::with_captured_logs(|| {
+        rt.block_on(async {
+            let s = Setup::new(BackendKind::Sqlite, false).await;
+            let client = s.client("Boulangerie des Halles").await;
+            let inv = s
+                .invite(&client, "tempfail.anne@boulangerie-halles.fr")
+                .await;
+            let id = s.push(&inv).await;
+            let w = s.q.start_worker(s.registry());
+            s.done(&id).await;
+            w.stop().await;
+            let token = token_in(&decoded(&s.smtp.messages()[0]));
+            s.cleanup().await;
+            token
+        })
     });
-    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
     assert!(logs.contains("invitation"), "the worker logged:\n{logs}");
     assert!(!logs.contains('@'), "an email address in the logs:\n{logs}");
     assert!(!logs.contains(&token[..16]), "a token in the logs:\n{logs}");

@@ -643,3 +643,40 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// Runs `run` with every log line of this thread (debug level) captured;
+/// returns its result and the logs. Run the code under test on a
+/// current-thread runtime inside, so that all its tasks log here.
+pub fn with_captured_logs<T>(run: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        run()
+    };
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    (out, logs)
+}
+
+/// A current-thread runtime, for [`with_captured_logs`].
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -83,6 +83,40 @@ pub(super) async fn partner_failure(
     }
 }
 
+/// What a partner call needs: the client, the endpoint, the HMAC key.
+pub(super) struct Partner<'a> {
+    pub client: crate::clients::Client,
+    pub url: String,
+    pub key: &'a [u8],
+}
+
+/// The client, the app's endpoint (`endpoint` picks provisioning or
+/// de-provisioning) and the key shared with the partner.
+pub(super) async fn partner_of<'a>(
+    deps: &'a JobDeps,
+    job: &AppJob,
+    endpoint: fn(apps::App) -> Option<String>,
+) -> Result<Partner<'a>, JobError> {
+    let client = crate::clients::get(&deps.db, &job.client_id)
+        .await
+        .map_err(|e| JobError::transient(e.to_string()))?
+        .ok_or_else(|| JobError::permanent(format!("client {} does not exist", job.client_id)))?;
+    let firm_app = apps::app(&deps.db, &client.firm_id, &job.app_id)
+        .await
+        .map_err(app_error)?;
+    let url = endpoint(firm_app).ok_or_else(|| {
+        JobError::permanent(format!(
+            "app {} has no partner endpoint for this call",
+            job.app_id
+        ))
+    })?;
+    let key = deps
+        .partners
+        .signing_key(&job.app_id)
+        .map_err(JobError::permanent)?;
+    Ok(Partner { client, url, key })
+}
+
 /// The activation this job is for, if it is still current.
 pub(super) async fn current(
     deps: &JobDeps,
@@ -125,20 +159,7 @@ pub async fn handle(
             serde_json::json!({ "status": "active", "on_director_portal": activation.on_director_portal }),
         );
     }
-    let client = crate::clients::get(&deps.db, &job.client_id)
-        .await
-        .map_err(|e| JobError::transient(e.to_string()))?
-        .ok_or_else(|| JobError::permanent(format!("client {} does not exist", job.client_id)))?;
-    let firm_app = apps::app(&deps.db, &client.firm_id, &job.app_id)
-        .await
-        .map_err(app_error)?;
-    let url = firm_app.provisioning_url.ok_or_else(|| {
-        JobError::permanent(format!("app {} has no provisioning_url", job.app_id))
-    })?;
-    let key = deps
-        .partners
-        .signing_key(&job.app_id)
-        .map_err(JobError::permanent)?;
+    let Partner { client, url, key } = partner_of(&deps, &job, |a| a.provisioning_url).await?;
     let settings = activation
         .opened_settings(&deps.partners.keys)
         .map_err(app_error)?;

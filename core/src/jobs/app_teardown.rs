@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::JobDeps;
-use super::app_setup::{AppJob, app_error, current, partner_failure};
+use super::app_setup::{AppJob, Partner, app_error, current, partner_failure, partner_of};
 use crate::apps::{self, partner};
 use crate::catalogue::KindSpec;
 use crate::job::JobError;
@@ -24,20 +24,7 @@ pub async fn handle(
             serde_json::json!({ "status": "skipped", "reason": "superseded by a later enable or disable" }),
         );
     };
-    let client = crate::clients::get(&deps.db, &job.client_id)
-        .await
-        .map_err(|e| JobError::transient(e.to_string()))?
-        .ok_or_else(|| JobError::permanent(format!("client {} does not exist", job.client_id)))?;
-    let firm_app = apps::app(&deps.db, &client.firm_id, &job.app_id)
-        .await
-        .map_err(app_error)?;
-    let url = firm_app.deprovisioning_url.ok_or_else(|| {
-        JobError::permanent(format!("app {} has no deprovisioning_url", job.app_id))
-    })?;
-    let key = deps
-        .partners
-        .signing_key(&job.app_id)
-        .map_err(JobError::permanent)?;
+    let Partner { url, key, .. } = partner_of(&deps, &job, |a| a.deprovisioning_url).await?;
     let body = serde_json::json!({
         "client": { "id": job.client_id },
         "app": job.app_id,
