@@ -378,3 +378,221 @@ async fn http_hooks() {
     stop.cancel();
     q.cleanup_with(db).await;
 }
+
+/// A valid SIRET for each `i` (SIREN and SIRET both pass Luhn).
+fn siret(i: usize) -> String {
+    let with_check = |prefix: String| {
+        (0..10)
+            .map(|d| format!("{prefix}{d}"))
+            .find(|s| dossier_core::siret::luhn(s))
+            .expect("a check digit")
+    };
+    let siren = with_check(format!("{:08}", 31_000_000 + i * 7));
+    with_check(format!("{siren}0001"))
+}
+
+/// Fifty clients through the hook and the command's code path, on a whole
+/// deployment: registries, SMTP and a partner played by real servers. Every
+/// folder, enrichment, invitation email and partner call is checked.
+async fn fifty_clients(kind: BackendKind) {
+    use dossier_e2e::partner_stub::PartnerStub;
+    use dossier_e2e::registry_stub::RegistryStub;
+    use dossier_e2e::smtp::{SmtpCapture, decoded};
+    let mut q = TestQueue::new(kind).await;
+    let registry = RegistryStub::default();
+    registry.answer_every_siret();
+    let registry_base = registry.start().await;
+    let partner = PartnerStub::default();
+    let partner_base = partner.start().await;
+    let smtp = SmtpCapture::start(q.dir.path());
+    {
+        let s = &mut q.settings;
+        s.sirene.providers = vec!["recherche-entreprises".into()];
+        s.sirene.recherche_entreprises.base_url = registry_base;
+        s.sirene.recherche_entreprises.quota_requests = 1_000;
+        s.mail.transport = MailTransportKind::Smtp;
+        s.mail.smtp.host = "127.0.0.1".into();
+        s.mail.smtp.port = smtp.port;
+        s.mail.smtp.security = dossier_core::config::SmtpSecurity::None;
+        s.apps.encryption_keys =
+            vec![serde_json::from_str(&format!("\"k1:{}\"", "cd".repeat(32))).expect("key")];
+        s.apps.signing_keys.insert(
+            "collecte".into(),
+            serde_json::from_str("\"shared-secret-123456\"").expect("key"),
+        );
+        s.http.tokens =
+            vec![serde_json::from_str("\"hook-token-0123456789abcdef\"").expect("token")];
+        s.invitations.wait_for_enrichment_secs = 20;
+    }
+    let db = q.business_db().await;
+    let catalogue = format!(
+        r#"
+[[apps]]
+id = "collecte"
+name = "Collecte"
+kind = "automation"
+provisioning_url = "{partner_base}/provision"
+deprovisioning_url = "{partner_base}/deprovision"
+settings = [{{ name = "api_key", type = "string", required = true, secret = true }},
+            {{ name = "target_directory", type = "directory", required = true }}]
+"#
+    );
+    apps::load_catalogue(
+        &db,
+        "cabinet-1",
+        &apps::parse_catalogue("c.toml", &catalogue).expect("catalogue"),
+    )
+    .await
+    .expect("load");
+    let client_form = |i: usize| {
+        serde_json::json!({
+            "firm_id": "cabinet-1",
+            "siret": siret(i),
+            "company": { "legal_name": format!("Client typé {i}") },
+            "exercice": { "start": "2026-01-01" },
+            "director": { "email": format!("dirigeant{i}@client{i}.fr"), "first_name": "Alex", "last_name": format!("Durand{i}") },
+            "apps": [{ "app_id": "collecte", "settings": { "api_key": format!("key-{i}"), "target_directory": "Comptabilité/Achats" } }],
+        })
+    };
+    let state = dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &q.settings)
+        .expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(dossier_core::http::serve(
+        listener,
+        dossier_core::http::router(state, 65_536),
+        stop.clone(),
+    ));
+    let web = reqwest::Client::new();
+    let keys = KeyRing::new(&q.settings.apps.encryption_keys).expect("keys");
+    for i in 0..50 {
+        if i % 2 == 0 {
+            let r = web
+                .post(format!("{base}/v1/clients"))
+                .bearer_auth("hook-token-0123456789abcdef")
+                .header("Idempotency-Key", format!("client-{i}"))
+                .json(&client_form(i))
+                .send()
+                .await
+                .expect("hook");
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        } else {
+            let f = client_form(i);
+            let form = ClientForm {
+                firm_id: "cabinet-1".into(),
+                siret: Some(siret(i)),
+                company: Fields::from([("legal_name".to_string(), format!("Client typé {i}"))]),
+                exercice_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1),
+                director: Some(Director {
+                    email: f["director"]["email"].as_str().unwrap_or_default().into(),
+                    first_name: "Alex".into(),
+                    last_name: format!("Durand{i}"),
+                }),
+                invite: true,
+                apps: vec![AppChoice {
+                    app_id: "collecte".into(),
+                    settings: vec![
+                        ("api_key".into(), format!("key-{i}")),
+                        ("target_directory".into(), "Comptabilité/Achats".into()),
+                    ],
+                    on_director_portal: false,
+                }],
+                ..ClientForm::default()
+            };
+            onboarding::create_client(&db, &q.settings.queue, &keys, form)
+                .await
+                .expect("created");
+        }
+    }
+    let deps = Arc::new(
+        JobDeps::from_settings(&q.settings, q.backend.clone())
+            .await
+            .expect("deps"),
+    );
+    let mut registry_kinds = Registry::new();
+    jobs::register_all(&mut registry_kinds, deps);
+    let relay_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(dossier_core::outbox::run_relay(
+        db.clone(),
+        q.backend.clone(),
+        Duration::from_millis(100),
+        relay_stop.clone(),
+    ));
+    let w = q.start_worker(registry_kinds);
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        runtime::wait_until_drained(
+            &*q.backend,
+            &["tree_setup", "siret_enrichment", "app_setup", "invitation"],
+            Duration::from_millis(100),
+        ),
+    )
+    .await
+    .expect("drained in time")
+    .expect("counts");
+    w.stop().await;
+    relay_stop.cancel();
+    stop.cancel();
+
+    let clients = dossier_core::clients::list(&db, "cabinet-1", 100)
+        .await
+        .expect("list");
+    assert_eq!(clients.len(), 50);
+    for c in &clients {
+        assert_eq!(
+            c.enrichment_status,
+            dossier_core::clients::EnrichmentStatus::Enriched,
+            "{}",
+            c.id
+        );
+        assert_eq!(c.company["naf_code"], "62.02A", "registry fills the gaps");
+        assert!(
+            c.company["legal_name"].starts_with("Client typé"),
+            "typed value kept"
+        );
+        let folders = dossier_core::tree::folders::list(&db, &c.id)
+            .await
+            .expect("folders");
+        assert_eq!(folders.len(), 30 + 4 * 13);
+        let inv = invitations::list(&db, &c.id).await.expect("invitations");
+        assert_eq!(inv[0].status, Status::Sent, "{}", c.id);
+        let app = apps::client_app(&db, &c.id, "collecte")
+            .await
+            .expect("app")
+            .expect("exists");
+        assert_eq!(app.status, "active");
+    }
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 50, "one email per client");
+    assert!(
+        messages
+            .iter()
+            .all(|m| decoded(m).contains("l'espace de GANYMEDE")),
+        "emails name the company as the registry does"
+    );
+    let calls = partner.received();
+    assert_eq!(calls.len(), 50, "one partner call per client");
+    for c in &calls {
+        let ts = c.timestamp.expect("timestamp");
+        assert!(dossier_core::apps::signature::verify(
+            b"shared-secret-123456",
+            ts,
+            &c.body,
+            c.signature.as_deref().unwrap_or("")
+        ));
+    }
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_on_the_embedded_deployment() {
+    fifty_clients(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_on_postgres_and_redis() {
+    fifty_clients(BackendKind::Redis).await;
+}

@@ -132,6 +132,11 @@ pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
             OnboardingError::Invalid(_) => user(e.to_string()),
             other => other.into(),
         })?;
+    // A test-only fault point: the process dies between the commit and the
+    // push of the jobs (the outbox must make up for it).
+    if std::env::var("DOSSIER_TEST_FAULT").as_deref() == Ok("after_commit") {
+        std::process::abort();
+    }
     crate::relay_outbox(settings, &db).await;
     println!(
         "client {} created; jobs queued: {}",

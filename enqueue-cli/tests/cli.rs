@@ -1064,3 +1064,70 @@ fn members_follow_clients_as_collaborators() {
     ]);
     assert!(err.contains("is not a collaborator"), "{err}");
 }
+
+/// The process dies between the commit of a new client and the push of its
+/// jobs: the client is there, its jobs wait in the outbox, and the next relay
+/// (any worker's) queues them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_commit_and_enqueue_loses_no_job() {
+    let mut env = Env::sqlite();
+    env.ok(&["migrate"]);
+    env.vars
+        .push(("DOSSIER_TEST_FAULT".into(), "after_commit".into()));
+    let out = env.run(&[
+        "client",
+        "create",
+        "--firm",
+        "c1",
+        "--name",
+        "Garage Martin",
+        "--exercice-start",
+        "2026-01-01",
+        "--director-email",
+        "paul@garage-martin.fr",
+        "--director-first-name",
+        "Paul",
+        "--director-last-name",
+        "Martin",
+    ]);
+    assert!(!out.status.success(), "the fault point kills the process");
+    env.vars.retain(|(k, _)| k != "DOSSIER_TEST_FAULT");
+    assert!(
+        env.ok(&["client", "list", "--firm", "c1"])
+            .contains("Garage Martin")
+    );
+    assert_eq!(
+        env.json(&["jobs", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let settings = dossier_core::config::Settings {
+        database: dossier_core::config::DatabaseSettings {
+            url: env.vars[0].1.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let db = dossier_core::db::Database::connect(&settings.database.url, 1)
+        .await
+        .expect("db");
+    let queue = dossier_core::queue::open(&settings).await.expect("queue");
+    let relayed = dossier_core::outbox::relay(&db, queue.as_ref())
+        .await
+        .expect("relay");
+    assert_eq!(relayed, 2, "tree_setup and invitation");
+    let kinds: Vec<String> = env
+        .json(&["jobs", "list", "--json"])
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j["kind"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"tree_setup".to_string()) && kinds.contains(&"invitation".to_string()),
+        "{kinds:?}"
+    );
+}
