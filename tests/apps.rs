@@ -385,3 +385,29 @@ fn secrets_never_reach_the_logs() {
         "an email in the logs"
     );
 }
+
+/// While a step's job is retrying, the client's onboarding steps say so,
+/// with the last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_steps_show_a_retrying_job() {
+    let s = Setup::new(BackendKind::Sqlite).await;
+    s.stub.script((0..20).map(|_| Scripted::status(503)));
+    let id = s.enable(APP, GOOD, false).await;
+    let w = s.q.start_worker(s.registry());
+    s.q.wait_for(&id, LONG, |j| j.status == JobStatus::Retrying)
+        .await;
+    w.stop().await;
+    let steps = dossier_core::onboarding::steps(&s.db, Some(s.q.backend.as_ref()), &s.client)
+        .await
+        .expect("steps");
+    let app = steps
+        .iter()
+        .find(|st| st.step == format!("app {APP}"))
+        .expect("app step");
+    assert_eq!(app.state, "retrying", "{steps:?}");
+    assert!(
+        app.note.as_deref().unwrap_or("").contains("503"),
+        "{steps:?}"
+    );
+    s.cleanup().await;
+}

@@ -433,6 +433,15 @@ async fn idempotency_keys_enqueue_once(kind: BackendKind) {
     assert_eq!(bulk[2], PushOutcome::Duplicate(bulk[0].id().to_string()));
     let counts = q.backend.counts().await.expect("counts");
     assert_eq!(counts[0].pending, 2);
+    // A job is found by its key.
+    let found = q
+        .backend
+        .get_by_key("client-42:siret")
+        .await
+        .expect("get by key")
+        .expect("found");
+    assert_eq!(&found.id, id);
+    assert!(q.backend.get_by_key("nobody").await.expect("get").is_none());
     q.cleanup().await;
 }
 

@@ -416,19 +416,20 @@ async fn stored_answer(db: &Database, r: &RequestKey) -> Option<Response> {
 
 async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match crate::clients::get(&state.db, &id).await {
-        Ok(Some(client)) => match onboarding::steps(&state.db, &id).await {
-            Ok(steps) => {
-                Json(serde_json::json!({ "client": client, "onboarding": steps })).into_response()
+        Ok(Some(client)) => {
+            match onboarding::steps(&state.db, Some(state.queue.as_ref()), &id).await {
+                Ok(steps) => Json(serde_json::json!({ "client": client, "onboarding": steps }))
+                    .into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading onboarding steps failed");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "try again shortly",
+                    )
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reading onboarding steps failed");
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "try again shortly",
-                )
-            }
-        },
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no client with this id"),
         Err(e) => {
             tracing::error!(error = %e, "reading a client failed");

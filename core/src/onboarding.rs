@@ -454,27 +454,38 @@ fn step(step: impl Into<String>, state: &str, note: Option<String>) -> Step {
     }
 }
 
-/// Each onboarding step of a client, read from the records the jobs keep.
-pub async fn steps(db: &Database, client_id: &str) -> Result<Vec<Step>, OnboardingError> {
+/// Each onboarding step of a client, read from the records the jobs keep
+/// and, while a step is not finished, from its job in `queue` (running,
+/// retrying after an error, or dead with its reason).
+pub async fn steps(
+    db: &Database,
+    queue: Option<&dyn crate::queue::QueueBackend>,
+    client_id: &str,
+) -> Result<Vec<Step>, OnboardingError> {
     let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
     let client = crate::clients::get(db, client_id)
         .await
         .map_err(|e| other(&e))?
         .ok_or_else(|| OnboardingError::Other(format!("no client with id {client_id}")))?;
-    let mut out = Vec::new();
+    // (step, its job's idempotency key)
+    let mut out: Vec<(Step, Vec<String>)> = Vec::new();
     let pending = client.enrichment_status == EnrichmentStatus::Pending;
-    out.push(match client.enrichment_status {
-        EnrichmentStatus::Pending => step("enrichment", "queued", None),
-        EnrichmentStatus::Enriched => step("enrichment", "done", client.warning.clone()),
-        EnrichmentStatus::NotFound => {
-            step("enrichment", "failed", client.enrichment_message.clone())
-        }
-        EnrichmentStatus::Skipped => step(
-            "enrichment",
-            "skipped",
-            Some("no SIRET: entered by hand".into()),
-        ),
-    });
+    let tree_key = format!("tree_setup:{client_id}");
+    out.push((
+        match client.enrichment_status {
+            EnrichmentStatus::Pending => step("enrichment", "queued", None),
+            EnrichmentStatus::Enriched => step("enrichment", "done", client.warning.clone()),
+            EnrichmentStatus::NotFound => {
+                step("enrichment", "failed", client.enrichment_message.clone())
+            }
+            EnrichmentStatus::Skipped => step(
+                "enrichment",
+                "skipped",
+                Some("no SIRET: entered by hand".into()),
+            ),
+        },
+        vec![format!("siret_enrichment:{client_id}")],
+    ));
     let folders = folders::list(db, client_id).await.map_err(|e| other(&e))?;
     for e in crate::exercice::list(db, client_id)
         .await
@@ -485,36 +496,38 @@ pub async fn steps(db: &Database, client_id: &str) -> Result<Vec<Step>, Onboardi
         } else {
             "queued"
         };
-        out.push(step(
-            format!("folders of exercice {}", e.label),
-            state,
-            None,
+        out.push((
+            step(format!("folders of exercice {}", e.label), state, None),
+            vec![format!("fiscal_folders:{}", e.id), tree_key.clone()],
         ));
     }
-    if folders.is_empty() {
-        out.push(step("tree", "queued", None));
-    } else {
-        out.push(step(
-            "tree",
-            "done",
-            Some(format!("{} folders", folders.len())),
-        ));
-    }
+    out.push((
+        if folders.is_empty() {
+            step("tree", "queued", None)
+        } else {
+            step("tree", "done", Some(format!("{} folders", folders.len())))
+        },
+        vec![tree_key.clone()],
+    ));
     for i in invitations::list(db, client_id)
         .await
         .map_err(|e| other(&e))?
     {
         let name = format!("invitation ({})", i.role.as_str());
-        out.push(match i.status {
-            invitations::Status::Queued if pending => step(
-                name,
-                "waiting",
-                Some("for the enrichment, to name the company as the registry does".into()),
-            ),
-            invitations::Status::Queued => step(name, "queued", i.last_error.clone()),
-            invitations::Status::Draft => step(name, "draft", i.last_error.clone()),
-            s => step(name, s.as_str(), i.last_error.clone()),
-        });
+        let key = vec![format!("invitation:{}:{}", i.id, i.generation)];
+        out.push((
+            match i.status {
+                invitations::Status::Queued if pending => step(
+                    name,
+                    "waiting",
+                    Some("for the enrichment, to name the company as the registry does".into()),
+                ),
+                invitations::Status::Queued => step(name, "queued", i.last_error.clone()),
+                invitations::Status::Draft => step(name, "draft", i.last_error.clone()),
+                s => step(name, s.as_str(), i.last_error.clone()),
+            },
+            key,
+        ));
     }
     for a in apps::client_apps(db, client_id)
         .await
@@ -525,11 +538,42 @@ pub async fn steps(db: &Database, client_id: &str) -> Result<Vec<Step>, Onboardi
             "pending" => "queued",
             s => s,
         };
-        out.push(step(
-            format!("app {}", a.app_id),
-            state,
-            a.last_error.clone(),
+        let kind = if a.status == "disabling" {
+            "app_teardown"
+        } else {
+            "app_setup"
+        };
+        let key = vec![format!("{kind}:{client_id}:{}:{}", a.app_id, a.generation)];
+        out.push((
+            step(format!("app {}", a.app_id), state, a.last_error.clone()),
+            key,
         ));
     }
-    Ok(out)
+    let mut steps = Vec::new();
+    for (mut s, keys) in out {
+        if let Some(q) = queue
+            && matches!(s.state.as_str(), "queued" | "waiting" | "disabling")
+        {
+            for key in keys {
+                if let Ok(Some(job)) = q.get_by_key(&key).await {
+                    use crate::job::JobStatus;
+                    match job.status {
+                        JobStatus::Running => s.state = "running".into(),
+                        JobStatus::Retrying => {
+                            s.state = "retrying".into();
+                            s.note = job.last_error.clone();
+                        }
+                        JobStatus::Dead => {
+                            s.state = "failed".into();
+                            s.note = job.last_error.clone();
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+        }
+        steps.push(s);
+    }
+    Ok(steps)
 }

@@ -400,7 +400,10 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
     let client = dossier_core::clients::get(&db, id)
         .await?
         .ok_or_else(|| user(format!("no client with id {id}")))?;
-    let steps = dossier_core::onboarding::steps(&db, id).await?;
+    // The queue tells which unfinished steps are running or failing; without
+    // it the records still tell the rest.
+    let q = queue::open(settings).await.ok();
+    let steps = dossier_core::onboarding::steps(&db, q.as_deref(), id).await?;
     if json {
         let mut v = serde_json::to_value(&client)?;
         v["onboarding"] = serde_json::to_value(&steps)?;

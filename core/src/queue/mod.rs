@@ -138,6 +138,9 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
 
+    /// The job pushed with this idempotency key (until it is purged).
+    async fn get_by_key(&self, key: &str) -> Result<Option<JobRecord>, QueueError>;
+
     /// Runs a dead or waiting job now. A dead job that used all its attempts
     /// gets one more (River's rule), so a retried job is never lost to a
     /// spent budget.

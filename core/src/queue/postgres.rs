@@ -471,6 +471,15 @@ impl QueueBackend for PostgresQueue {
         rows.iter().map(|r| record_from_row(r, now)).collect()
     }
 
+    async fn get_by_key(&self, key: &str) -> Result<Option<JobRecord>, QueueError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE idempotency_key = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| record_from_row(&r, now_ms())).transpose()
+    }
+
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

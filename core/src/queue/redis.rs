@@ -901,6 +901,15 @@ impl QueueBackend for RedisQueue {
         Ok(self.records(&[id.to_string()]).await?.pop())
     }
 
+    async fn get_by_key(&self, key: &str) -> Result<Option<JobRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = conn.hget(self.key("idem"), key).await?;
+        match id {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
     async fn retry(&self, id: &str) -> Result<AdminOutcome, QueueError> {
         let mut conn = self.conn.clone();
         let answer: String = self
