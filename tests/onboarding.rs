@@ -317,14 +317,27 @@ async fn http_hooks() {
         .expect("r");
     assert_eq!(missing.status(), 404);
 
-    let job = web
-        .post(format!("{base}/v1/jobs/siret_check"))
-        .bearer_auth(bearer)
-        .json(&serde_json::json!({ "payload": { "siret": "73282932000074" } }))
-        .send()
-        .await
-        .expect("enqueue");
+    let enqueue = || {
+        web.post(format!("{base}/v1/jobs/siret_check"))
+            .bearer_auth(bearer)
+            .header("Idempotency-Key", "check-1")
+            .json(&serde_json::json!({ "payload": { "siret": "73282932000074" } }))
+            .send()
+    };
+    let job = enqueue().await.expect("enqueue");
     assert_eq!(job.status(), 202);
+    let job: serde_json::Value = job.json().await.expect("json");
+    let retried: serde_json::Value = enqueue()
+        .await
+        .expect("enqueue")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        retried["job_id"], job["job_id"],
+        "a retried request finds the first job"
+    );
+    assert_eq!(retried["duplicate"], true);
     let bad_job = web
         .post(format!("{base}/v1/jobs/nope"))
         .bearer_auth(bearer)

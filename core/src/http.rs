@@ -457,9 +457,12 @@ struct EnqueueIn {
 }
 
 /// The raw enqueue, with `dossier enqueue`'s validation.
+/// An `Idempotency-Key` header becomes the job's key (unless the body
+/// gives one): a retried request finds the first job and adds nothing.
 async fn enqueue(
     State(state): State<ApiState>,
     Path(kind): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let input: EnqueueIn = match serde_json::from_slice(&body) {
@@ -469,7 +472,12 @@ async fn enqueue(
     let options = crate::submit::SubmitOptions {
         run_at: input.run_at,
         max_attempts: input.max_attempts,
-        idempotency_key: input.idempotency_key,
+        idempotency_key: input.idempotency_key.or_else(|| {
+            headers
+                .get("Idempotency-Key")
+                .and_then(|v| v.to_str().ok())
+                .map(|k| format!("http:{}", k.trim()))
+        }),
         trace_id: input.trace_id,
     };
     let catalogue = crate::catalogue::Catalogue::product();
