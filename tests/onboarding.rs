@@ -64,6 +64,10 @@ async fn count(db: &Database, table: &'static str) -> i64 {
 
 async fn created_with_everything(kind: BackendKind) {
     let mut q = TestQueue::new(kind).await;
+    if kind == BackendKind::Postgres {
+        // The queue in the business database (queue.url unset).
+        q.settings.queue.url = None;
+    }
     let outbox_dir = q.dir.path().join("outbox");
     q.settings.mail.transport = MailTransportKind::File;
     q.settings.mail.outbox_dir = outbox_dir.display().to_string();
@@ -77,11 +81,23 @@ async fn created_with_everything(kind: BackendKind) {
         .await
         .expect("created");
     assert_eq!(created.jobs, ["tree_setup", "app_setup", "invitation"]);
-    // Committed with its jobs, none pushed yet: a crash here loses nothing.
-    assert_eq!(count(&db, "outbox").await, 3);
-    dossier_core::outbox::relay(&db, &*q.backend)
-        .await
-        .expect("relay");
+    if kind == BackendKind::Postgres {
+        // The queue is this database's jobs table: the jobs were enqueued
+        // inside the creating transaction, no outbox needed.
+        assert_eq!(count(&db, "outbox").await, 0);
+        let queued = q.backend.counts().await.expect("counts");
+        assert_eq!(
+            queued.iter().map(|c| c.pending).sum::<u64>(),
+            3,
+            "{queued:?}"
+        );
+    } else {
+        // Committed with its jobs, none pushed yet: a crash here loses nothing.
+        assert_eq!(count(&db, "outbox").await, 3);
+        dossier_core::outbox::relay(&db, &*q.backend)
+            .await
+            .expect("relay");
+    }
     let deps = Arc::new(JobDeps {
         db: db.clone(),
         sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
@@ -133,6 +149,11 @@ async fn created_with_everything(kind: BackendKind) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_with_everything_on_sqlite() {
     created_with_everything(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_with_everything_on_postgres_with_its_queue_in_the_same_transaction() {
+    created_with_everything(BackendKind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

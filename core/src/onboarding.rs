@@ -409,9 +409,7 @@ pub async fn create_client_once(
             .execute(&mut *tx)
             .await?;
         }
-        for j in &jobs {
-            crate::outbox::stage!(tx, j)?;
-        }
+        crate::outbox::StageJobs::stage_jobs(&mut tx, &jobs, crate::outbox::direct_queue(queue)).await?;
         if let Some(r) = &request {
             let inserted = sqlx::query(
                 "INSERT INTO http_requests (key, request_hash, status, body, created_at) VALUES ($1, $2, 201, $3, $4)",

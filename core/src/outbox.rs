@@ -48,6 +48,77 @@ macro_rules! stage {
 }
 pub(crate) use stage;
 
+/// Where a transaction's jobs go: the outbox, or — when the queue is the
+/// PostgreSQL `jobs` table of this very database — straight into the
+/// queue, inside the same transaction (its wake-up NOTIFY is delivered at
+/// commit).
+pub(crate) trait StageJobs {
+    /// `direct`: the queue's prefix, when the queue lives in this database.
+    async fn stage_jobs(
+        &mut self,
+        jobs: &[NewJob],
+        direct: Option<&str>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl StageJobs for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn stage_jobs(
+        &mut self,
+        jobs: &[NewJob],
+        _direct: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        for j in jobs {
+            stage!(*self, j)?;
+        }
+        Ok(())
+    }
+}
+
+impl StageJobs for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn stage_jobs(
+        &mut self,
+        jobs: &[NewJob],
+        direct: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(prefix) = direct else {
+            for j in jobs {
+                stage!(*self, j)?;
+            }
+            return Ok(());
+        };
+        let now = crate::clock::now_ms();
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let rows = crate::queue::postgres::job_rows(jobs, &ids, now);
+        sqlx::query(crate::queue::postgres::INSERT_JOBS)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now)
+            .execute(&mut **self)
+            .await?;
+        let mut kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::queue::postgres::channel(prefix))
+                .bind(kind)
+                .execute(&mut **self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The queue prefix when jobs can be inserted straight into the queue in
+/// the business transaction: the PostgreSQL queue with no `queue.url` of
+/// its own, that is in `database.url`.
+pub fn direct_queue(queue: &crate::config::QueueSettings) -> Option<&str> {
+    (queue.backend == crate::config::QueueBackendKind::Postgres && queue.url.is_none())
+        .then_some(queue.prefix.as_str())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("outbox: {0}")]

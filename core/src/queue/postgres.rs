@@ -29,6 +29,41 @@ const RECORD_COLUMNS: &str = "id, kind, payload::text AS payload, state, attempt
      created_at, updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, \
      last_error, errors::text AS errors, result::text AS result";
 
+/// Inserts jobs given as a JSON array ($1, see [`job_rows`]) at time $2;
+/// a job whose idempotency key exists is skipped. Returns the new ids.
+pub(crate) const INSERT_JOBS: &str =
+    "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at,
+                   updated_at, idempotency_key, trace_id)
+ SELECT x.id, x.kind, x.payload, 'queued', 0, x.max_attempts, x.run_at, $2, $2,
+        x.idempotency_key, x.trace_id
+ FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, kind text, payload jsonb,
+      max_attempts int, run_at bigint, idempotency_key text, trace_id text)
+ ON CONFLICT (idempotency_key) DO NOTHING
+ RETURNING id";
+
+/// The rows [`INSERT_JOBS`] takes.
+pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_json::Value> {
+    jobs.iter()
+        .zip(ids)
+        .map(|(j, id)| {
+            serde_json::json!({
+                "id": id,
+                "kind": j.kind,
+                "payload": j.payload,
+                "max_attempts": j.max_attempts,
+                "run_at": j.run_at_ms.unwrap_or(now),
+                "idempotency_key": j.idempotency_key,
+                "trace_id": j.trace_id,
+            })
+        })
+        .collect()
+}
+
+/// The LISTEN/NOTIFY channel of a queue prefix.
+pub(crate) fn channel(prefix: &str) -> String {
+    format!("{prefix}_wake")
+}
+
 impl PostgresQueue {
     /// Connects to a migrated database; `prefix` names the wake-up channel.
     pub async fn connect(
@@ -43,7 +78,7 @@ impl PostgresQueue {
             .await?;
         Ok(PostgresQueue {
             pool,
-            channel: format!("{prefix}_wake"),
+            channel: channel(prefix),
             wakers: Wakers::default(),
         })
     }
@@ -171,35 +206,12 @@ impl QueueBackend for PostgresQueue {
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect();
-        let rows: Vec<serde_json::Value> = jobs
-            .iter()
-            .zip(&ids)
-            .map(|(j, id)| {
-                serde_json::json!({
-                    "id": id,
-                    "kind": j.kind,
-                    "payload": j.payload,
-                    "max_attempts": j.max_attempts,
-                    "run_at": j.run_at_ms.unwrap_or(now),
-                    "idempotency_key": j.idempotency_key,
-                    "trace_id": j.trace_id,
-                })
-            })
-            .collect();
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at,
-                               updated_at, idempotency_key, trace_id)
-             SELECT x.id, x.kind, x.payload, 'queued', 0, x.max_attempts, x.run_at, $2, $2,
-                    x.idempotency_key, x.trace_id
-             FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, kind text, payload jsonb,
-                  max_attempts int, run_at bigint, idempotency_key text, trace_id text)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = job_rows(&jobs, &ids, now);
+        let inserted: Vec<String> = sqlx::query_scalar(INSERT_JOBS)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
         let mut out = Vec::with_capacity(jobs.len());
         let mut kinds = std::collections::BTreeSet::new();
