@@ -535,6 +535,23 @@ async fn rollover_with_two_schedulers(kind: BackendKind) {
     // A dormant client (ended long ago) and one already extended are left alone.
     let dormant = s.client("cabinet-1").await;
     created(&s.db, &dormant, "2020-01-01", None).await;
+    // An exercice whose folders job was lost 20 minutes ago: repaired.
+    let lost = s.client("cabinet-1").await;
+    let lost_ex = created(&s.db, &lost, "2026-03-01", None).await;
+    let back = "UPDATE exercices SET created_at = created_at - 1200000 WHERE id = $1";
+    match &s.db {
+        Database::Sqlite(p) => sqlx::query(back)
+            .bind(&lost_ex.id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(back)
+            .bind(&lost_ex.id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .expect("age the exercice");
     let extended = s.client("cabinet-1").await;
     created(&s.db, &extended, "2026-01-01", None).await;
     created(&s.db, &extended, "2027-01-01", None).await;
@@ -604,6 +621,13 @@ async fn rollover_with_two_schedulers(kind: BackendKind) {
         exercice::list(&s.db, &dormant).await.expect("list").len(),
         1
     );
+    assert_eq!(
+        direct.lost_folders_repaired
+            + queued["lost_folders_repaired"].as_u64().unwrap_or(0) as usize,
+        1,
+        "the lost exercice's folders are written once"
+    );
+    assert_eq!(paths(&s.db, &lost).await.len(), DIRS + PER_EXERCICE * 13);
     assert_eq!(
         exercice::list(&s.db, &extended).await.expect("list").len(),
         2

@@ -601,12 +601,36 @@ async fn one_reminder_and_expiry() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     exec(&s.db, four_days_ago, &late.id).await;
+    // An invitation whose job never reached the queue (staged, never
+    // relayed), queued 20 minutes ago: housekeeping pushes it again.
+    let lost = s.invite(&client, "compta@transports-riviere.fr").await;
+    exec(
+        &s.db,
+        "UPDATE invitations SET queued_at = queued_at - 1200000 WHERE id = $1",
+        &lost.id,
+    )
+    .await;
     let h2 = s.q.push(housekeeping()).await;
     let r2 = s.done(&h2).await.result.expect("result");
     assert_eq!(r2["reminders"], 0, "{r2}");
+    assert_eq!(r2["requeued"], 1, "{r2}");
+    loop {
+        let i = invitations::get(&s.db, &lost.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if i.status == Status::Sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     w.stop().await;
     let messages = s.smtp.messages();
-    assert_eq!(messages.len(), 3, "two invitations and one reminder");
+    assert_eq!(
+        messages.len(),
+        4,
+        "two invitations, one reminder, one re-pushed"
+    );
     let reminder = decoded(&messages[2]);
     assert!(reminder.contains("X-Envelope-To: chef@transports-riviere.fr"));
     assert!(

@@ -154,7 +154,8 @@ pub struct Report {
     pub folders: u64,
     /// Of those, the ones this run wrote (the rest existed).
     pub created: u64,
-    /// Exercices whose folders are now complete.
+    /// Exercices whose folders this run completed (another writer may
+    /// have completed some of the same ones first).
     pub exercices: usize,
 }
 
@@ -215,12 +216,12 @@ struct Planned {
 
 impl Planned {
     async fn write(self, db: &Database) -> Result<Report, FolderError> {
-        let created = write(db, &self.rows, &self.exercice_ids).await?;
+        let (created, marked) = write(db, &self.rows, &self.exercice_ids).await?;
         Ok(Report {
             clients: self.clients,
             folders: self.planned,
             created,
-            exercices: self.exercice_ids.len(),
+            exercices: marked as usize,
         })
     }
 }
@@ -556,10 +557,13 @@ pub(crate) fn copy_line(out: &mut String, f: &Folder, now: &str) {
     out.push('\n');
 }
 
-/// Marks the exercices' folders written, inside the writer's transaction.
+/// Marks the exercices' folders written, inside the writer's transaction;
+/// evaluates to how many were not marked yet.
 macro_rules! mark_done {
     ($tx:expr, $ids:expr, $now:expr) => {
-        if !$ids.is_empty() {
+        if $ids.is_empty() {
+            0
+        } else {
             let sql = format!(
                 "UPDATE exercices SET folders_done_at = $1 WHERE folders_done_at IS NULL AND id IN ({})",
                 placeholders(2, $ids.len())
@@ -568,7 +572,7 @@ macro_rules! mark_done {
             for id in $ids {
                 q = q.bind(id);
             }
-            q.execute(&mut *$tx).await?;
+            q.execute(&mut *$tx).await?.rows_affected()
         }
     };
 }
@@ -607,11 +611,12 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// insertion, about half the speed). If another writer got some of them in meanwhile,
 /// the unique key refuses the batch, which is rolled back and written
 /// again with `ON CONFLICT DO NOTHING`.
+/// Returns (folders created, exercices this write marked done).
 async fn write(
     db: &Database,
     rows: &[Folder],
     exercice_ids: &[String],
-) -> Result<u64, FolderError> {
+) -> Result<(u64, u64), FolderError> {
     match write_once(db, rows, exercice_ids, false).await {
         Err(e) if is_unique_violation(&e) => {
             tracing::debug!("another writer added some of these folders; writing the rest");
@@ -626,7 +631,7 @@ async fn write_once(
     rows: &[Folder],
     exercice_ids: &[String],
     skip_existing: bool,
-) -> Result<u64, sqlx::Error> {
+) -> Result<(u64, u64), sqlx::Error> {
     let now = now_ms();
     let on_conflict = if skip_existing {
         " ON CONFLICT (client_id, path) DO NOTHING"
@@ -634,6 +639,7 @@ async fn write_once(
         ""
     };
     let mut created = 0;
+    let marked;
     match db {
         Database::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
@@ -645,7 +651,7 @@ async fn write_once(
                     .await?
                     .rows_affected();
             }
-            mark_done!(tx, exercice_ids, now);
+            marked = mark_done!(tx, exercice_ids, now);
             tx.commit().await?;
         }
         Database::Postgres(pool) => {
@@ -690,11 +696,11 @@ async fn write_once(
                 copy.send(buf.into_bytes()).await?;
                 created += copy.finish().await?;
             }
-            mark_done!(tx, exercice_ids, now);
+            marked = mark_done!(tx, exercice_ids, now);
             tx.commit().await?;
         }
     }
-    Ok(created)
+    Ok((created, marked))
 }
 
 /// A stored folder, as listed for people.
