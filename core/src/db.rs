@@ -208,3 +208,119 @@ mod tests {
         assert_eq!(sqlite_path("postgres://h/db"), None);
     }
 }
+
+/// A column of a [`BulkInsert`] and the type PostgreSQL reads it as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Col {
+    Text(&'static str),
+    Int(&'static str),
+    Bool(&'static str),
+}
+
+impl Col {
+    fn name(self) -> &'static str {
+        match self {
+            Col::Text(n) | Col::Int(n) | Col::Bool(n) => n,
+        }
+    }
+}
+
+/// Many rows inserted by one statement with one parameter: a JSON array of
+/// objects keyed by column name. No bind-count limit, one round trip, and
+/// the same rows on both engines (`json_to_recordset` / `json_each`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkInsert {
+    pub table: &'static str,
+    pub cols: &'static [Col],
+    /// `ON CONFLICT …`, or empty.
+    pub on_conflict: &'static str,
+}
+
+impl BulkInsert {
+    fn names(&self) -> String {
+        self.cols
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn postgres_sql(&self) -> String {
+        let types = self
+            .cols
+            .iter()
+            .map(|c| match c {
+                Col::Text(n) => format!("{n} text"),
+                Col::Int(n) => format!("{n} bigint"),
+                Col::Bool(n) => format!("{n} boolean"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset($1::json) AS x({types}) {}",
+            self.table,
+            self.names(),
+            self.names(),
+            self.on_conflict
+        )
+    }
+
+    pub fn sqlite_sql(&self) -> String {
+        let values = self
+            .cols
+            .iter()
+            .map(|c| format!("json_extract(value, '$.{}')", c.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
+        format!(
+            "INSERT INTO {} ({}) SELECT {values} FROM json_each($1) WHERE true {}",
+            self.table,
+            self.names(),
+            self.on_conflict
+        )
+    }
+}
+
+/// Runs a [`BulkInsert`] inside a transaction of either engine.
+pub(crate) trait BulkExec {
+    async fn bulk(
+        &mut self,
+        insert: &BulkInsert,
+        rows: &[serde_json::Value],
+    ) -> Result<u64, sqlx::Error>;
+}
+
+impl BulkExec for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn bulk(
+        &mut self,
+        insert: &BulkInsert,
+        rows: &[serde_json::Value],
+    ) -> Result<u64, sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let r = sqlx::query(sqlx::AssertSqlSafe(insert.sqlite_sql()))
+            .bind(serde_json::to_string(rows).unwrap_or_default())
+            .execute(&mut **self)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl BulkExec for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn bulk(
+        &mut self,
+        insert: &BulkInsert,
+        rows: &[serde_json::Value],
+    ) -> Result<u64, sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let r = sqlx::query(sqlx::AssertSqlSafe(insert.postgres_sql()))
+            .bind(serde_json::to_string(rows).unwrap_or_default())
+            .execute(&mut **self)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Database, on_pool, placeholders};
+use crate::db::{BulkExec, BulkInsert, Col, Database, on_pool, placeholders};
 use crate::job::NewJob;
 use crate::queue::{QueueBackend, QueueError};
 
@@ -48,6 +48,45 @@ macro_rules! stage {
 }
 pub(crate) use stage;
 
+const OUTBOX: BulkInsert = BulkInsert {
+    table: "outbox",
+    cols: &[
+        Col::Text("id"),
+        Col::Text("kind"),
+        Col::Text("payload"),
+        Col::Int("run_at"),
+        Col::Int("max_attempts"),
+        Col::Text("idempotency_key"),
+        Col::Text("trace_id"),
+        Col::Int("created_at"),
+    ],
+    on_conflict: "",
+};
+
+/// The outbox rows of `jobs`, as [`stage!`] writes one.
+fn outbox_rows(jobs: &[NewJob]) -> Vec<serde_json::Value> {
+    let now = crate::clock::now_ms();
+    jobs.iter()
+        .map(|job| {
+            let id = uuid::Uuid::now_v7().to_string();
+            let key = job
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| format!("outbox:{id}"));
+            serde_json::json!({
+                "id": id,
+                "kind": job.kind,
+                "payload": job.payload.to_string(),
+                "run_at": job.run_at_ms,
+                "max_attempts": job.max_attempts,
+                "idempotency_key": key,
+                "trace_id": job.trace_id,
+                "created_at": now,
+            })
+        })
+        .collect()
+}
+
 /// Where a transaction's jobs go: the outbox, or — when the queue is the
 /// PostgreSQL `jobs` table of this very database — straight into the
 /// queue, inside the same transaction (its wake-up NOTIFY is delivered at
@@ -67,9 +106,7 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Sqlite> {
         jobs: &[NewJob],
         _direct: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        for j in jobs {
-            stage!(*self, j)?;
-        }
+        self.bulk(&OUTBOX, &outbox_rows(jobs)).await?;
         Ok(())
     }
 }
@@ -81,9 +118,7 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Postgres> {
         direct: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         let Some(prefix) = direct else {
-            for j in jobs {
-                stage!(*self, j)?;
-            }
+            self.bulk(&OUTBOX, &outbox_rows(jobs)).await?;
             return Ok(());
         };
         let now = crate::clock::now_ms();

@@ -26,6 +26,10 @@ pub const KIND: &str = "siret_enrichment";
 #[serde(deny_unknown_fields)]
 pub struct SiretEnrichment {
     pub client_id: String,
+    /// Only these providers (an import that chose one); absent: all the
+    /// worker's `sirene.providers`, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
 }
 
 fn db_error(e: ClientError) -> JobError {
@@ -51,7 +55,11 @@ pub async fn handle(
     };
     let siret = Siret::parse(raw)
         .map_err(|e| JobError::permanent(format!("stored SIRET {raw} is invalid: {e}")))?;
-    match deps.sirene.lookup(&siret).await {
+    match deps
+        .sirene
+        .lookup_with(&siret, job.providers.as_deref())
+        .await
+    {
         Ok(facts) => {
             let client = clients::record_enrichment(&deps.db, &client.id, &facts)
                 .await

@@ -129,8 +129,30 @@ impl Sirene {
 
     /// Asks each provider in turn until one knows the number.
     pub async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, SireneError> {
+        self.lookup_with(siret, None).await
+    }
+
+    /// [`Sirene::lookup`], asking only the providers named in `only` (an
+    /// import that chose `sirene-file` to stay clear of the shared quota).
+    pub async fn lookup_with(
+        &self,
+        siret: &Siret,
+        only: Option<&[String]>,
+    ) -> Result<CompanyFacts, SireneError> {
+        let chosen: Vec<&Arc<dyn Provider>> = self
+            .providers
+            .iter()
+            .filter(|p| only.is_none_or(|o| o.iter().any(|n| n == p.name())))
+            .collect();
+        if let (Some(only), true) = (only, chosen.is_empty()) {
+            return Err(SireneError::Permanent(format!(
+                "the job asks for provider(s) {} but this worker has only {}: add them to sirene.providers",
+                only.join(", "),
+                self.provider_names().join(", ")
+            )));
+        }
         let mut errors: Vec<LookupError> = Vec::new();
-        for provider in &self.providers {
+        for provider in chosen {
             if let Some((requests, window)) = provider.quota() {
                 match self
                     .quota
