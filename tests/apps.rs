@@ -108,6 +108,7 @@ impl Setup {
             mail: Mailer::from_settings(&self.q.settings).expect("mail"),
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
+            imports: Default::default(),
             partners: Partners::from_settings(&self.q.settings).expect("partners"),
         });
         let mut r = Registry::new();

@@ -46,6 +46,7 @@ async fn deps(q: &TestQueue, db: Database, stub_base: &str) -> Arc<JobDeps> {
             .expect("default mail settings"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),
+        imports: Default::default(),
         partners: dossier_core::jobs::Partners::from_settings(
             &dossier_core::config::Settings::default(),
         )
@@ -476,6 +477,7 @@ async fn waiting_for_quota_does_not_burn_attempts() {
             .expect("default mail settings"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),
+        imports: Default::default(),
         partners: dossier_core::jobs::Partners::from_settings(
             &dossier_core::config::Settings::default(),
         )

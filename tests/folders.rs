@@ -55,6 +55,7 @@ impl Setup {
             .expect("default mail settings"),
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
+            imports: Default::default(),
             partners: dossier_core::jobs::Partners::from_settings(
                 &dossier_core::config::Settings::default(),
             )

@@ -71,6 +71,7 @@ impl Setup {
             mail: Mailer::from_settings(&self.q.settings).expect("mail settings"),
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
+            imports: Default::default(),
             partners: dossier_core::jobs::Partners::from_settings(
                 &dossier_core::config::Settings::default(),
             )

@@ -104,6 +104,7 @@ async fn created_with_everything(kind: BackendKind) {
         mail: Mailer::from_settings(&q.settings).expect("mail"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),
+        imports: Default::default(),
         partners: Partners::from_settings(&q.settings).expect("partners"),
     });
     let mut registry = Registry::new();

@@ -42,6 +42,62 @@ pub struct Settings {
     pub invitations: InvitationSettings,
     pub http: HttpSettings,
     pub apps: AppsSettings,
+    pub imports: ImportSettings,
+}
+
+/// Bulk imports (`crate::import`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportSettings {
+    /// Files with more rows run as a `bulk_import` job in the worker; the
+    /// CLI shows its progress.
+    pub inline_max_rows: usize,
+    /// Clients written per transaction.
+    pub batch_rows: usize,
+    /// A longer cell is refused (a whole row pasted into one cell).
+    pub max_cell_chars: usize,
+    pub max_file_bytes: usize,
+    /// Drop folders imported on a clock.
+    pub schedules: Vec<ImportSchedule>,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            inline_max_rows: 1000,
+            batch_rows: 1000,
+            max_cell_chars: 1000,
+            max_file_bytes: 50 * 1024 * 1024,
+            schedules: Vec::new(),
+        }
+    }
+}
+
+/// A drop folder: files put in `FOLDER/incoming/` are imported at each tick
+/// and moved to `done/` or `failed/` with their report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSchedule {
+    /// Names the schedule (`import:NAME` in the queue).
+    pub name: String,
+    /// Cron expression with seconds, in UTC.
+    pub cron: String,
+    pub firm: String,
+    pub folder: String,
+    /// Create the good rows of a file with bad ones (else refuse the file).
+    #[serde(default)]
+    pub partial: bool,
+    /// Registry provider for the enrichment (`sirene-file` stays clear of
+    /// the shared API quota); absent: `sirene.providers`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// A file modified more recently than this may still be being written.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+}
+
+fn default_settle_secs() -> u64 {
+    10
 }
 
 /// Partner applications.

@@ -14,6 +14,8 @@ pub mod digest;
 pub mod exercice;
 pub mod folder_bench;
 pub mod http;
+pub mod import;
+pub mod import_bench;
 pub mod invitations;
 pub mod job;
 pub mod jobs;

@@ -17,7 +17,7 @@ use crate::job::NewJob;
 use crate::queue::{QueueBackend, QueueError};
 
 /// Rows relayed per round.
-const BATCH: i64 = 500;
+const BATCH: i64 = 2000;
 
 /// Writes `job` into the outbox inside the transaction `$tx` (a
 /// `sqlx::Transaction` of either engine). Its idempotency key is the job's

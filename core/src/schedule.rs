@@ -114,7 +114,27 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
             trace_id: None,
         },
     )?;
-    Ok(vec![rollover, housekeeping])
+    let mut all = vec![rollover, housekeeping];
+    let scan_attempts = settings
+        .queue
+        .kind(crate::jobs::import_scan::KIND)
+        .max_attempts;
+    for s in &settings.imports.schedules {
+        let name = s.name.clone();
+        all.push(Scheduled::new(
+            &format!("import:{}", s.name),
+            &s.cron,
+            move |_| NewJob {
+                kind: crate::jobs::import_scan::KIND.to_string(),
+                payload: serde_json::json!({ "schedule": name }),
+                run_at_ms: None,
+                max_attempts: scan_attempts,
+                idempotency_key: None,
+                trace_id: None,
+            },
+        )?);
+    }
+    Ok(all)
 }
 
 /// Fires the schedules' ticks until `stop`. Push failures are logged and the

@@ -3,6 +3,7 @@
 
 mod apps;
 mod folders;
+mod import;
 mod invitations;
 mod onboard;
 
@@ -76,6 +77,12 @@ enum Command {
     /// Which members follow a client.
     #[command(subcommand)]
     Collaborator(onboard::CollaboratorCommand),
+    /// Import clients from a CSV or .xlsx file (`dossier import template`
+    /// prints the columns).
+    Import(Box<import::ImportArgs>),
+    /// Imports: their progress and reports.
+    #[command(subcommand)]
+    Imports(import::ImportsCommand),
 }
 
 #[derive(Subcommand)]
@@ -360,6 +367,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App(cmd) => apps::run(cmd, &settings).await,
         Command::Member(cmd) => onboard::member(cmd, &settings).await,
         Command::Collaborator(cmd) => onboard::collaborator(cmd, &settings).await,
+        Command::Import(args) => import::run(*args, &settings).await,
+        Command::Imports(cmd) => import::imports(cmd, &settings).await,
         Command::Sirene(SireneCommand::Index {
             units,
             establishments,

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -1130,4 +1131,153 @@ async fn a_crash_between_commit_and_enqueue_loses_no_job() {
         kinds.contains(&"tree_setup".to_string()) && kinds.contains(&"invitation".to_string()),
         "{kinds:?}"
     );
+}
+
+/// A valid SIRET made from `n`.
+fn siret(n: u64) -> String {
+    dossier_core::import_bench::siret_for(n)
+}
+
+#[test]
+fn import_checks_every_row_then_creates_or_refuses_whole() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let template = env.ok(&["import", "template"]);
+    assert!(
+        template.starts_with('\u{feff}') && template.contains("Raison sociale;Début d'exercice")
+    );
+    let file = env.dir.path().join("clients.csv");
+    let mut text = template.lines().next().expect("header").to_string();
+    text.push_str(&format!(
+        "\r\n{};Boulangerie Dupont;01/01/2026;;;;;;;;;;CLI-1\r\n{};Garage Martin;31/06/2026;;;;;;;;;;CLI-2\r\n;Atelier Roux;01/07/2026;;;;;;;non;;;CLI-3\r\n",
+        siret(101),
+        siret(102)
+    ));
+    std::fs::write(&file, &text).expect("write");
+    let path = file.to_str().expect("path");
+    // Dry run: the report, nothing written, exit 2 for the bad row.
+    let out = env.run(&["import", path, "--firm", "f1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("line 3, column C « Début d'exercice », value \"31/06/2026\": \"31/06/2026\" is not a date: month 06/2026 has 30 days"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "dry run: 2 rows would be created, 0 skipped, 1 refused; nothing was written"
+        ),
+        "{stdout}"
+    );
+    // Without --partial: refused whole.
+    let err = env.refused(&["import", path, "--firm", "f1"]);
+    assert!(
+        err.contains("import refused: 1 of 3 rows have problems, nothing was created"),
+        "{err}"
+    );
+    assert_eq!(
+        env.ok(&["client", "list", "--firm", "f1"]).lines().count(),
+        1,
+        "nothing written"
+    );
+    assert_eq!(
+        env.json(&["imports", "list", "--firm", "f1", "--json"]),
+        serde_json::json!([])
+    );
+    // --partial: the good rows, and the bad one in clients.csv.erreurs.csv.
+    let out = env.ok(&["import", path, "--firm", "f1", "--partial"]);
+    assert!(
+        out.contains("created: 2   skipped (already clients): 0   refused: 1   jobs enqueued: 3"),
+        "{out}"
+    );
+    let errors = std::fs::read_to_string(env.dir.path().join("clients.csv.erreurs.csv"))
+        .expect("error file");
+    assert!(
+        errors.contains("Garage Martin;31/06/2026") && errors.contains("has 30 days"),
+        "{errors}"
+    );
+    // Corrected and imported again: created; the whole file again: skipped.
+    let fixed = env.dir.path().join("corrige.csv");
+    std::fs::write(&fixed, errors.replace("31/06/2026", "30/06/2026")).expect("write");
+    let out = env.ok(&["import", fixed.to_str().expect("path"), "--firm", "f1"]);
+    assert!(out.contains("created: 1 "), "{out}");
+    std::fs::write(&file, text.replace("31/06/2026", "30/06/2026")).expect("write");
+    let out = env.ok(&["import", path, "--firm", "f1"]);
+    assert!(
+        out.contains("created: 0   skipped (already clients): 3"),
+        "{out}"
+    );
+    assert_eq!(
+        env.ok(&["client", "list", "--firm", "f1"]).lines().count(),
+        4,
+        "three clients, once each"
+    );
+    let list = env.json(&["imports", "list", "--firm", "f1", "--json"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
+    let id = list[0]["id"].as_str().expect("id");
+    let show = env.ok(&["imports", "show", id]);
+    assert!(
+        show.contains("status      done") && show.contains("3 skipped"),
+        "{show}"
+    );
+    // Unreadable input: a clear error, exit 2.
+    let err = env.refused(&["import", "nope.csv", "--firm", "f1"]);
+    assert!(err.contains("cannot read nope.csv"), "{err}");
+    std::fs::write(env.dir.path().join("vide.csv"), "").expect("write");
+    let err = env.refused(&["import", "vide.csv", "--firm", "f1"]);
+    assert!(err.contains("the file is empty"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_runs_in_the_worker_with_progress() {
+    use dossier_core::jobs::{self, JobDeps};
+    let mut env = Env::sqlite();
+    env.ok(&["migrate"]);
+    env.vars
+        .push(("DOSSIER__IMPORTS__INLINE_MAX_ROWS".into(), "100".into()));
+    env.vars
+        .push(("DOSSIER__IMPORTS__BATCH_ROWS".into(), "100".into()));
+    std::fs::write(
+        env.dir.path().join("gros.csv"),
+        dossier_core::import_bench::generate_csv(350, 3),
+    )
+    .expect("write");
+    let mut settings = dossier_core::config::Settings::default();
+    settings.database.url = env.vars[0].1.clone();
+    settings.queue.poll_interval_ms = 50;
+    let queue = dossier_core::queue::open(&settings).await.expect("queue");
+    let deps = Arc::new(
+        JobDeps::from_settings(&settings, queue.clone())
+            .await
+            .expect("deps"),
+    );
+    let mut registry = dossier_core::runtime::Registry::new();
+    jobs::bulk_import::register(&mut registry, deps);
+    let worker = dossier_core::runtime::Worker::new(
+        "cli-test".into(),
+        settings.queue.clone(),
+        queue,
+        registry,
+    )
+    .expect("worker")
+    .spawn();
+    let (env, out) = run_blocking(env, &["import", "gros.csv", "--firm", "f2"]).await;
+    worker.stop().await.expect("worker stops");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("350 rows, running as job"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "created: 350   skipped (already clients): 0   refused: 0   jobs enqueued: 1050"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("rows validated 350/350 · created 350"),
+        "progress shown: {stderr}"
+    );
+    let list = env.json(&["imports", "list", "--firm", "f2", "--json"]);
+    assert_eq!(list[0]["status"], "done");
+    assert_eq!(list[0]["rows_created"], 350);
 }

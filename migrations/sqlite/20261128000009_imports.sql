@@ -9,8 +9,8 @@ CREATE UNIQUE INDEX clients_firm_external_ref ON clients (firm_id, external_ref)
 CREATE UNIQUE INDEX clients_import_line ON clients (import_id, import_line) WHERE import_id IS NOT NULL;
 
 -- One import: the file as received (a worker on another machine reads it
--- from here), its progress and its final report. A worker running it holds
--- a lease (locked_by, locked_until) renewed at every batch.
+-- from here), its progress and its final report. The `bulk_import` job that
+-- runs it is leased by the queue like any job; a retried run resumes.
 CREATE TABLE imports (
     id             TEXT PRIMARY KEY NOT NULL,
     firm_id        TEXT NOT NULL,
@@ -26,11 +26,10 @@ CREATE TABLE imports (
     rows_refused   INTEGER NOT NULL DEFAULT 0,
     jobs_enqueued  INTEGER NOT NULL DEFAULT 0,
     report         TEXT,
+    errors_csv     TEXT,
     error          TEXT,
     schedule       TEXT,
     source_path    TEXT,
-    locked_by      TEXT,
-    locked_until   INTEGER,
     created_at     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
     finished_at    INTEGER

@@ -73,6 +73,21 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
     },
+    /// Import a generated N-row file end to end: rows checked, clients
+    /// committed, onboarding jobs in the queue. Prints rows/s.
+    BenchImport {
+        /// sqlite://… or postgres://… (a scratch database is best).
+        #[arg(long, default_value = "sqlite://var/bench-import.db")]
+        database: String,
+        /// sqlite, postgres (the jobs table of --database) or redis.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        queue: Backend,
+        /// Redis URL with --queue redis (default: local Redis).
+        #[arg(long)]
+        queue_url: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,6 +174,27 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "Inspect it: DOSSIER__DATABASE__URL=sqlite://{} cargo run --release -p dossier-cli -- jobs list --status dead",
                 report.database
             );
+            Ok(())
+        }
+        Command::BenchImport {
+            database,
+            queue,
+            queue_url,
+            rows,
+        } => {
+            let result =
+                dossier_core::import_bench::run(&dossier_core::import_bench::ImportBenchOptions {
+                    database_url: database,
+                    queue: match queue {
+                        Backend::Sqlite => QueueBackendKind::Sqlite,
+                        Backend::Redis => QueueBackendKind::Redis,
+                        Backend::Postgres => QueueBackendKind::Postgres,
+                    },
+                    queue_url,
+                    rows,
+                })
+                .await?;
+            println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
         Command::BenchFolders { database, clients } => {

@@ -10,9 +10,11 @@ use crate::sirene::Sirene;
 
 pub mod app_setup;
 pub mod app_teardown;
+pub mod bulk_import;
 pub mod exercice_rollover;
 pub mod fiscal_folders;
 mod folder_errors;
+pub mod import_scan;
 pub mod invitation;
 pub mod invitation_housekeeping;
 pub mod siret_check;
@@ -29,6 +31,8 @@ pub struct JobDeps {
     /// Attempts of the jobs those jobs queue.
     pub queue_settings: crate::config::QueueSettings,
     pub partners: Partners,
+    /// Batch sizes and drop folders of the imports.
+    pub imports: crate::config::ImportSettings,
 }
 
 /// What the partner-app jobs need: the key ring opening secret settings,
@@ -122,6 +126,7 @@ impl JobDeps {
             queue,
             queue_settings: settings.queue.clone(),
             partners: Partners::from_settings(settings)?,
+            imports: settings.imports.clone(),
         })
     }
 }
@@ -150,6 +155,8 @@ pub fn catalogue() -> Vec<KindSpec> {
         invitation_housekeeping::spec(),
         app_setup::spec(),
         app_teardown::spec(),
+        bulk_import::spec(),
+        import_scan::spec(),
     ]
 }
 
@@ -163,5 +170,7 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     invitation::register(registry, deps.clone());
     invitation_housekeeping::register(registry, deps.clone());
     app_setup::register(registry, deps.clone());
-    app_teardown::register(registry, deps);
+    app_teardown::register(registry, deps.clone());
+    bulk_import::register(registry, deps.clone());
+    import_scan::register(registry, deps);
 }

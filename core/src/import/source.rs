@@ -1,0 +1,350 @@
+//! Reading a spreadsheet file into a header and rows of text cells, with
+//! the file line (CSV) or sheet row (Excel) of each row.
+//!
+//! CSV as French spreadsheets write it: UTF-8 with or without BOM, else
+//! Windows-1252 (Excel's "CSV (séparateur : point-virgule)"); `;`, `,` or
+//! tab separators, detected on the header line. Excel: the first sheet of
+//! an `.xlsx`; numbers that are integers keep no decimal part, dates are
+//! written ISO (`2025-01-01`).
+
+use std::io::Cursor;
+
+use calamine::{Data, Reader};
+
+/// A file's cells, as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<RawRow>,
+    /// `UTF-8`, `UTF-8 (BOM)`, `Windows-1252` or `xlsx`.
+    pub encoding: &'static str,
+    /// The CSV separator (`;` for Excel files, for their error report).
+    pub separator: u8,
+}
+
+/// One row of cells, padded to the header's width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRow {
+    /// 1-based line of the file (CSV) or row of the sheet (Excel).
+    pub line: usize,
+    pub cells: Vec<String>,
+    /// Cells beyond the header's width that held something.
+    pub extra: usize,
+}
+
+/// A file that cannot be read as a table at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "the file is empty: it needs a header line and one line per client (see `dossier import template`)"
+    )]
+    Empty,
+    #[error(
+        "the file is {0}: save it as \"CSV UTF-8\" (Excel: File › Save as › CSV UTF-8) or as .xlsx"
+    )]
+    Unsupported(String),
+    #[error("line {line}: {message}")]
+    Csv { line: usize, message: String },
+    #[error("the Excel file cannot be read ({0}): open it in Excel and save it again as .xlsx")]
+    Excel(String),
+    #[error(
+        "the header has a single column {0:?}: separate the columns with ; or , (see `dossier import template`)"
+    )]
+    OneColumn(String),
+    #[error(
+        "the file is {size} bytes, over the limit of {limit} (imports.max_file_bytes): split it"
+    )]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Reads `bytes`, an `.xlsx` file or CSV text (told apart by content, not by
+/// the name).
+pub fn read(bytes: &[u8], max_bytes: usize) -> Result<Table, SourceError> {
+    if bytes.len() > max_bytes {
+        return Err(SourceError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return read_xlsx(bytes);
+    }
+    if bytes.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
+        return Err(SourceError::Unsupported(
+            "an Excel 97-2003 workbook (.xls)".into(),
+        ));
+    }
+    let text = decode(bytes)?;
+    read_csv(&text.0, text.1)
+}
+
+/// The text of a CSV file and the encoding it was in.
+fn decode(bytes: &[u8]) -> Result<(String, &'static str), SourceError> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(SourceError::Unsupported(
+            "UTF-16 text (Excel's \"Unicode text\")".into(),
+        ));
+    }
+    if bytes.contains(&0) {
+        // UTF-16 without its mark puts a NUL beside every ASCII letter.
+        let nuls = bytes.iter().filter(|b| **b == 0).count();
+        let what = if nuls * 3 >= bytes.len() {
+            "UTF-16 text without a byte-order mark"
+        } else {
+            "binary, not text (it holds NUL bytes)"
+        };
+        return Err(SourceError::Unsupported(what.into()));
+    }
+    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        return match std::str::from_utf8(rest) {
+            Ok(t) => Ok((t.to_string(), "UTF-8 (BOM)")),
+            Err(e) => Err(SourceError::Unsupported(format!(
+                "marked UTF-8 but byte {} is not UTF-8",
+                e.valid_up_to() + 4
+            ))),
+        };
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(t) => Ok((t.to_string(), "UTF-8")),
+        // Every byte means something in Windows-1252, the encoding of
+        // Excel's plain "CSV" on a French Windows.
+        Err(_) => {
+            let (text, _, _) = encoding_rs::WINDOWS_1252.decode(bytes);
+            Ok((text.into_owned(), "Windows-1252"))
+        }
+    }
+}
+
+/// The separator the header line uses most, outside quotes.
+fn separator(text: &str) -> u8 {
+    let header = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut counts = [(b';', 0usize), (b',', 0), (b'\t', 0)];
+    let mut quoted = false;
+    for b in header.bytes() {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && let Some(c) = counts.iter_mut().find(|c| c.0 == b) {
+            c.1 += 1;
+        }
+    }
+    // Ties go to `;`, the French default.
+    counts
+        .iter()
+        .max_by_key(|c| (c.1, c.0 == b';'))
+        .map_or(b';', |c| c.0)
+}
+
+fn blank(cells: &[String]) -> bool {
+    cells.iter().all(|c| c.trim().is_empty())
+}
+
+/// Pads or trims `cells` to `width`, counting the non-empty cells cut.
+fn fit(line: usize, mut cells: Vec<String>, width: usize) -> RawRow {
+    let extra = cells
+        .iter()
+        .skip(width)
+        .filter(|c| !c.trim().is_empty())
+        .count();
+    cells.resize(width, String::new());
+    RawRow { line, cells, extra }
+}
+
+/// The file line where a record starts. The reader's own line count lags
+/// behind line ends it has not consumed yet, so lines are counted here from
+/// the record's byte offset (records come in order: counting is linear).
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            bytes: text.as_bytes(),
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    fn at(&mut self, mut byte: usize) -> usize {
+        // A record starts after the line ends (and blank lines) before it.
+        while matches!(self.bytes.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        let end = byte.min(self.bytes.len());
+        if end >= self.pos {
+            self.line += self.bytes[self.pos..end]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            self.pos = end;
+        }
+        self.line
+    }
+}
+
+fn read_csv(text: &str, encoding: &'static str) -> Result<Table, SourceError> {
+    if text.trim().is_empty() {
+        return Err(SourceError::Empty);
+    }
+    let sep = separator(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut headers: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    let mut lines = LineCounter::new(text);
+    for record in reader.records() {
+        let record = record.map_err(|e| SourceError::Csv {
+            line: e.position().map_or(0, |p| lines.at(p.byte() as usize)),
+            message: format!("{e}: check the quotes around this line's values"),
+        })?;
+        let line = record.position().map_or(0, |p| lines.at(p.byte() as usize));
+        let cells: Vec<String> = record.iter().map(str::to_string).collect();
+        if blank(&cells) {
+            continue;
+        }
+        match &headers {
+            None => {
+                let mut h = cells;
+                while h.last().is_some_and(|c| c.trim().is_empty()) {
+                    h.pop();
+                }
+                if h.len() == 1 {
+                    return Err(SourceError::OneColumn(h[0].clone()));
+                }
+                headers = Some(h);
+            }
+            Some(h) => rows.push(fit(line, cells, h.len())),
+        }
+    }
+    Ok(Table {
+        headers: headers.ok_or(SourceError::Empty)?,
+        rows,
+        encoding,
+        separator: sep,
+    })
+}
+
+/// The text of one Excel cell.
+fn cell_text(d: &Data) -> String {
+    match d {
+        Data::Empty => String::new(),
+        Data::String(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        // Integers stored as floats (SIRETs, years) print without `.0`;
+        // 5.52100554E+13 prints all its digits, so a lost leading zero shows.
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e16 => format!("{f:.0}"),
+        Data::Float(f) => f.to_string(),
+        Data::Bool(b) => if *b { "oui" } else { "non" }.to_string(),
+        Data::DateTime(dt) => dt
+            .as_datetime()
+            .map(|t| t.date().to_string())
+            .unwrap_or_else(|| dt.as_f64().to_string()),
+        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::Error(e) => format!("#{e:?}"),
+    }
+}
+
+fn read_xlsx(bytes: &[u8]) -> Result<Table, SourceError> {
+    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
+        .map_err(|e| SourceError::Excel(e.to_string()))?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| SourceError::Excel("the workbook has no sheet".into()))?
+        .map_err(|e| SourceError::Excel(e.to_string()))?;
+    let first_row = range.start().map_or(0, |(r, _)| r as usize);
+    let first_col = range.start().map_or(0, |(_, c)| c as usize);
+    let mut headers: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    for (i, row) in range.rows().enumerate() {
+        // Columns left of the range are empty; keep them so letters match.
+        let mut cells = vec![String::new(); first_col];
+        cells.extend(row.iter().map(cell_text));
+        if blank(&cells) {
+            continue;
+        }
+        let line = first_row + i + 1;
+        match &headers {
+            None => {
+                let mut h = cells;
+                while h.last().is_some_and(|c| c.trim().is_empty()) {
+                    h.pop();
+                }
+                headers = Some(h);
+            }
+            Some(h) => rows.push(fit(line, cells, h.len())),
+        }
+    }
+    Ok(Table {
+        headers: headers.ok_or(SourceError::Empty)?,
+        rows,
+        encoding: "xlsx",
+        separator: b';',
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn utf8_bom_semicolons_quotes_and_blank_lines() {
+        let t = read(
+            "\u{feff}SIRET;Raison sociale\r\n\r\n\"552 100 554 00013\";\"Dupont; fils\"\r\n;\r\n"
+                .as_bytes(),
+            MAX,
+        )
+        .expect("table");
+        assert_eq!(t.encoding, "UTF-8 (BOM)");
+        assert_eq!(t.headers, ["SIRET", "Raison sociale"]);
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.rows[0].line, 3);
+        assert_eq!(t.rows[0].cells, ["552 100 554 00013", "Dupont; fils"]);
+    }
+
+    #[test]
+    fn windows_1252_and_commas() {
+        let bytes = b"siret,raison sociale\n55210055400013,Soci\xe9t\xe9 G\xe9n\xe9rale\n";
+        let t = read(bytes, MAX).expect("table");
+        assert_eq!(t.encoding, "Windows-1252");
+        assert_eq!(t.separator, b',');
+        assert_eq!(t.rows[0].cells[1], "Société Générale");
+    }
+
+    #[test]
+    fn files_that_are_not_tables() {
+        assert_eq!(read(b"", MAX), Err(SourceError::Empty));
+        assert_eq!(read(b"  \n\n", MAX), Err(SourceError::Empty));
+        let utf16: Vec<u8> = "SIRET;Nom\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(
+            matches!(read(&utf16, MAX), Err(SourceError::Unsupported(m)) if m.contains("UTF-16"))
+        );
+        assert!(
+            matches!(read(&[0xD0, 0xCF, 0x11, 0xE0, 1, 2], MAX), Err(SourceError::Unsupported(m)) if m.contains(".xls"))
+        );
+        assert_eq!(
+            read(b"siret\n123\n", MAX),
+            Err(SourceError::OneColumn("siret".into()))
+        );
+        assert!(matches!(
+            read(b"a;b\n1;2\n", 3),
+            Err(SourceError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn extra_cells_are_counted_and_short_rows_padded() {
+        let t = read(b"a;b;c\n1;2\n1;2;3;4;\n", MAX).expect("table");
+        assert_eq!(t.rows[0].cells, ["1", "2", ""]);
+        assert_eq!(t.rows[1].extra, 1);
+    }
+}
