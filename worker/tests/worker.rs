@@ -147,6 +147,29 @@ async fn run_migrates_processes_jobs_and_stops_on_sigterm() {
 }
 
 #[test]
+fn bench_import_commits_every_row_and_queues_every_job() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("bench-import.db").display());
+    let out = Command::new(BIN)
+        .args(["bench-import", "--database", &url, "--rows", "120"])
+        .env_remove("DOSSIER_CONFIG")
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("JSON line");
+    assert_eq!(
+        (r["rows"].as_u64(), r["created"].as_u64(), r["jobs_enqueued"].as_u64(), r["jobs_in_queue"].as_u64()),
+        (Some(120), Some(120), Some(360), Some(360))
+    );
+    assert!(r["rows_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+}
+
+#[test]
 fn bench_prints_one_json_line_with_every_figure() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());

@@ -393,6 +393,19 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_job_may_only_ask_providers_the_worker_has() {
+        let sirene = Sirene::new(vec![], Quota::local(), Duration::from_secs(1));
+        let only = vec!["sirene-file".to_string()];
+        match sirene.lookup_with(&siret(), Some(&only)).await {
+            Err(SireneError::Permanent(m)) => assert!(
+                m.starts_with("the job asks for provider(s) sirene-file but this worker has only"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn all_not_found_is_permanent_and_names_providers() {
         let e = classify(&siret(), vec![nf("insee"), nf("recherche-entreprises")]);
