@@ -213,17 +213,23 @@ mod tests {
     #[test]
     fn each_drop_folder_gets_its_scan_schedule() {
         let mut settings = Settings::default();
-        settings.imports.schedules.push(crate::config::ImportSchedule {
-            name: "nuit".into(),
-            cron: "0 */5 * * * *".into(),
-            firm: "f".into(),
-            folder: "/srv/drop".into(),
-            partial: false,
-            provider: None,
-            settle_secs: 10,
-        });
+        settings
+            .imports
+            .schedules
+            .push(crate::config::ImportSchedule {
+                name: "nuit".into(),
+                cron: "0 */5 * * * *".into(),
+                firm: "f".into(),
+                folder: "/srv/drop".into(),
+                partial: false,
+                provider: None,
+                settle_secs: 10,
+            });
         let s = product(&settings).expect("valid");
-        let scan = s.iter().find(|s| s.name == "import:nuit").expect("scheduled");
+        let scan = s
+            .iter()
+            .find(|s| s.name == "import:nuit")
+            .expect("scheduled");
         let t0 = DateTime::parse_from_rfc3339("2026-11-27T12:01:00Z")
             .expect("time")
             .with_timezone(&Utc);
@@ -231,7 +237,10 @@ mod tests {
         let job = scan.job_for(scan.next_after(t0).expect("a tick"));
         assert_eq!(job.kind, "import_scan");
         assert_eq!(job.payload, serde_json::json!({ "schedule": "nuit" }));
-        assert_eq!(job.idempotency_key.as_deref(), Some("schedule:import:nuit:1795781100"));
+        assert_eq!(
+            job.idempotency_key.as_deref(),
+            Some("schedule:import:nuit:1795781100")
+        );
         settings.imports.schedules[0].cron = "bientôt".into();
         assert!(product(&settings).is_err());
     }

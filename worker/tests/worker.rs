@@ -163,7 +163,12 @@ fn bench_import_commits_every_row_and_queues_every_job() {
     let r: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("JSON line");
     assert_eq!(
-        (r["rows"].as_u64(), r["created"].as_u64(), r["jobs_enqueued"].as_u64(), r["jobs_in_queue"].as_u64()),
+        (
+            r["rows"].as_u64(),
+            r["created"].as_u64(),
+            r["jobs_enqueued"].as_u64(),
+            r["jobs_in_queue"].as_u64()
+        ),
         (Some(120), Some(120), Some(360), Some(360))
     );
     assert!(r["rows_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
