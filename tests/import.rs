@@ -42,6 +42,7 @@ fn request(partial: bool) -> Request {
         file_name: "clients.csv".into(),
         partial,
         providers: None,
+        trace_id: None,
     }
 }
 

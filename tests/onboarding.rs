@@ -270,11 +270,45 @@ async fn http_hooks() {
         web.post(format!("{base}/v1/clients"))
             .bearer_auth(bearer)
             .header("Idempotency-Key", key)
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
             .json(body)
             .send()
     };
     let first = post("req-1", &form).await.expect("post");
     assert_eq!(first.status(), 201);
+    // The caller's trace id goes with every job of the client.
+    dossier_core::outbox::relay(&db, &*q.backend)
+        .await
+        .expect("relay");
+    let jobs = q
+        .backend
+        .list(&dossier_core::job::JobFilter {
+            kind: None,
+            status: None,
+            limit: 10,
+        })
+        .await
+        .expect("jobs");
+    assert!(!jobs.is_empty());
+    for j in &jobs {
+        assert_eq!(
+            j.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{j:?}"
+        );
+    }
+    let bad_trace = web
+        .post(format!("{base}/v1/clients"))
+        .bearer_auth(bearer)
+        .header("X-Trace-Id", "marie@example.fr")
+        .json(&form)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad_trace.status(), 422);
     let first: serde_json::Value = first.json().await.expect("json");
     let again: serde_json::Value = post("req-1", &form)
         .await

@@ -335,6 +335,10 @@ async fn create_client(
             .collect(),
         collaborators: input.collaborators,
     };
+    let trace_id = match crate::submit::trace_id_of(&headers) {
+        Ok(t) => t,
+        Err(e) => return refused(&[format!(": header X-Trace-Id / traceparent: {e}")]),
+    };
     let request = headers
         .get("Idempotency-Key")
         .and_then(|v| v.to_str().ok())
@@ -357,6 +361,7 @@ async fn create_client(
             key: r.key.clone(),
             request_hash: r.request_hash.clone(),
         }),
+        trace_id,
     )
     .await;
     match result {

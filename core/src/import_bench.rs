@@ -110,6 +110,7 @@ pub async fn run(options: &ImportBenchOptions) -> Result<ImportBenchResult, Impo
         file_name: "bench.csv".into(),
         partial: false,
         providers: None,
+        trace_id: None,
     };
     let id = store::new_id();
     store::create(&db, &id, &request, csv.as_bytes(), None).await?;

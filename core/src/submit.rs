@@ -24,6 +24,39 @@ pub enum SubmitError {
     MaxAttempts,
     #[error("idempotency key must be 1 to 200 printable characters")]
     IdempotencyKey,
+    #[error("trace id must be 1 to 128 characters among letters, digits and - _ . :")]
+    TraceId,
+}
+
+/// A trace id as it may reach every log line of a job: short, and of
+/// characters that cannot forge a line or carry an address.
+pub fn check_trace_id(id: &str) -> Result<String, SubmitError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(SubmitError::TraceId)
+    }
+}
+
+/// The trace id of an HTTP request: `X-Trace-Id`, else the trace-id part
+/// of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<flags>`).
+pub fn trace_id_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, SubmitError> {
+    if let Some(v) = headers.get("x-trace-id") {
+        return check_trace_id(v.to_str().map_err(|_| SubmitError::TraceId)?.trim()).map(Some);
+    }
+    let Some(v) = headers.get("traceparent") else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| SubmitError::TraceId)?;
+    match v.trim().split('-').collect::<Vec<_>>().as_slice() {
+        [_, trace, _, _] if trace.len() == 32 => check_trace_id(trace).map(Some),
+        _ => Err(SubmitError::TraceId),
+    }
 }
 
 /// Options of a submission beyond kind and payload.
@@ -78,19 +111,50 @@ pub fn prepare(
     {
         return Err(SubmitError::IdempotencyKey);
     }
+    let trace_id = options
+        .trace_id
+        .as_deref()
+        .map(check_trace_id)
+        .transpose()?;
     Ok(NewJob {
         kind: kind.to_string(),
         payload,
         run_at_ms,
         max_attempts,
         idempotency_key: options.idempotency_key.clone(),
-        trace_id: options.trace_id.clone(),
+        trace_id,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_short_and_plain() {
+        use axum::http::{HeaderMap, HeaderValue};
+        assert_eq!(
+            check_trace_id("import-2026:abc_1.2").ok().as_deref(),
+            Some("import-2026:abc_1.2")
+        );
+        for bad in ["", "a b", "x\ny", "marie@example.fr", &"a".repeat(129)] {
+            assert!(
+                matches!(check_trace_id(bad), Err(SubmitError::TraceId)),
+                "{bad:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            trace_id_of(&h).ok().flatten().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        h.insert("x-trace-id", HeaderValue::from_static("req-42"));
+        assert_eq!(trace_id_of(&h).ok().flatten().as_deref(), Some("req-42"));
+    }
 
     #[test]
     fn relative_and_absolute_run_at() {

@@ -53,6 +53,9 @@ struct RunArgs {
     /// With a job: queue it and return (follow it with `dossier imports show`).
     #[arg(long)]
     no_wait: bool,
+    /// Carried by every job of the import into the workers' logs.
+    #[arg(long, value_parser = trace_id)]
+    trace_id: Option<String>,
     /// Where to write the refused rows (default: FILE.erreurs.csv).
     #[arg(long, value_name = "PATH")]
     errors_file: Option<PathBuf>,
@@ -78,6 +81,10 @@ pub enum ImportsCommand {
         #[arg(long)]
         errors: bool,
     },
+}
+
+pub(crate) fn trace_id(s: &str) -> Result<String, String> {
+    dossier_core::submit::check_trace_id(s).map_err(|e| e.to_string())
 }
 
 fn import_error(e: ImportError) -> anyhow::Error {
@@ -158,6 +165,7 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             .unwrap_or_default(),
         partial: a.partial,
         providers: a.provider.clone().map(|p| vec![p]),
+        trace_id: a.trace_id.clone(),
     };
     let keys = KeyRing::new(&settings.apps.encryption_keys).map_err(|e| user(e.to_string()))?;
     let db = Database::connect(&settings.database.url, 4).await?;
@@ -231,7 +239,7 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             run_at_ms: None,
             max_attempts: settings.queue.kind(bulk_import::KIND).max_attempts,
             idempotency_key: Some(format!("{}:{id}", bulk_import::KIND)),
-            trace_id: None,
+            trace_id: a.trace_id.clone(),
         };
         let job_id = match q.push(job).await? {
             PushOutcome::Created(j) | PushOutcome::Duplicate(j) => j,

@@ -31,6 +31,9 @@ struct Cli {
     /// Configuration file (else $DOSSIER_CONFIG, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json` (overrides log.format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,7 +45,7 @@ enum Command {
     /// Submit a job of any kind.
     Enqueue(EnqueueArgs),
     /// Per-queue counts: pending, scheduled, running, retrying, done, dead.
-    Queues(JsonFlag),
+    Queues(QueuesArgs),
     /// List, show, retry or kill jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -146,6 +149,19 @@ enum SiretCommand {
 }
 
 #[derive(Args)]
+struct QueuesArgs {
+    /// Machine-readable output.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Redraw the counts in place every second, until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, requires = "watch", hide = true)]
+    count: Option<u32>,
+}
+
+#[derive(Args)]
 struct JsonFlag {
     /// Machine-readable output.
     #[arg(long)]
@@ -224,6 +240,67 @@ pub(crate) async fn relay_outbox(settings: &Settings, db: &Database) {
     }
 }
 
+/// The counts as a table, one queue per line.
+fn queues_table(counts: &[dossier_core::job::QueueCounts]) -> String {
+    let mut out = format!(
+        "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  oldest pending\n",
+        "queue", "pending", "scheduled", "running", "retrying", "done", "dead"
+    );
+    for c in counts {
+        out.push_str(&format!(
+            "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  {}\n",
+            c.kind,
+            c.pending,
+            c.scheduled,
+            c.running,
+            c.retrying,
+            c.done,
+            c.dead,
+            c.oldest_pending_age_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    out
+}
+
+/// Redraws the counts every second (in place on a terminal; one block per
+/// refresh otherwise), until Ctrl-C or `count` refreshes. A queue that
+/// stops answering is said on the screen, and watching goes on.
+async fn watch_queues(q: &dyn QueueBackend, count: Option<u32>) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let mut shown = 0u32;
+    loop {
+        let body = match q.counts().await {
+            Ok(c) => queues_table(&c),
+            Err(e) => format!("the queue does not answer: {e}\n"),
+        };
+        let mut out = std::io::stdout();
+        if tty {
+            // Home, draw, then clear what an older, longer frame left below.
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        let _ = write!(
+            out,
+            "{}  (every 1s, Ctrl-C to stop)\n{body}",
+            format_ms(now_ms())
+        );
+        if !tty {
+            let _ = writeln!(out);
+        }
+        let _ = out.flush();
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// An error the user can fix: printed as is, exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -260,7 +337,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Siret(SiretCommand::Check { value, json }) = &cli.command {
         return siret_check(value, *json);
     }
-    let settings = Settings::load(cli.config.as_deref()).map_err(|e| user(e.to_string()))?;
+    let mut settings = Settings::load(cli.config.as_deref()).map_err(|e| user(e.to_string()))?;
+    match cli.log_format.as_deref() {
+        Some("json") => settings.log.format = dossier_core::config::LogFormat::Json,
+        Some(_) => settings.log.format = dossier_core::config::LogFormat::Text,
+        None => {}
+    }
     dossier_core::logging::init(&settings.log);
     let catalogue = Catalogue::product();
     match cli.command {
@@ -293,33 +375,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Queues(f) => {
+        Command::Queues(a) => {
             let q = open_queue(&settings).await?;
-            let counts = q.counts().await?;
-            if f.json {
-                println!("{}", serde_json::to_string(&counts)?);
-            } else {
-                println!(
-                    "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  oldest pending",
-                    "queue", "pending", "scheduled", "running", "retrying", "done", "dead"
-                );
-                for c in counts {
-                    println!(
-                        "{:<24} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7}  {}",
-                        c.kind,
-                        c.pending,
-                        c.scheduled,
-                        c.running,
-                        c.retrying,
-                        c.done,
-                        c.dead,
-                        c.oldest_pending_age_ms
-                            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-                            .unwrap_or_else(|| "-".into())
-                    );
-                }
+            if a.json {
+                println!("{}", serde_json::to_string(&q.counts().await?)?);
+                return Ok(());
             }
-            Ok(())
+            if !a.watch {
+                print!("{}", queues_table(&q.counts().await?));
+                return Ok(());
+            }
+            watch_queues(q.as_ref(), a.count).await
         }
         Command::Workers(f) => {
             let q = open_queue(&settings).await?;

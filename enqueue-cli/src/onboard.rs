@@ -58,6 +58,9 @@ pub struct CreateArgs {
     /// A firm member who follows the client, by email (repeatable).
     #[arg(long = "collaborator", value_name = "EMAIL")]
     collaborators: Vec<String>,
+    /// Carried by the client's jobs into the workers' logs.
+    #[arg(long, value_parser = crate::import::trace_id)]
+    trace_id: Option<String>,
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -126,12 +129,13 @@ pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let keys = KeyRing::new(&settings.apps.encryption_keys).map_err(|e| user(e.to_string()))?;
     let db = Database::connect(&settings.database.url, 2).await?;
-    let created = onboarding::create_client(&db, &settings.queue, &keys, form)
-        .await
-        .map_err(|e| match e {
-            OnboardingError::Invalid(_) => user(e.to_string()),
-            other => other.into(),
-        })?;
+    let created =
+        onboarding::create_client_once(&db, &settings.queue, &keys, form, None, a.trace_id.clone())
+            .await
+            .map_err(|e| match e {
+                OnboardingError::Invalid(_) => user(e.to_string()),
+                other => other.into(),
+            })?;
     // A test-only fault point: the process dies between the commit and the
     // push of the jobs (the outbox must make up for it).
     if std::env::var("DOSSIER_TEST_FAULT").as_deref() == Ok("after_commit") {

@@ -1281,3 +1281,29 @@ async fn a_large_import_runs_in_the_worker_with_progress() {
     assert_eq!(list[0]["status"], "done");
     assert_eq!(list[0]["rows_created"], 350);
 }
+
+#[test]
+fn queues_watch_redraws_every_second() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret":"73282932000074"}"#,
+    ]);
+    let started = std::time::Instant::now();
+    let out = env.ok(&["queues", "--watch", "--count", "3"]);
+    assert_eq!(
+        out.matches("(every 1s, Ctrl-C to stop)").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(out.matches("siret_check").count(), 3, "{out}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "one refresh a second"
+    );
+    let err = env.run(&["queues", "--watch", "--json"]);
+    assert_eq!(err.status.code(), Some(2), "--json and --watch conflict");
+}

@@ -18,6 +18,9 @@ struct Cli {
     /// Configuration file (else $DOSSIER_CONFIG, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json` (overrides log.format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +95,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.log_format.as_deref() {
+        Some("json") => settings.log.format = dossier_core::config::LogFormat::Json,
+        Some(_) => settings.log.format = dossier_core::config::LogFormat::Text,
+        None => {}
+    }
     dossier_core::logging::init(&settings.log);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

@@ -216,3 +216,101 @@ fn bench_prints_one_json_line_with_every_figure() {
         assert!(r[figure].as_f64().is_some_and(|v| v > 0.0), "{figure}: {r}");
     }
 }
+
+/// `--log-format json`: each line is a JSON object; every line a job logs
+/// carries its id, kind, attempt, client id and the trace id given when the
+/// client was created; no email reaches the log.
+#[tokio::test]
+async fn json_logs_carry_the_job_and_the_trace_id_given_at_enqueue() {
+    use dossier_core::onboarding::{self, ClientForm, Director};
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("dossier.db").display());
+    let mut settings = Settings::default();
+    settings.database.url = url.clone();
+    dossier_core::db::migrate_all(&settings)
+        .await
+        .expect("migrate");
+    let db = dossier_core::db::Database::connect(&url, 1)
+        .await
+        .expect("db");
+    let keys = dossier_core::secrets::KeyRing::new(&[]).expect("ring");
+    let form = ClientForm {
+        firm_id: "f1".into(),
+        company: [("legal_name".to_string(), "Garage Martin".to_string())].into(),
+        exercice_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1),
+        director: Some(Director {
+            email: "paul.martin@garage-martin.fr".into(),
+            first_name: "Paul".into(),
+            last_name: "Martin".into(),
+        }),
+        invite: true,
+        ..Default::default()
+    };
+    let created = onboarding::create_client_once(
+        &db,
+        &settings.queue,
+        &keys,
+        form,
+        None,
+        Some("req-7f3a".into()),
+    )
+    .await
+    .expect("created");
+    let outbox = dir.path().join("outbox");
+    let child = Command::new(BIN)
+        .args(["--log-format", "json", "run"])
+        .env("DOSSIER__DATABASE__URL", &url)
+        .env("DOSSIER__LOG__LEVEL", "debug")
+        .env("DOSSIER__MAIL__TRANSPORT", "file")
+        .env("DOSSIER__MAIL__OUTBOX_DIR", outbox.display().to_string())
+        .env_remove("RUST_LOG")
+        .env_remove("DOSSIER_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("worker starts");
+    let backend = queue::open(&settings).await.expect("queue");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = backend.counts().await.expect("counts");
+        let left: u64 = counts
+            .iter()
+            .map(|c| c.pending + c.scheduled + c.running + c.retrying)
+            .sum();
+        if counts.iter().any(|c| c.done > 0) && left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs not processed: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("exits");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let mut job_lines = 0;
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let Some(span) = v["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "job"))
+        else {
+            continue;
+        };
+        job_lines += 1;
+        for field in ["job_id", "kind", "attempt"] {
+            assert!(!span[field].is_null(), "{field} missing: {line}");
+        }
+        assert_eq!(span["client_id"], created.client_id.as_str(), "{line}");
+        assert_eq!(span["trace_id"], "req-7f3a", "{line}");
+        kinds.insert(span["kind"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(job_lines > 0, "no job line in:\n{logs}");
+    assert!(
+        kinds.contains("tree_setup") && kinds.contains("invitation"),
+        "{kinds:?}"
+    );
+    assert!(!logs.contains("paul.martin@"), "an email reached the logs");
+}

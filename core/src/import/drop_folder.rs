@@ -117,6 +117,7 @@ async fn claim(
                 file_name: name.to_string(),
                 partial: schedule.partial,
                 providers: schedule.provider.clone().map(|p| vec![p]),
+                trace_id: Some(format!("import:{}", schedule.name)),
             };
             let source = root.join("incoming").join(name);
             match store::create(

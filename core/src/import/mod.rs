@@ -133,6 +133,9 @@ pub struct Request {
     /// Registries the enrichment asks; absent: `sirene.providers`.
     #[serde(default)]
     pub providers: Option<Vec<String>>,
+    /// Carried by every job the import queues, into the workers' logs.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +397,7 @@ pub async fn analyse(
             external_ref: parsed.external_ref.clone(),
             import: Some((import_id.to_string(), raw.line as i64)),
             providers: request.providers.clone(),
+            trace_id: request.trace_id.clone(),
         };
         match validate(&a.ctx, &parsed.form, origin, settings.queue, keys) {
             Ok(plan) => a.plans.push(plan),

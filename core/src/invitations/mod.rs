@@ -406,7 +406,7 @@ pub async fn create_with_attempts(
         Status::Draft
     };
     // The job of a queued invitation is staged in the same transaction.
-    let job = send_now.then(|| send_job(&id, 0, job_attempts));
+    let job = send_now.then(|| send_job(&id, &new.client_id, 0, job_attempts));
     let inserted: Result<(), sqlx::Error> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
         sqlx::query(INSERT)
@@ -484,7 +484,7 @@ pub async fn queue_drafts(
             .fetch_all(&mut *tx)
             .await?;
         for r in &rows {
-            let job = send_job(&r.id, r.generation, job_attempts);
+            let job = send_job(&r.id, client_id, r.generation, job_attempts);
             crate::outbox::stage!(tx, &job)?;
         }
         tx.commit().await?;
@@ -495,10 +495,11 @@ pub async fn queue_drafts(
 
 /// The `invitation` job of one generation, keyed so that queueing it twice
 /// queues it once.
-pub fn send_job(id: &str, generation: i64, max_attempts: u32) -> NewJob {
+pub fn send_job(id: &str, client_id: &str, generation: i64, max_attempts: u32) -> NewJob {
     NewJob {
         kind: crate::jobs::invitation::KIND.into(),
-        payload: serde_json::json!({ "invitation_id": id, "generation": generation }),
+        // The client id is only for the logs: every line of the job names it.
+        payload: serde_json::json!({ "invitation_id": id, "generation": generation, "client_id": client_id }),
         run_at_ms: None,
         max_attempts,
         idempotency_key: Some(format!("invitation:{id}:{generation}")),
@@ -532,7 +533,7 @@ pub async fn resend(
 ) -> Result<Invitation, InvitationError> {
     let inv = live_or_refuse(db, id, "it cannot be sent again; invite the person anew").await?;
     let now = now_ms();
-    let job = send_job(id, inv.generation + 1, job_attempts);
+    let job = send_job(id, &inv.client_id, inv.generation + 1, job_attempts);
     let changed: Result<u64, sqlx::Error> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
         let n = sqlx::query(

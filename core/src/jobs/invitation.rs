@@ -39,11 +39,15 @@ pub struct SendInvitation {
     /// The invitation's generation when the job was queued; a resend
     /// queues a new job and makes this one a no-op.
     pub generation: i64,
+    /// The invitation's client, for the logs (jobs queued before it was
+    /// added have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// The job for an invitation's current generation.
 pub fn job_for(inv: &invitations::Invitation, max_attempts: u32) -> NewJob {
-    invitations::send_job(&inv.id, inv.generation, max_attempts)
+    invitations::send_job(&inv.id, &inv.client_id, inv.generation, max_attempts)
 }
 
 fn db_error(e: InvitationError) -> JobError {
@@ -67,6 +71,7 @@ pub async fn handle(
         .ok_or_else(|| {
             JobError::permanent(format!("invitation {} does not exist", job.invitation_id))
         })?;
+    tracing::Span::current().record("client_id", inv.client_id.as_str());
     // Wait (without spending attempts) for enrichment, for the registry's
     // name — but not for ever: then the typed name will do.
     if let Some(client) = crate::clients::get(db, &inv.client_id)

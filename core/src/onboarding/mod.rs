@@ -97,7 +97,7 @@ pub async fn create_client(
     keys: &KeyRing,
     form: ClientForm,
 ) -> Result<Created, OnboardingError> {
-    create_client_once(db, queue, keys, form, None).await
+    create_client_once(db, queue, keys, form, None, None).await
 }
 
 /// Whether the firm already has a client with this SIRET.
@@ -118,16 +118,22 @@ async fn siret_taken(
 }
 
 /// [`create_client`], recording the answer under `request` in the same
-/// transaction (the HTTP hook's `Idempotency-Key`).
+/// transaction (the HTTP hook's `Idempotency-Key`), its jobs carrying
+/// `trace_id`.
 pub async fn create_client_once(
     db: &Database,
     queue: &QueueSettings,
     keys: &KeyRing,
     form: ClientForm,
     request: Option<RequestKey>,
+    trace_id: Option<String>,
 ) -> Result<Created, OnboardingError> {
     let ctx = Context::load(db, &form.firm_id).await?;
-    let plan = validate(&ctx, &form, plan::Origin::default(), queue, keys);
+    let origin = plan::Origin {
+        trace_id,
+        ..Default::default()
+    };
+    let plan = validate(&ctx, &form, origin, queue, keys);
     let siret = match &plan {
         Ok(p) => p.siret().map(str::to_string),
         Err(_) => form

@@ -166,6 +166,9 @@ pub struct Origin {
     pub import: Option<(String, i64)>,
     /// Registries the enrichment asks (`sirene.providers` when absent).
     pub providers: Option<Vec<String>>,
+    /// Given at enqueue (hook header, `--trace-id`): in every log line of
+    /// the client's jobs.
+    pub trace_id: Option<String>,
 }
 
 /// Checks `form` against the firm; every problem is listed, each as
@@ -359,9 +362,13 @@ pub fn validate(
     if let Some(i) = invitation.as_ref().filter(|i| i.send) {
         jobs.push(invitations::send_job(
             &i.id,
+            &client_id,
             0,
             queue.kind(crate::jobs::invitation::KIND).max_attempts,
         ));
+    }
+    for j in &mut jobs {
+        j.trace_id.clone_from(&origin.trace_id);
     }
     Ok(Plan {
         firm_id: ctx.firm_id.clone(),

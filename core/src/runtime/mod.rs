@@ -395,13 +395,19 @@ async fn execute(
     worker: Arc<str>,
     hard_stop: CancellationToken,
 ) -> Outcome {
+    // Every line a job logs carries these; `client_id` is filled from the
+    // payload here, or by the handler once it knows the client.
     let span = tracing::info_span!(
         "job",
         job_id = %job.id,
         kind = %job.kind,
         attempt = job.attempt,
         trace_id = job.trace_id.as_deref().unwrap_or(""),
+        client_id = tracing::field::Empty,
     );
+    if let Some(client) = job.payload.get("client_id").and_then(|c| c.as_str()) {
+        span.record("client_id", client);
+    }
     async move {
         let ctx = JobContext {
             id: job.id.clone(),
