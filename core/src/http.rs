@@ -162,6 +162,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("get", "/v1/clients/{id}", true),
     ("post", "/v1/jobs/{kind}", true),
     ("post", "/v1/invitations/accept", true),
+    ("get", "/metrics", true),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -170,6 +171,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/clients/{id}", get(get_client))
         .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -206,6 +208,19 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Prometheus scrape: this process's counters, the queue and the imports.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = crate::metrics::render(state.queue.as_ref(), &state.db).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn openapi_json() -> Response {
@@ -562,6 +577,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/clients/{id}": { "get": op("a client with each onboarding step", true, "200") },
             "/v1/jobs/{kind}": { "post": op("enqueue a job of a known kind, validated like `dossier enqueue`", true, "202") },
             "/v1/invitations/accept": { "post": op("accept an invitation with its token (single use)", true, "200") },
+            "/metrics": { "get": op("Prometheus metrics (OpenMetrics text): jobs, queue depth, dead set, registries, SMTP, partners, imports", true, "200") },
         }
     })
 }

@@ -21,6 +21,7 @@ pub mod job;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod onboarding;
 pub mod outbox;
 pub mod queue;

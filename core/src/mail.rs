@@ -49,6 +49,18 @@ pub enum DeliveryError {
     Commit(String),
 }
 
+impl DeliveryError {
+    /// A short name of the failure, for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DeliveryError::Transient(_) => "transient",
+            DeliveryError::Permanent(_) => "permanent",
+            DeliveryError::Uncertain(_) => "uncertain",
+            DeliveryError::Commit(_) => "commit",
+        }
+    }
+}
+
 /// Where messages go.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -93,7 +105,15 @@ impl Transport {
     {
         match self {
             Transport::File { dir } => deliver_file(dir, mail, commit).await,
-            Transport::Smtp(target) => deliver_smtp(target, mail, commit).await,
+            Transport::Smtp(target) => {
+                let started = std::time::Instant::now();
+                let sent = deliver_smtp(target, mail, commit).await;
+                match &sent {
+                    Ok(()) => crate::metrics::smtp_sent(started.elapsed().as_secs_f64()),
+                    Err(e) => crate::metrics::smtp_failed(e.class()),
+                }
+                sent
+            }
         }
     }
 }

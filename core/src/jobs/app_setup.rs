@@ -60,6 +60,11 @@ pub(super) async fn partner_failure(
     status_on_refusal: &str,
     e: partner::PartnerError,
 ) -> JobError {
+    let class = match &e {
+        partner::PartnerError::Permanent(_) => "permanent",
+        partner::PartnerError::Transient { .. } => "transient",
+    };
+    crate::metrics::partner_failed(&job.app_id, class);
     match e {
         partner::PartnerError::Permanent(why) => {
             let _ = apps::record(

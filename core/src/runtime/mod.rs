@@ -408,6 +408,12 @@ async fn execute(
     if let Some(client) = job.payload.get("client_id").and_then(|c| c.as_str()) {
         span.record("client_id", client);
     }
+    let started = Instant::now();
+    let kind = job.kind.clone();
+    crate::metrics::attempt_started(&kind);
+    let finished = move |outcome: &str| {
+        crate::metrics::job_finished(&kind, outcome, started.elapsed().as_secs_f64());
+    };
     async move {
         let ctx = JobContext {
             id: job.id.clone(),
@@ -423,6 +429,7 @@ async fn execute(
             biased;
             _ = hard_stop.cancelled() => {
                 tracing::info!("handed back unfinished at shutdown");
+                finished("handed_back");
                 return Outcome::Release {
                     id: job.id,
                     run_at_ms: now_ms(),
@@ -433,6 +440,7 @@ async fn execute(
         let (class, error) = match result {
             Ok(Ok(Ok(value))) => {
                 tracing::debug!("done");
+                finished("done");
                 return Outcome::Done(Completion {
                     id: job.id,
                     result: value,
@@ -440,6 +448,7 @@ async fn execute(
             }
             Ok(Ok(Err(JobError::Snooze { reason, after }))) => {
                 tracing::info!(%reason, "snoozed for {after:?}; the attempt does not count");
+                finished("snoozed");
                 return Outcome::Release {
                     id: job.id,
                     run_at_ms: now_ms() + after.as_millis() as i64,
@@ -466,9 +475,11 @@ async fn execute(
         };
         match step {
             NextStep::RetryIn(d) => {
+                finished("retried");
                 tracing::warn!(class, error = %error, "attempt failed; retry in {d:?}")
             }
             NextStep::Dead => {
+                finished("dead");
                 tracing::warn!(class, error = %error, "job failed for good: moved to the dead set")
             }
         }

@@ -46,6 +46,17 @@ pub enum LookupError {
 }
 
 impl LookupError {
+    /// A short name of the failure, for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            LookupError::NotFound { .. } => "not_found",
+            LookupError::Refused { .. } => "refused",
+            LookupError::RateLimited { .. } => "rate_limited",
+            LookupError::QuotaExhausted { .. } => "quota_exhausted",
+            LookupError::Transient { .. } => "transient",
+        }
+    }
+
     /// True when trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -180,6 +191,7 @@ impl Sirene {
                 Ok(facts) => return Ok(facts),
                 Err(e) => {
                     tracing::info!(provider = provider.name(), error = %e, "provider gave no facts; trying the next");
+                    crate::metrics::registry_error(provider.name(), e.class());
                     errors.push(e);
                 }
             }

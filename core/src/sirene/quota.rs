@@ -156,7 +156,10 @@ impl Quota {
             match self.store.try_take(name, limit, window).await? {
                 None => return Ok(()),
                 Some(wait) if wait > max_wait => return Err(QuotaError::WaitTooLong(wait)),
-                Some(wait) => tokio::time::sleep(wait).await,
+                Some(wait) => {
+                    crate::metrics::quota_waited(name, wait.as_secs_f64());
+                    tokio::time::sleep(wait).await
+                }
             }
         }
     }
