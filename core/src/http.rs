@@ -43,6 +43,10 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    pub(crate) fn queue(&self) -> &dyn QueueBackend {
+        self.queue.as_ref()
+    }
+
     pub fn new(
         db: Database,
         queue: Arc<dyn QueueBackend>,
@@ -163,6 +167,14 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("post", "/v1/jobs/{kind}", true),
     ("post", "/v1/invitations/accept", true),
     ("get", "/metrics", true),
+    ("get", "/dashboard", false),
+    ("get", "/v1/admin/queues", true),
+    ("get", "/v1/admin/workers", true),
+    ("get", "/v1/admin/jobs", true),
+    ("get", "/v1/admin/jobs/{id}", true),
+    ("post", "/v1/admin/jobs/{id}/retry", true),
+    ("post", "/v1/admin/jobs/{id}/kill", true),
+    ("post", "/v1/admin/queues/{kind}/retry-dead", true),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -172,10 +184,21 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept))
         .route("/metrics", get(metrics))
+        .route("/v1/admin/queues", get(crate::dashboard::queues))
+        .route("/v1/admin/workers", get(crate::dashboard::workers))
+        .route("/v1/admin/jobs", get(crate::dashboard::jobs))
+        .route("/v1/admin/jobs/{id}", get(crate::dashboard::job))
+        .route("/v1/admin/jobs/{id}/retry", post(crate::dashboard::retry))
+        .route("/v1/admin/jobs/{id}/kill", post(crate::dashboard::kill))
+        .route(
+            "/v1/admin/queues/{kind}/retry-dead",
+            post(crate::dashboard::retry_dead),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/dashboard", get(crate::dashboard::page))
         .route("/openapi.json", get(openapi_json))
         .merge(private)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -577,6 +600,14 @@ pub fn openapi() -> serde_json::Value {
             "/v1/clients/{id}": { "get": op("a client with each onboarding step", true, "200") },
             "/v1/jobs/{kind}": { "post": op("enqueue a job of a known kind, validated like `dossier enqueue`", true, "202") },
             "/v1/invitations/accept": { "post": op("accept an invitation with its token (single use)", true, "200") },
+            "/dashboard": { "get": op("the operators' dashboard (a static page that asks for a token)", false, "200") },
+            "/v1/admin/queues": { "get": op("counts per kind and status, oldest waiting job", true, "200") },
+            "/v1/admin/workers": { "get": op("worker processes and their heartbeats", true, "200") },
+            "/v1/admin/jobs": { "get": op("jobs, newest first; query kind, status, limit (payloads redacted)", true, "200") },
+            "/v1/admin/jobs/{id}": { "get": op("one job: payload (redacted), attempts and errors, result", true, "200") },
+            "/v1/admin/jobs/{id}/retry": { "post": op("run a dead or waiting job now", true, "200") },
+            "/v1/admin/jobs/{id}/kill": { "post": op("send a waiting or running job to the dead set; body {\"reason\"}", true, "200") },
+            "/v1/admin/queues/{kind}/retry-dead": { "post": op("retry every dead job of a kind", true, "200") },
             "/metrics": { "get": op("Prometheus metrics (OpenMetrics text): jobs, queue depth, dead set, registries, SMTP, partners, imports", true, "200") },
         }
     })

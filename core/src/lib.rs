@@ -8,6 +8,7 @@ pub mod clients;
 pub mod clock;
 pub mod collaborators;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod digest;

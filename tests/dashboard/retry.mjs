@@ -1,0 +1,34 @@
+// Drives Debian's Chromium through the dashboard like an operator:
+// node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png
+// Logs in with the token, finds the dead job, clicks "relancer", waits
+// until the page shows it done, opens it, and takes a screenshot.
+import { chromium } from "playwright-core";
+
+const [base, token, jobId, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const failures = [];
+  page.on("pageerror", (e) => failures.push(e.message));
+  await page.goto(base + "/dashboard");
+  await page.fill("#token", token);
+  await page.click("#login-form button");
+  // Filter on dead jobs of the kind, as an operator would.
+  await page.waitForSelector('#queues tr[data-kind="siret_check"]');
+  await page.selectOption("#f-status", "dead");
+  const retry = `tr[data-job="${jobId}"] button[data-retry]`;
+  await page.waitForSelector(retry, { timeout: 15000 });
+  await page.click(retry);
+  await page.selectOption("#f-status", "");
+  await page.waitForSelector(`tr[data-job="${jobId}"][data-status="done"]`, { timeout: 20000 });
+  await page.click(`tr[data-job="${jobId}"] a`);
+  await page.waitForSelector("#detail:not([hidden]) h3");
+  await page.screenshot({ path: screenshot, fullPage: true });
+  if (failures.length) throw new Error("page errors: " + failures.join("; "));
+  console.log("retried " + jobId);
+} finally {
+  await browser.close();
+}
