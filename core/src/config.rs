@@ -133,6 +133,10 @@ pub struct HttpSettings {
     /// `DOSSIER__HTTP__TOKENS='["…", "…"]'`, never a committed file.
     pub tokens: Vec<Secret>,
     pub max_body_bytes: usize,
+    /// Wrong invitation tokens accepted per minute by this process; past
+    /// it, `POST /v1/invitations/accept` answers 429 until the minute has
+    /// passed (guessing tokens is hopeless; trying is also throttled).
+    pub accept_failures_per_minute: u32,
 }
 
 impl Default for HttpSettings {
@@ -141,6 +145,7 @@ impl Default for HttpSettings {
             listen: String::new(),
             tokens: Vec::new(),
             max_body_bytes: 64 * 1024,
+            accept_failures_per_minute: 60,
         }
     }
 }

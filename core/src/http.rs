@@ -40,6 +40,8 @@ pub struct ApiState {
     keys: KeyRing,
     /// SHA-256 of each accepted bearer token.
     tokens: Vec<[u8; 32]>,
+    /// When each wrong invitation token of the last minute came.
+    accept_failures: Arc<std::sync::Mutex<std::collections::VecDeque<Instant>>>,
 }
 
 impl ApiState {
@@ -63,9 +65,36 @@ impl ApiState {
                 .map(|t| digest(t.expose()))
                 .collect(),
             settings: Arc::new(settings.clone()),
+            accept_failures: Arc::default(),
         })
     }
+
+    /// How long to wait before trying another invitation token, when the
+    /// last minute's wrong ones used up the budget.
+    fn accept_throttled(&self) -> Option<Duration> {
+        let mut f = self
+            .accept_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while f.front().is_some_and(|t| t.elapsed() >= ACCEPT_WINDOW) {
+            f.pop_front();
+        }
+        let limit = self.settings.http.accept_failures_per_minute as usize;
+        (f.len() >= limit).then(|| {
+            f.front()
+                .map_or(ACCEPT_WINDOW, |t| ACCEPT_WINDOW.saturating_sub(t.elapsed()))
+        })
+    }
+
+    fn accept_failed(&self) {
+        self.accept_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(Instant::now());
+    }
 }
+
+const ACCEPT_WINDOW: Duration = Duration::from_secs(60);
 
 fn digest(s: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
@@ -121,6 +150,19 @@ struct AcceptRequest {
 
 async fn accept(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
     let started = Instant::now();
+    if let Some(wait) = state.accept_throttled() {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!("invitation accept throttled: too many wrong tokens in the last minute");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(serde_json::json!({
+                "error": "too_many_attempts",
+                "message": format!("too many invalid invitation links in the last minute; try again in {secs} s"),
+            })),
+        )
+            .into_response();
+    }
     // A malformed body is refused like any bad token: no different answer.
     let token = serde_json::from_slice::<AcceptRequest>(&body)
         .map(|b| b.token)
@@ -138,6 +180,7 @@ async fn accept(State(state): State<ApiState>, body: axum::body::Bytes) -> Respo
         }))
         .into_response(),
         Ok(None) => {
+            state.accept_failed();
             tokio::time::sleep(REFUSAL_FLOOR.saturating_sub(started.elapsed())).await;
             error(
                 StatusCode::NOT_FOUND,

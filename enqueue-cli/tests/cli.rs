@@ -1307,3 +1307,120 @@ fn queues_watch_redraws_every_second() {
     let err = env.run(&["queues", "--watch", "--json"]);
     assert_eq!(err.status.code(), Some(2), "--json and --watch conflict");
 }
+
+#[test]
+fn the_command_refuses_hostile_input_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let bin = env!("CARGO_BIN_EXE_dossier");
+    use dossier_core::db::Database;
+    let run = |args: &[&str]| {
+        Command::new(bin)
+            .args(args)
+            .env("DOSSIER__DATABASE__URL", &url)
+            .env_remove("DOSSIER_CONFIG")
+            .current_dir(dir.path())
+            .output()
+            .expect("dossier runs")
+    };
+    assert!(run(&["migrate"]).status.success());
+    let long = "x".repeat(100_000);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["enqueue", "siret_check", "--json", "{"],
+        vec!["enqueue", "siret_check", "--json", r#"{"siret": 5}"#],
+        vec![
+            "enqueue",
+            "siret_check",
+            "--json",
+            r#"{"siret": "x", "sql": "'); DROP TABLE jobs; --"}"#,
+        ],
+        vec!["enqueue", "no_such_kind", "--json", "{}"],
+        vec![
+            "enqueue",
+            "siret_check",
+            "--json",
+            r#"{"siret":"x"}"#,
+            "--run-at",
+            "2025-02-30T00:00:00Z",
+        ],
+        vec![
+            "enqueue",
+            "siret_check",
+            "--json",
+            r#"{"siret":"x"}"#,
+            "--max-attempts",
+            "0",
+        ],
+        vec![
+            "enqueue",
+            "siret_check",
+            "--json",
+            r#"{"siret":"x"}"#,
+            "--trace-id",
+            "a b",
+        ],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--name",
+            "A",
+            "--exercice-start",
+            "2025-02-30",
+        ],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--siret",
+            "'; DROP TABLE clients; --",
+            "--exercice-start",
+            "2026-01-01",
+        ],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--name",
+            "A",
+            "--exercice-start",
+            "2026-01-01",
+            "--tree",
+            &long,
+        ],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--name",
+            "A",
+            "--exercice-start",
+            "2026-01-01",
+            "--director-email",
+            "$(reboot)",
+        ],
+        vec!["import", "/dev/null", "--firm", "f"],
+        vec!["import", "nope.csv", "--firm", "f"],
+    ];
+    for args in cases {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+    // Nothing was written: every table but the migrations' is empty.
+    let db_url = url.clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let after_counts = rt.block_on(async {
+        let db = Database::connect(&db_url, 1).await.expect("db");
+        dossier_e2e::dump(&db).await
+    });
+    for (table, rows) in after_counts {
+        if table != "_sqlx_migrations" {
+            assert!(rows.is_empty(), "{table} holds {rows}");
+        }
+    }
+}

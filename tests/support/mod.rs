@@ -680,3 +680,58 @@ pub fn current_thread_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Every row of every table, as text, table by table.
+pub async fn dump(db: &Database) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    match db {
+        Database::Sqlite(p) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .fetch_all(p)
+            .await
+            .expect("tables");
+            for t in tables {
+                let cols: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                        .bind(&t)
+                        .fetch_all(p)
+                        .await
+                        .expect("columns");
+                let row = cols
+                    .iter()
+                    .map(|c| format!("quote(\"{c}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || ',' || ");
+                let sql = format!(
+                    "SELECT COALESCE(group_concat(r, char(10)), '') FROM (SELECT {row} AS r FROM \"{t}\" ORDER BY 1)"
+                );
+                let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(p)
+                    .await
+                    .expect("dump");
+                out.insert(t, text);
+            }
+        }
+        Database::Postgres(p) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            )
+            .fetch_all(p)
+            .await
+            .expect("tables");
+            for t in tables {
+                let sql = format!(
+                    "SELECT COALESCE(string_agg(x::text, E'\\n' ORDER BY x::text), '') FROM \"{t}\" x"
+                );
+                let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(p)
+                    .await
+                    .expect("dump");
+                out.insert(t, text);
+            }
+        }
+    }
+    out
+}

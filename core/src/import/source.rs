@@ -174,9 +174,15 @@ impl<'a> LineCounter<'a> {
         }
         let end = byte.min(self.bytes.len());
         if end >= self.pos {
-            self.line += self.bytes[self.pos..end]
+            // A line ends at `\n`, or at a `\r` alone (old Mac files), as
+            // the CSV reader sees it.
+            let (from, bytes) = (self.pos, self.bytes);
+            self.line += bytes[from..end]
                 .iter()
-                .filter(|b| **b == b'\n')
+                .enumerate()
+                .filter(|(i, b)| {
+                    **b == b'\n' || (**b == b'\r' && bytes.get(from + i + 1) != Some(&b'\n'))
+                })
                 .count();
             self.pos = end;
         }

