@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dossier_core::runtime::CancellationToken;
 
+pub mod fault_proxy;
 pub mod partner_stub;
 pub mod registry_stub;
 pub mod smtp;

@@ -52,6 +52,14 @@ impl SmtpCapture {
         self.child = Some(child);
     }
 
+    /// Stops the server (its port refuses connections until [`SmtpCapture::up`]).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Every message accepted so far, in arrival order.
     pub fn messages(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

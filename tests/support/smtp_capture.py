@@ -44,6 +44,9 @@ class Capture:
 
     async def handle_DATA(self, server, session, envelope):
         n = next(self.counter)
+        # A restarted server keeps the messages of the one before it.
+        while os.path.exists(os.path.join(self.directory, "%d.eml" % n)):
+            n = next(self.counter)
         tmp = os.path.join(self.directory, ".%d.tmp" % n)
         with open(tmp, "wb") as f:
             f.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
