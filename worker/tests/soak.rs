@@ -24,7 +24,7 @@ use dossier_core::queue::QueueBackend;
 use dossier_core::secrets::KeyRing;
 use dossier_e2e::fault_proxy::FaultProxy;
 use dossier_e2e::partner_stub::PartnerStub;
-use dossier_e2e::registry_stub::RegistryStub;
+use dossier_e2e::registry_stub::{RegistryStub, Scripted};
 use dossier_e2e::smtp::SmtpCapture;
 use dossier_e2e::{PrivateRedis, create_postgres_database, drop_postgres_database, fast_settings};
 
@@ -55,7 +55,7 @@ struct Fleet {
     pg_name: String,
     smtp: SmtpCapture,
     partner: PartnerStub,
-    _registry: RegistryStub,
+    registry: RegistryStub,
     config: PathBuf,
     /// The test's own connection, around the proxy.
     db: Database,
@@ -99,6 +99,8 @@ impl Fleet {
         s.sirene.providers = vec!["recherche-entreprises".into()];
         s.sirene.recherche_entreprises.base_url = registry_base;
         s.sirene.recherche_entreprises.quota_requests = 100_000;
+        // A slow answer past this is a timeout (the registry scenario).
+        s.sirene.recherche_entreprises.timeout_ms = 1_000;
         s.mail.transport = MailTransportKind::Smtp;
         s.mail.smtp.host = "127.0.0.1".into();
         s.mail.smtp.port = smtp.port;
@@ -172,7 +174,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
             pg_name,
             smtp,
             partner,
-            _registry: registry,
+            registry,
             config,
             db,
             queue,
@@ -531,6 +533,42 @@ async fn the_whole_fleet_stopped_with_sigterm_and_started_again() {
             "open_jobs_at_sigterm": before.map(|b| b.0),
             "open_jobs_when_stopped": stopped.map(|b| b.0),
         }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_answers_429_500_timeouts_and_truncated_json() {
+    let f = Fleet::new().await;
+    // The next lookups get, in turn: over quota (Retry-After 1 s), a
+    // server error, an answer cut in the middle of its JSON, an answer
+    // past the timeout, then a good one — over and over for the first
+    // 60 % of the clients.
+    let scripted = f.clients * 3 / 5;
+    for i in 0..scripted {
+        f.registry.script(
+            "search",
+            match i % 5 {
+                0 => Scripted::too_many(1),
+                1 => Scripted::status(500),
+                2 => Scripted::truncated(),
+                3 => Scripted::slow(Duration::from_millis(1_500)),
+                _ => Scripted::status(200),
+            },
+        );
+    }
+    f.wait_drained().await;
+    let enriched = dossier_core::clients::list(&f.db, "soak", 100_000)
+        .await
+        .expect("clients")
+        .iter()
+        .filter(|c| c.enrichment_status == dossier_core::clients::EnrichmentStatus::Enriched)
+        .count();
+    assert_eq!(enriched, f.clients, "every client enriched in the end");
+    let asked = f.registry.requests("search").len();
+    f.verify(
+        "registry: 429, 500, truncated JSON, timeouts",
+        serde_json::json!({ "scripted_failures": scripted * 4 / 5, "registry_requests": asked }),
     )
     .await;
 }
