@@ -312,6 +312,8 @@ async fn permanent_refusals_and_temporary_ones() {
         reason.contains("550") && reason.contains("RCPT"),
         "{reason}"
     );
+    // The server's reply names the mailbox; the stored error does not.
+    assert!(!reason.contains('@'), "{reason}");
     let inv = invitations::get(&s.db, &refused.id)
         .await
         .expect("get")

@@ -153,8 +153,34 @@ where
     Ok(())
 }
 
+/// `text` with every email address replaced by `<address>`: servers echo
+/// the recipient in their replies (`550 <x@y.fr>: mailbox unavailable`),
+/// and those replies become job errors and log lines.
+pub fn redact_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = word.trim_matches(|c: char| "<>(),;:\"'[]".contains(c));
+        let looks_like_address = core
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        if looks_like_address {
+            out.push_str(
+                &word
+                    .replace(core, "<address>")
+                    .replace("<<address>>", "<address>"),
+            );
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 fn classify(step: &str, e: lettre::transport::smtp::Error) -> DeliveryError {
-    let text = format!("SMTP {step}: {e}");
+    let text = redact_addresses(&format!("SMTP {step}: {e}"));
     if e.is_permanent() {
         DeliveryError::Permanent(text)
     } else {
@@ -247,12 +273,29 @@ where
         // The server answered: not taken, whatever the class.
         Ok(Err(e)) if e.is_permanent() => Err(classify("message", e)),
         Ok(Err(e)) if e.is_transient() => Err(classify("message", e)),
-        Ok(Err(e)) => Err(DeliveryError::Uncertain(format!(
+        Ok(Err(e)) => Err(DeliveryError::Uncertain(redact_addresses(&format!(
             "SMTP message: {e}; the server may have taken it"
-        ))),
+        )))),
         Err(_) => Err(DeliveryError::Uncertain(format!(
             "SMTP message: no answer within {} ms; the server may have taken it",
             t.timeout.as_millis()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_replies_lose_their_addresses() {
+        assert_eq!(
+            redact_addresses(
+                "SMTP recipient: permanent error (550): 5.1.1 <reject.gerant@sci-tilleuls.fr>: mailbox unavailable"
+            ),
+            "SMTP recipient: permanent error (550): 5.1.1 <address>: mailbox unavailable"
+        );
+        assert_eq!(redact_addresses("to a.b@c.fr, now"), "to <address>, now");
+        assert_eq!(redact_addresses("no @ here, nor x@y"), "no @ here, nor x@y");
     }
 }

@@ -320,7 +320,7 @@ fn configuration_errors_name_key_and_source() {
         "{err}"
     );
     assert!(err.contains("(from DOSSIER__QUEUE__URL_FILE)"), "{err}");
-    assert!(!err.contains("pw"), "the secret is not echoed: {err}");
+    assert!(!err.contains("user:pw"), "the secret is not echoed: {err}");
     env_file.vars.push((
         "DOSSIER__DATABASE__URL_FILE".into(),
         "/nonexistent/secret".into(),

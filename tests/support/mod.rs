@@ -270,6 +270,19 @@ pub fn fast_settings() -> Settings {
     s
 }
 
+/// Sends what the code under test logs (info and above) to the test's
+/// captured output, so that `scripts/test` can scan the whole suite's logs
+/// for personal data and secrets (`scripts/scan-logs`).
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_new("info,sqlx=warn")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 /// A backend private to one test.
 pub struct TestQueue {
     pub kind: BackendKind,
@@ -286,6 +299,7 @@ impl TestQueue {
     }
 
     pub async fn with_settings(kind: BackendKind, mut settings: Settings) -> TestQueue {
+        init_test_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut redis = None;
         let mut postgres_database = None;

@@ -71,7 +71,9 @@ pub async fn handle(
         .ok_or_else(|| {
             JobError::permanent(format!("invitation {} does not exist", job.invitation_id))
         })?;
-    tracing::Span::current().record("client_id", inv.client_id.as_str());
+    if job.client_id.is_none() {
+        tracing::Span::current().record("client_id", inv.client_id.as_str());
+    }
     // Wait (without spending attempts) for enrichment, for the registry's
     // name — but not for ever: then the typed name will do.
     if let Some(client) = crate::clients::get(db, &inv.client_id)
