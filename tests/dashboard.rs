@@ -26,20 +26,8 @@ fn check(siret: &str, run_at_ms: Option<i64>) -> NewJob {
 async fn dashboard(kind: BackendKind) {
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
-    let mut settings = q.settings.clone();
-    settings.http.tokens = vec![serde_json::from_str(&format!("\"{BEARER}\"")).expect("secret")];
-    let state =
-        dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &settings).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(dossier_core::http::serve(
-        listener,
-        dossier_core::http::router(state, 64 * 1024),
-        stop.clone(),
-    ));
+    let settings = dossier_e2e::with_token(q.settings.clone(), BEARER);
+    let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
     let web = reqwest::Client::new();
     let admin = |method: reqwest::Method, path: &str| {
         web.request(method, format!("{base}{path}"))

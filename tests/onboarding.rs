@@ -220,20 +220,8 @@ async fn http_hooks() {
     let mut q = TestQueue::new(BackendKind::Sqlite).await;
     let db = q.business_db().await;
     let bearer = "hook-token-abcdefghijklmnop";
-    let mut settings = q.settings.clone();
-    settings.http.tokens = vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")];
-    let state =
-        dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &settings).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(dossier_core::http::serve(
-        listener,
-        dossier_core::http::router(state, 64 * 1024),
-        stop.clone(),
-    ));
+    let settings = dossier_e2e::with_token(q.settings.clone(), bearer);
+    let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
     let web = reqwest::Client::new();
 
     let health = web
@@ -523,18 +511,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
             "apps": [{ "app_id": "collecte", "settings": { "api_key": format!("key-{i}"), "target_directory": "Comptabilité/Achats" } }],
         })
     };
-    let state = dossier_core::http::ApiState::new(db.clone(), q.backend.clone(), &q.settings)
-        .expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(dossier_core::http::serve(
-        listener,
-        dossier_core::http::router(state, 65_536),
-        stop.clone(),
-    ));
+    let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &q.settings).await;
     let web = reqwest::Client::new();
     let keys = KeyRing::new(&q.settings.apps.encryption_keys).expect("keys");
     for i in 0..50 {

@@ -750,3 +750,30 @@ pub async fn dump(db: &Database) -> std::collections::BTreeMap<String, String> {
     }
     out
 }
+
+/// `settings` with `bearer` as the only accepted hook token.
+pub fn with_token(mut settings: Settings, bearer: &str) -> Settings {
+    settings.http.tokens = vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")];
+    settings
+}
+
+/// Serves the HTTP hooks (and dashboard) on a free loopback port; returns
+/// the base URL and the token that stops the server.
+pub async fn serve_api(
+    db: &Database,
+    queue: Arc<dyn QueueBackend>,
+    settings: &Settings,
+) -> (String, CancellationToken) {
+    let state = dossier_core::http::ApiState::new(db.clone(), queue, settings).expect("API state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(dossier_core::http::serve(
+        listener,
+        dossier_core::http::router(state, settings.http.max_body_bytes),
+        stop.clone(),
+    ));
+    (base, stop)
+}
