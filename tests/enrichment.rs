@@ -331,32 +331,11 @@ async fn duplicate_siret_in_a_firm_is_refused_naming_the_client() {
 
 /// Valid SIRETs: SIREN with a Luhn check digit, NIC 00001 + check digit.
 fn sirets(n: usize) -> Vec<String> {
-    let luhn = |s: &str| {
-        s.bytes()
-            .rev()
-            .enumerate()
-            .map(|(i, b)| {
-                let d = u32::from(b - b'0');
-                if i % 2 == 1 {
-                    if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
-                } else {
-                    d
-                }
-            })
-            .sum::<u32>()
-            % 10
-            == 0
-    };
-    let complete = |p: String| {
-        (0..10)
-            .map(|d| format!("{p}{d}"))
-            .find(|s| luhn(s))
-            .unwrap_or_default()
-    };
+    use dossier_core::siret::with_luhn_digit;
     (0..n)
         .map(|i| {
-            let siren = complete(format!("{:08}", 40_000_000 + i * 7));
-            complete(format!("{siren}0000"))
+            let siren = with_luhn_digit(&format!("{:08}", 40_000_000 + i * 7));
+            with_luhn_digit(&format!("{siren}0000"))
         })
         .collect()
 }

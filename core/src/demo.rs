@@ -18,7 +18,7 @@ use crate::job::{JobFilter, JobStatus, NewJob, QueueCounts};
 use crate::jobs::{self, siret_check, siret_enrichment, tree_setup};
 use crate::queue::{self, QueueBackend};
 use crate::runtime::{self, Registry, Worker};
-use crate::siret::luhn;
+use crate::siret::with_luhn_digit;
 use crate::tree::folders;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +86,14 @@ pub fn sample_sirets(n: usize, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let mut digits: String = (0..13)
-                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-                .collect();
-            let check = (0..10u8)
-                .map(|d| format!("{digits}{d}"))
-                .find(|s| luhn(s))
-                .unwrap_or_else(|| format!("{digits}0"));
-            digits = check;
+            let mut random = |n: usize| -> String {
+                (0..n)
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                    .collect()
+            };
+            // A valid SIREN (its own Luhn digit), then the NIC's.
+            let siren = with_luhn_digit(&random(8));
+            let mut digits = with_luhn_digit(&format!("{siren}{}", random(4)));
             match i % 20 {
                 0 => "35600000049837".to_string(),
                 1 | 2 => {

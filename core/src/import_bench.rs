@@ -12,7 +12,7 @@ use crate::db::{Database, on_pool};
 use crate::import::{self, Limits, Request, store};
 use crate::queue;
 use crate::secrets::KeyRing;
-use crate::siret::luhn;
+use crate::siret::with_luhn_digit;
 
 #[derive(Debug, Clone)]
 pub struct ImportBenchOptions {
@@ -51,13 +51,16 @@ pub enum ImportBenchError {
     Other(String),
 }
 
-/// A valid SIRET made from `n` (13 digits, then the Luhn key).
+/// A valid SIRET made from `n`: a SIREN from its last eight digits (and
+/// its Luhn key), a NIC from the next four (and the SIRET's key). Distinct
+/// for distinct `n` below 10^12, and never La Poste's SIREN.
 pub fn siret_for(n: u64) -> String {
-    let base = format!("{:013}", n % 10_000_000_000_000);
-    (0..10u8)
-        .map(|d| format!("{base}{d}"))
-        .find(|s| luhn(s))
-        .unwrap_or_default()
+    let mut body = n % 100_000_000;
+    if body == 35_600_000 {
+        body += 1;
+    }
+    let siren = with_luhn_digit(&format!("{body:08}"));
+    with_luhn_digit(&format!("{siren}{:04}", (n / 100_000_000) % 10_000))
 }
 
 /// A firm's portfolio as a CSV file: `rows` clients with a SIRET (from

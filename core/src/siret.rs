@@ -74,6 +74,15 @@ pub fn luhn(digits: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// `prefix` (ASCII digits) with the one digit appended that makes it pass
+/// Luhn: how a SIREN's ninth digit and a SIRET's fourteenth are made.
+pub fn with_luhn_digit(prefix: &str) -> String {
+    (b'0'..=b'9')
+        .map(|d| format!("{prefix}{}", char::from(d)))
+        .find(|s| luhn(s))
+        .unwrap_or_else(|| format!("{prefix}0"))
+}
+
 /// A valid 9-digit SIREN.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Siren(String);
@@ -94,33 +103,95 @@ impl Siren {
 
     /// Intra-community VAT number: `FR` + key + SIREN, key = (12 + 3 × (SIREN mod 97)) mod 97.
     pub fn vat_number(&self) -> String {
-        // Nine digits always fit in a u64.
-        let n: u64 = self.0.parse().unwrap_or(0);
-        let key = (12 + 3 * (n % 97)) % 97;
-        format!("FR{key:02}{}", self.0)
+        format!("FR{}{}", vat_key(&self.0), self.0)
     }
+}
+
+/// A French intra-community VAT number: `FR`, a two-digit key, nine digits.
+///
+/// The nine digits are the company's SIREN, except for companies of Monaco,
+/// which are registered for French VAT under numbers starting `000` that
+/// are not SIRENs (so they carry no Luhn key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VatNumber(String);
+
+impl VatNumber {
+    /// Accepts `FR40303265045`, `fr 40 303 265 045`, `FR-40.303.265.045`,
+    /// with or without `FR`; refuses a wrong key, a SIREN that fails Luhn,
+    /// and the letter keys of the "new style" numbers (see docs/identifiers.md).
+    pub fn parse(input: &str) -> Result<VatNumber, NumberError> {
+        let compact: String = input
+            .chars()
+            .filter(|c| !is_separator(*c) && *c != '-')
+            .collect();
+        let body = match compact.get(..2) {
+            Some(p) if p.eq_ignore_ascii_case("FR") => &compact[2..],
+            _ => compact.as_str(),
+        };
+        let d = digits(body, "VAT number (without FR)", 11)?;
+        let (key, number) = d.split_at(2);
+        if !number.starts_with("000") && !luhn(number) {
+            return Err(NumberError::Checksum {
+                what: "VAT number (its last nine digits are not a valid SIREN)",
+            });
+        }
+        if key != vat_key(number) {
+            return Err(NumberError::Checksum {
+                what: "VAT number (its key does not match the SIREN)",
+            });
+        }
+        Ok(VatNumber(format!("FR{d}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The SIREN inside, or `None` for a Monaco number.
+    pub fn siren(&self) -> Option<Siren> {
+        let number = &self.0[4..];
+        (!number.starts_with("000")).then(|| Siren(number.to_string()))
+    }
+}
+
+/// The two-digit key of a VAT number: (12 + 3 × (n mod 97)) mod 97.
+fn vat_key(nine_digits: &str) -> String {
+    // Nine ASCII digits always fit in a u64.
+    let n: u64 = nine_digits.parse().unwrap_or(0);
+    format!("{:02}", (12 + 3 * (n % 97)) % 97)
 }
 
 /// A valid 14-digit SIRET (SIREN + 5-digit NIC).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Siret(String);
 
+/// La Poste's head office: the one SIRET of its SIREN that follows Luhn
+/// (and whose digit sum, 26, is not a multiple of 5).
+const LA_POSTE_HEAD_OFFICE: &str = "35600000000048";
+
 impl Siret {
-    /// Normalises then checks: 14 digits and Luhn, or for La Poste a digit
-    /// sum that is a multiple of 5.
+    /// Normalises then checks: 14 digits, the SIRET's own check (Luhn, or
+    /// for La Poste's establishments but its head office a digit sum that
+    /// is a multiple of 5), and a SIREN that passes Luhn.
     pub fn parse(input: &str) -> Result<Siret, NumberError> {
         let d = digits(input, "SIRET", 14)?;
-        let valid = if d.starts_with(LA_POSTE_SIREN) {
+        let own_check = if d.starts_with(LA_POSTE_SIREN) && d != LA_POSTE_HEAD_OFFICE {
             let sum: u32 = d.bytes().map(|b| u32::from(b - b'0')).sum();
             sum.is_multiple_of(5)
         } else {
             luhn(&d)
         };
-        if valid {
-            Ok(Siret(d))
-        } else {
-            Err(NumberError::Checksum { what: "SIRET" })
+        if !own_check {
+            return Err(NumberError::Checksum { what: "SIRET" });
         }
+        // Fourteen digits can pass Luhn around a mistyped SIREN: the SIREN
+        // carries its own key, checked too.
+        if !luhn(&d[..9]) {
+            return Err(NumberError::Checksum {
+                what: "SIRET (its first nine digits are not a valid SIREN)",
+            });
+        }
+        Ok(Siret(d))
     }
 
     pub fn as_str(&self) -> &str {
@@ -159,7 +230,7 @@ impl NumberError {
 pub struct CheckReport {
     pub input: String,
     pub valid: bool,
-    /// `siret` or `siren`, when valid.
+    /// `siret`, `siren` or `vat`, when valid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +247,8 @@ pub struct CheckReport {
     pub error: Option<String>,
 }
 
-/// Checks a SIRET, or a SIREN when the input holds exactly 9 digits.
+/// Checks a SIRET, a SIREN when the input holds exactly 9 digits, or a VAT
+/// number when it starts with `FR`.
 pub fn check(input: &str) -> CheckReport {
     let digit_count = input.chars().filter(char::is_ascii_digit).count();
     let mut report = CheckReport {
@@ -190,7 +262,17 @@ pub fn check(input: &str) -> CheckReport {
         error_code: None,
         error: None,
     };
-    let outcome = if digit_count == 9 {
+    let is_vat = input
+        .trim_start()
+        .get(..2)
+        .is_some_and(|p| p.eq_ignore_ascii_case("FR"));
+    let outcome = if is_vat {
+        VatNumber::parse(input).map(|vat| {
+            report.kind = Some("vat");
+            report.siren = vat.siren().map(|s| s.0);
+            report.vat_number = Some(vat.0);
+        })
+    } else if digit_count == 9 {
         Siren::parse(input).map(|siren| {
             report.kind = Some("siren");
             report.vat_number = Some(siren.vat_number());
@@ -307,6 +389,48 @@ mod tests {
                 found: 13
             })
         );
+    }
+
+    #[test]
+    fn la_poste_head_office_follows_luhn() {
+        // Digit sum 26: refused by the La Poste rule, valid by Luhn.
+        assert!(Siret::parse("356 000 000 00048").is_ok());
+        assert!(Siret::parse("35600000000049").is_err());
+    }
+
+    #[test]
+    fn the_siren_inside_a_siret_passes_luhn_too() {
+        // 14 digits that pass Luhn around a SIREN that does not.
+        let s = "73282932100007";
+        assert!(luhn(s) && !luhn(&s[..9]));
+        assert!(matches!(Siret::parse(s), Err(NumberError::Checksum { .. })));
+    }
+
+    #[test]
+    fn vat_numbers_are_read_back() {
+        for ok in [
+            "FR03552081317",
+            "fr 03 552 081 317",
+            "03552081317",
+            "FR-39.356.000.000",
+        ] {
+            assert!(VatNumber::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            VatNumber::parse("FR 03 552081317").map(|v| v.siren().map(|s| s.0)),
+            Ok(Some("552081317".into()))
+        );
+        for bad in [
+            "FR04552081317",
+            "FR03552081318",
+            "FRK7399859412",
+            "FR0355208131",
+        ] {
+            assert!(VatNumber::parse(bad).is_err(), "{bad}");
+        }
+        let r = check("FR 03 552 081 317");
+        assert_eq!((r.valid, r.kind), (true, Some("vat")));
+        assert_eq!(r.siren.as_deref(), Some("552081317"));
     }
 
     #[test]
