@@ -167,3 +167,8 @@ async fn an_operator_retries_a_dead_job_from_the_dashboard_on_sqlite() {
 async fn an_operator_retries_a_dead_job_from_the_dashboard_on_postgres_and_redis() {
     dashboard(BackendKind::Redis).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retries_a_dead_job_from_the_dashboard_on_postgres_with_its_queue() {
+    dashboard(BackendKind::Postgres).await;
+}

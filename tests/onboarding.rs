@@ -215,9 +215,8 @@ async fn an_invalid_form_lists_every_problem_and_writes_nothing() {
 /// client however often it is retried), refusals with JSON pointers,
 /// GET /v1/clients/{id}, POST /v1/jobs/{kind}, health, and the OpenAPI
 /// document matching the routes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_hooks() {
-    let mut q = TestQueue::new(BackendKind::Sqlite).await;
+async fn http_hooks(kind: BackendKind) {
+    let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
     let bearer = "hook-token-abcdefghijklmnop";
     let settings = dossier_e2e::with_token(q.settings.clone(), bearer);
@@ -312,15 +311,50 @@ async fn http_hooks() {
             .len(),
         1
     );
+    // Later too: the answer is stored, not held in memory.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let later = post("req-1", &form).await.expect("post");
+    assert_eq!(later.status(), 201);
+    let later: serde_json::Value = later.json().await.expect("json");
+    assert_eq!(
+        first, later,
+        "a request retried later gets the first answer"
+    );
     let mut other = form.clone();
     other["company"]["legal_name"] = "Autre".into();
     let reused = post("req-1", &other).await.expect("post");
     assert_eq!(reused.status(), 422);
+    let reused: serde_json::Value = reused.json().await.expect("json");
+    assert_eq!(reused["error"], "idempotency_key_reused", "{reused}");
+
+    // Eight copies of one new request at once (a caller retrying after a
+    // timeout while the first is still running): one client, and every
+    // copy that is not the first gets its answer.
+    let mut racing = form.clone();
+    racing["company"]["legal_name"] = "Course".into();
+    racing["director"]["email"] = "course@transports-riviere.fr".into();
+    let answers = futures_util::future::join_all((0..8).map(|_| post("req-race", &racing))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for a in answers {
+        let a = a.expect("post");
+        assert_eq!(a.status(), 201);
+        let v: serde_json::Value = a.json().await.expect("json");
+        ids.insert(v["client_id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(ids.len(), 1, "one client for eight copies: {ids:?}");
+    assert_eq!(
+        dossier_core::clients::list(&db, "cabinet-1", 10)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
 
     let mut bad = form.clone();
     bad["siret"] = "123".into();
     bad["director"]["email"] = "nope".into();
     let refused = post("req-2", &bad).await.expect("post");
+    let clients_before_refusal = 2;
     assert_eq!(refused.status(), 422);
     let body: serde_json::Value = refused.json().await.expect("json");
     let pointers: Vec<&str> = body["problems"]
@@ -338,7 +372,7 @@ async fn http_hooks() {
             .await
             .expect("list")
             .len(),
-        1
+        clients_before_refusal
     );
 
     let id = first["client_id"].as_str().expect("id");
@@ -436,16 +470,26 @@ async fn http_hooks() {
     q.cleanup_with(db).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_hooks_on_sqlite() {
+    http_hooks(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_hooks_on_postgres_with_its_queue() {
+    http_hooks(BackendKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_hooks_on_postgres_and_redis() {
+    http_hooks(BackendKind::Redis).await;
+}
+
 /// A valid SIRET for each `i` (SIREN and SIRET both pass Luhn).
 fn siret(i: usize) -> String {
-    let with_check = |prefix: String| {
-        (0..10)
-            .map(|d| format!("{prefix}{d}"))
-            .find(|s| dossier_core::siret::luhn(s))
-            .expect("a check digit")
-    };
-    let siren = with_check(format!("{:08}", 31_000_000 + i * 7));
-    with_check(format!("{siren}0001"))
+    use dossier_core::siret::with_luhn_digit;
+    let siren = with_luhn_digit(&format!("{:08}", 31_000_000 + i * 7));
+    with_luhn_digit(&format!("{siren}0001"))
 }
 
 /// Fifty clients through the hook and the command's code path, on a whole

@@ -151,3 +151,8 @@ async fn metrics_on_sqlite() {
 async fn metrics_on_postgres_and_redis() {
     metrics_tell_outcomes_depth_and_imports(BackendKind::Redis).await;
 }
+
+#[tokio::test]
+async fn metrics_on_postgres_with_its_queue() {
+    metrics_tell_outcomes_depth_and_imports(BackendKind::Postgres).await;
+}

@@ -476,17 +476,29 @@ async fn create_client(
 }
 
 /// The first answer to a request with this key, or a refusal when the key
-/// came with another body.
+/// came with another body. A database that cannot answer is a 503: taking
+/// it for "no answer stored" would run the request a second time.
 async fn stored_answer(db: &Database, r: &RequestKey) -> Option<Response> {
-    let row: Option<(String, i64, String)> = on_pool!(db, pool => sqlx::query_as(
+    // `status` is an INTEGER column: 4 bytes on PostgreSQL, so it decodes
+    // as i32 on both engines (an i64 here failed on PostgreSQL only, and
+    // every replay there fell through to "in progress").
+    let row: Result<Option<(String, i32, String)>, sqlx::Error> = on_pool!(db, pool => sqlx::query_as(
         "SELECT request_hash, status, body FROM http_requests WHERE key = $1",
     )
     .bind(&r.key)
     .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten());
-    let (hash, status, body) = row?;
+    .await);
+    let (hash, status, body) = match row {
+        Ok(row) => row?,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a stored hook answer failed");
+            return Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot answer now; try again shortly",
+            ));
+        }
+    };
     if hash != r.request_hash {
         return Some(error(
             StatusCode::UNPROCESSABLE_ENTITY,
