@@ -300,6 +300,35 @@ async fn a_partner_refusal_is_permanent_with_its_message() {
     s.cleanup().await;
 }
 
+/// A partner that echoes the key it was sent, and an address, in its
+/// refusal: neither reaches the job's error nor the activation's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_echoing_our_secret_does_not_make_it_readable() {
+    let s = Setup::new(BackendKind::Sqlite).await;
+    s.stub.script([Scripted {
+        body: format!(
+            r#"{{"message": "invalid api_key {API_KEY} (owner compta@cabinet.example)"}}"#
+        ),
+        ..Scripted::status(401)
+    }]);
+    let id = s.enable(APP, GOOD, false).await;
+    let w = s.q.start_worker(s.registry());
+    let dead = s.wait(&id, JobStatus::Dead).await;
+    w.stop().await;
+    let reason = dead.last_error.expect("reason");
+    assert!(reason.contains("invalid api_key ***"), "{reason}");
+    assert!(
+        !reason.contains(API_KEY) && !reason.contains("compta@"),
+        "{reason}"
+    );
+    let shown = s.activation(APP).await.last_error.expect("shown");
+    assert!(
+        !shown.contains(API_KEY) && !shown.contains("compta@"),
+        "{shown}"
+    );
+    s.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_are_checked_against_the_schema_and_nothing_is_saved() {
     let s = Setup::new(BackendKind::Sqlite).await;

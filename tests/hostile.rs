@@ -94,6 +94,47 @@ fn hostile_requests() -> Vec<(&'static str, String, Vec<u8>, u16)> {
             serde_json::json!({ "email": "a@b.fr", "first_name": "A", "last_name": "B" });
         client("unknown theme", f.to_string().into_bytes(), 422);
     }
+    // Text rules: no control character, NUL included (PostgreSQL refuses
+    // it mid-transaction), no escape sequence, bounded lengths, plausible
+    // years.
+    for (what, name) in [
+        ("NUL in a name", "Boulangerie\u{0}Dupont".to_string()),
+        (
+            "escape sequence in a name",
+            "\u{1b}[2J\u{1b}[31mBoulangerie".to_string(),
+        ),
+        (
+            "bidirectional override",
+            "Boulangerie\u{202e}gpj.exe".to_string(),
+        ),
+        (
+            "line break in a name",
+            "Boulangerie\nINFO forged line".to_string(),
+        ),
+        ("10,000-character name", "x".repeat(10_000)),
+    ] {
+        let mut f = client_form();
+        f["company"]["legal_name"] = serde_json::json!(name);
+        client(what, f.to_string().into_bytes(), 422);
+    }
+    for (what, firm) in [
+        ("NUL in the firm", "cabinet\u{0}".to_string()),
+        ("60,000-character firm", "f".repeat(60_000)),
+        ("empty firm", String::new()),
+    ] {
+        let mut f = client_form();
+        f["firm_id"] = serde_json::json!(firm);
+        client(what, f.to_string().into_bytes(), 422);
+    }
+    for start in ["4825-01-01", "0000-01-01", "1066-10-14"] {
+        let mut f = client_form();
+        f["exercice"]["start"] = serde_json::json!(start);
+        client("implausible year", f.to_string().into_bytes(), 422);
+    }
+    let mut f = client_form();
+    f["director"] = serde_json::json!({ "email": "a@b.fr", "first_name": "A", "last_name": "B" });
+    f["themes"] = serde_json::json!((0..3_000).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    client("3,000 unknown themes", f.to_string().into_bytes(), 422);
     let mut job = |what: &'static str, kind: &str, body: serde_json::Value| {
         v.push((
             what,
@@ -166,6 +207,7 @@ async fn hostile_input_changes_nothing(kind: BackendKind) {
     let before = dump(&s.db).await;
     let queued_before = s.q.backend.counts().await.expect("counts");
     for (what, path, body, status) in hostile_requests() {
+        let sent = body.len();
         let r = web
             .post(format!("{}{path}", s.base))
             .bearer_auth(BEARER)
@@ -177,6 +219,12 @@ async fn hostile_input_changes_nothing(kind: BackendKind) {
         let got = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         assert_eq!(got, status, "{what}: {text}");
+        // No answer larger than its request: refusals are bounded.
+        assert!(
+            text.len() <= sent.max(4_096),
+            "{what}: a {sent} byte request got a {} byte answer",
+            text.len()
+        );
         if status == 422 {
             let v: serde_json::Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
@@ -245,13 +293,17 @@ async fn hostile_input_is_refused_and_changes_nothing_on_sqlite() {
 }
 
 #[tokio::test]
+async fn hostile_input_is_refused_and_changes_nothing_on_postgres_with_its_queue() {
+    hostile_input_changes_nothing(BackendKind::Postgres).await;
+}
+
+#[tokio::test]
 async fn hostile_input_is_refused_and_changes_nothing_on_postgres_and_redis() {
     hostile_input_changes_nothing(BackendKind::Redis).await;
 }
 
-#[tokio::test]
-async fn every_private_route_refuses_a_missing_or_wrong_token() {
-    let s = server(BackendKind::Sqlite).await;
+async fn every_private_route_refuses_a_missing_or_wrong_token(kind: BackendKind) {
+    let s = server(kind).await;
     let web = reqwest::Client::new();
     for (method, path, private) in dossier_core::http::ROUTES {
         let url = format!(
@@ -280,12 +332,26 @@ async fn every_private_route_refuses_a_missing_or_wrong_token() {
         }
     }
     s.stop.cancel();
-    s.q.cleanup().await;
+    s.q.cleanup_with(s.db).await;
 }
 
 #[tokio::test]
-async fn guessing_invitation_tokens_is_throttled() {
-    let s = server_with(BackendKind::Sqlite, 5).await;
+async fn every_private_route_refuses_a_missing_or_wrong_token_on_sqlite() {
+    every_private_route_refuses_a_missing_or_wrong_token(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn every_private_route_refuses_a_missing_or_wrong_token_on_postgres_with_its_queue() {
+    every_private_route_refuses_a_missing_or_wrong_token(BackendKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn every_private_route_refuses_a_missing_or_wrong_token_on_postgres_and_redis() {
+    every_private_route_refuses_a_missing_or_wrong_token(BackendKind::Redis).await;
+}
+
+async fn guessing_invitation_tokens_is_throttled(kind: BackendKind) {
+    let s = server_with(kind, 5).await;
     let web = reqwest::Client::new();
     let guess = |i: usize| {
         web.post(format!("{}/v1/invitations/accept", s.base))
@@ -306,5 +372,94 @@ async fn guessing_invitation_tokens_is_throttled() {
         .expect("Retry-After");
     assert!((1..=60).contains(&wait), "{wait}");
     s.stop.cancel();
-    s.q.cleanup().await;
+    s.q.cleanup_with(s.db).await;
+}
+
+#[tokio::test]
+async fn guessing_invitation_tokens_is_throttled_on_sqlite() {
+    guessing_invitation_tokens_is_throttled(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn guessing_invitation_tokens_is_throttled_on_postgres_with_its_queue() {
+    guessing_invitation_tokens_is_throttled(BackendKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn guessing_invitation_tokens_is_throttled_on_postgres_and_redis() {
+    guessing_invitation_tokens_is_throttled(BackendKind::Redis).await;
+}
+
+/// A caller's idempotency key cannot claim a key of the system's: a key
+/// shaped like a scheduler's future tick, sent through `POST /v1/jobs`,
+/// leaves that tick free, and the same caller key for two kinds makes two
+/// jobs.
+async fn caller_keys_live_apart_from_the_systems(kind: BackendKind) {
+    let s = server(kind).await;
+    let web = reqwest::Client::new();
+    let tick = "schedule:exercice_rollover:1795834800";
+    let post = |kind: &str, payload: serde_json::Value| {
+        web.post(format!("{}/v1/jobs/{kind}", s.base))
+            .bearer_auth(BEARER)
+            .json(&serde_json::json!({ "payload": payload, "idempotency_key": tick }))
+            .send()
+    };
+    let r = post(
+        "siret_check",
+        serde_json::json!({ "siret": "73282932000074" }),
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.expect("json")["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let job = s.q.job(&id).await;
+    assert_eq!(
+        job.idempotency_key.as_deref(),
+        Some(format!("caller:siret_check:{tick}").as_str())
+    );
+    // The scheduler's own push of that tick still creates its job.
+    let scheduled =
+        s.q.backend
+            .push(dossier_core::job::NewJob {
+                kind: "exercice_rollover".into(),
+                payload: serde_json::json!({}),
+                run_at_ms: None,
+                max_attempts: 3,
+                idempotency_key: Some(tick.into()),
+                trace_id: None,
+            })
+            .await
+            .expect("push");
+    assert!(
+        matches!(scheduled, dossier_core::job::PushOutcome::Created(_)),
+        "{scheduled:?}"
+    );
+    // The same kind and key again finds the first job (per kind: unit test in submit.rs).
+    let other = post(
+        "siret_check",
+        serde_json::json!({ "siret": "73282932000074" }),
+    )
+    .await
+    .expect("post");
+    assert_eq!(other.status(), 200, "same kind, same key: the first job");
+    s.stop.cancel();
+    s.q.cleanup_with(s.db).await;
+}
+
+#[tokio::test]
+async fn caller_keys_live_apart_from_the_systems_on_sqlite() {
+    caller_keys_live_apart_from_the_systems(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn caller_keys_live_apart_from_the_systems_on_postgres_with_its_queue() {
+    caller_keys_live_apart_from_the_systems(BackendKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn caller_keys_live_apart_from_the_systems_on_postgres_and_redis() {
+    caller_keys_live_apart_from_the_systems(BackendKind::Redis).await;
 }

@@ -341,6 +341,35 @@ async fn every_bad_row_is_reported_with_line_column_and_value_on_postgres_and_re
     every_bad_row_reported(BackendKind::Redis).await;
 }
 
+/// Cells that a spreadsheet would run as formulas come back in the error
+/// file behind a `'` (OWASP's CSV-injection advice), and the corrected file
+/// imports them as they were typed.
+#[tokio::test]
+async fn formulas_in_the_error_file_are_neutralised_and_round_trip() {
+    let f = fixture(BackendKind::Sqlite).await;
+    let rows = vec![";=1+2;31/04/2026;;;;;;;non;;;@ref-9".to_string()];
+    let r = f.import(&csv(&rows), &request(true)).await;
+    assert_eq!(r.rows_refused, 1, "{:?}", r.report);
+    let errors = store::errors_csv(&f.db, &r.id)
+        .await
+        .expect("read")
+        .expect("an error file");
+    let line = errors.lines().nth(1).unwrap_or_default().to_string();
+    assert!(line.starts_with(";'=1+2;31/04/2026;"), "{line}");
+    assert!(line.contains(";'@ref-9;"), "{line}");
+    let fixed = errors.replace("31/04/2026", "30/04/2026");
+    let r2 = f.import(fixed.as_bytes(), &request(false)).await;
+    assert_eq!(r2.rows_created, 1, "{:?}", r2.report);
+    let clients = dossier_core::clients::list(&f.db, FIRM, 5)
+        .await
+        .expect("list");
+    assert_eq!(
+        clients[0].company.get("legal_name").map(String::as_str),
+        Some("=1+2")
+    );
+    f.done().await;
+}
+
 async fn partial_then_corrected_then_reimported(kind: BackendKind) {
     let f = fixture(kind).await;
     let rows = vec![

@@ -294,19 +294,30 @@ async fn openapi_json() -> Response {
 }
 
 /// A refusal listing every problem with the JSON pointer it concerns.
+/// At most this many problems are listed, so that a request cannot buy an
+/// answer many times its own size.
+pub const MAX_PROBLEMS: usize = 50;
+
 fn refused(problems: &[String]) -> Response {
-    let list: Vec<serde_json::Value> = problems
+    let mut list: Vec<serde_json::Value> = problems
         .iter()
+        .take(MAX_PROBLEMS)
         .map(|p| {
             let (field, message) = p.split_once(": ").unwrap_or(("", p));
             let pointer = if field.is_empty() || field.contains(' ') {
                 String::new()
             } else {
-                format!("/{field}")
+                format!("/{}", field.replace('.', "/"))
             };
             serde_json::json!({ "pointer": pointer, "message": message })
         })
         .collect();
+    if problems.len() > MAX_PROBLEMS {
+        list.push(serde_json::json!({
+            "pointer": "",
+            "message": format!("and {} more problems", problems.len() - MAX_PROBLEMS),
+        }));
+    }
     (
         StatusCode::UNPROCESSABLE_ENTITY,
         Json(serde_json::json!({
@@ -574,7 +585,7 @@ async fn enqueue(
             headers
                 .get("Idempotency-Key")
                 .and_then(|v| v.to_str().ok())
-                .map(|k| format!("http:{}", k.trim()))
+                .map(|k| k.trim().to_string())
         }),
         trace_id: input.trace_id,
     };

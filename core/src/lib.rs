@@ -33,4 +33,5 @@ pub mod secrets;
 pub mod sirene;
 pub mod siret;
 pub mod submit;
+pub mod text;
 pub mod tree;

@@ -59,11 +59,22 @@ pub fn trace_id_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, Su
     }
 }
 
+/// Where a caller's idempotency key lives: a namespace of its own, per
+/// kind. Keys the system makes (`schedule:…`, `invitation:…`,
+/// `tree_setup:…`) never start with `caller:`, so a caller cannot claim a
+/// scheduler's future tick or another job's key, and the same caller key
+/// given for two kinds makes two jobs.
+pub fn caller_key(kind: &str, key: &str) -> String {
+    format!("caller:{kind}:{key}")
+}
+
 /// Options of a submission beyond kind and payload.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
     pub run_at: Option<String>,
     pub max_attempts: Option<u32>,
+    /// The caller's key, as given: [`prepare`] puts it in the callers'
+    /// namespace ([`caller_key`]).
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
 }
@@ -121,7 +132,10 @@ pub fn prepare(
         payload,
         run_at_ms,
         max_attempts,
-        idempotency_key: options.idempotency_key.clone(),
+        idempotency_key: options
+            .idempotency_key
+            .as_deref()
+            .map(|k| caller_key(kind, k)),
         trace_id,
     })
 }
@@ -129,6 +143,29 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_keys_are_namespaced_per_kind() {
+        let catalogue = Catalogue::product();
+        let queue = crate::config::Settings::default().queue;
+        let options = SubmitOptions {
+            idempotency_key: Some("schedule:exercice_rollover:1795834800".into()),
+            ..Default::default()
+        };
+        let job = prepare(
+            &catalogue,
+            &queue,
+            "siret_check",
+            r#"{"siret": "73282932000074"}"#,
+            &options,
+        )
+        .expect("valid");
+        assert_eq!(
+            job.idempotency_key.as_deref(),
+            Some("caller:siret_check:schedule:exercice_rollover:1795834800")
+        );
+        assert_ne!(caller_key("a", "k"), caller_key("b", "k"));
+    }
 
     #[test]
     fn trace_ids_are_short_and_plain() {

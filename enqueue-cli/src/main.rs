@@ -1,6 +1,28 @@
 //! `dossier`: submit jobs, inspect and repair queues, run migrations.
 //! A thin shell over `dossier_core`; see `dossier --help`.
 
+// Everything this command prints passes through `text::for_terminal`:
+// names, registry answers and file contents are outside data, and an
+// escape sequence among them must not reach the operator's terminal.
+// Defined before the modules so that their `println!` is this one.
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($arg:tt)*) => {
+        ::std::println!("{}", dossier_core::text::for_terminal(&format!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        ::std::print!("{}", dossier_core::text::for_terminal(&format!($($arg)*)))
+    };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($arg:tt)*) => {
+        ::std::eprintln!("{}", dossier_core::text::for_terminal(&format!($($arg)*)))
+    };
+}
+
 mod apps;
 mod folders;
 mod import;

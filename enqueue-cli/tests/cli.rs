@@ -230,7 +230,7 @@ fn enqueue_inspect_and_repair(env: &Env) {
 
     let shown = env.json(&["jobs", "show", &id, "--json"]);
     assert_eq!(shown["payload"]["siret"], "732 829 320 00074");
-    assert_eq!(shown["idempotency_key"], "row-2");
+    assert_eq!(shown["idempotency_key"], "caller:siret_check:row-2");
     assert!(
         env.ok(&["jobs", "show", &id])
             .contains("status:        pending")

@@ -42,13 +42,31 @@ fn partner_message(body: &str) -> String {
     text.chars().take(300).collect()
 }
 
-/// POSTs a signed JSON body; returns the 2xx answer's body.
+/// The partner's words made safe to store and log: a partner that echoes
+/// what it was sent ("invalid api_key sk-…") would otherwise put an opened
+/// secret into the job's errors, the logs and `GET /v1/clients/{id}`.
+/// Every secret of the call becomes `***`, every email address
+/// `<address>`, control characters are escaped.
+fn scrubbed(message: &str, secrets: &[String]) -> String {
+    let mut text = message.to_string();
+    // Longest first, so that a secret containing another is removed whole.
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in secrets {
+        text = text.replace(s.as_str(), "***");
+    }
+    crate::text::printable(&crate::mail::redact_addresses(&text)).into_owned()
+}
+
+/// POSTs a signed JSON body; returns the 2xx answer's body. `secrets` are
+/// the opened secrets the body carries: scrubbed from any error message.
 pub async fn post(
     http: &reqwest::Client,
     url: &str,
     key: &[u8],
     idempotency_key: &str,
     body: &serde_json::Value,
+    secrets: &[String],
 ) -> Result<String, PartnerError> {
     let bytes = serde_json::to_vec(body).map_err(|e| PartnerError::Permanent(e.to_string()))?;
     let timestamp = chrono::Utc::now().timestamp();
@@ -85,13 +103,16 @@ pub async fn post(
         Ok(text)
     } else if status.as_u16() == 429 || status.is_server_error() {
         Err(PartnerError::Transient {
-            message: format!("partner answered {status}: {}", partner_message(&text)),
+            message: format!(
+                "partner answered {status}: {}",
+                scrubbed(&partner_message(&text), secrets)
+            ),
             retry_after,
         })
     } else {
         Err(PartnerError::Permanent(format!(
             "partner refused ({status}): {}",
-            partner_message(&text)
+            scrubbed(&partner_message(&text), secrets)
         )))
     }
 }
@@ -106,4 +127,19 @@ pub fn provisioned(body: &str) -> Result<Provisioned, PartnerError> {
             message: "partner answered 2xx without a JSON {\"external_id\": …}".into(),
             retry_after: None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_secrets_and_addresses_are_scrubbed() {
+        let secrets = vec!["sk-live-1234567890".to_string(), "abc".to_string()];
+        let m = scrubbed(
+            "invalid api_key sk-live-1234567890\nfor marie@dupont.fr abc",
+            &secrets,
+        );
+        assert_eq!(m, "invalid api_key ***\\u{a}for <address> abc");
+    }
 }

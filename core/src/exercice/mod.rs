@@ -239,6 +239,7 @@ async fn add_inner(
             .iter()
             .map(|e| rules::Existing { span: e.span(), label: e.label.clone() })
             .collect();
+        rules::check_plausible(span, chrono::Utc::now().date_naive())?;
         rules::check_new(span, &others, allow_gap)?;
         let base = rules::base_label(span);
         let label = if existing.iter().any(|e| e.label == base) {

@@ -99,6 +99,14 @@ pub fn disambiguated_label(span: Span) -> String {
 /// Why an exercice is refused. Messages say what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
+    #[error(
+        "{start} is not a plausible exercice start: it must fall between {earliest} and {latest} (check the year)"
+    )]
+    Implausible {
+        start: NaiveDate,
+        earliest: NaiveDate,
+        latest: NaiveDate,
+    },
     #[error("the end ({end}) is before the start ({start}): give an --end on or after the start")]
     EndBeforeStart { start: NaiveDate, end: NaiveDate },
     #[error(
@@ -159,6 +167,29 @@ pub struct Existing {
 }
 
 /// Checks a new exercice against the rules and the client's others.
+/// How far ahead of today an exercice may start: the next one is created a
+/// few months ahead at most, so years ahead is a typing error (2062 for
+/// 2026) or a forged date, and each would make its folders for nothing.
+pub const MAX_YEARS_AHEAD: u32 = 3;
+
+/// Whether `span` starts in a plausible year: from 1900 (companies are
+/// older than the product, their exercices not much) to
+/// [`MAX_YEARS_AHEAD`] years after `today`.
+pub fn check_plausible(span: Span, today: NaiveDate) -> Result<(), RuleError> {
+    let earliest = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN);
+    let latest = today
+        .checked_add_months(Months::new(12 * MAX_YEARS_AHEAD))
+        .unwrap_or(NaiveDate::MAX);
+    if span.start < earliest || span.start > latest {
+        return Err(RuleError::Implausible {
+            start: span.start,
+            earliest,
+            latest,
+        });
+    }
+    Ok(())
+}
+
 pub fn check_new(span: Span, existing: &[Existing], allow_gap: bool) -> Result<(), RuleError> {
     let Span { start, end } = span;
     if end < start {
@@ -227,6 +258,22 @@ pub fn check_new(span: Span, existing: &[Existing], allow_gap: bool) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn implausible_years_are_refused() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).expect("date");
+        for (a, b, ok) in [
+            ("2026-01-01", "2026-12-31", true),
+            ("1900-01-01", "1900-12-31", true),
+            ("2029-12-01", "2030-11-30", true),
+            ("2029-12-02", "2030-12-01", false),
+            ("4825-01-01", "4825-12-31", false),
+            ("0000-01-01", "0000-12-31", false),
+            ("1899-12-31", "1900-12-30", false),
+        ] {
+            assert_eq!(check_plausible(span(a, b), today).is_ok(), ok, "{a}");
+        }
+    }
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")

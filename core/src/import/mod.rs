@@ -21,6 +21,7 @@ use crate::secrets::KeyRing;
 
 pub mod columns;
 pub mod drop_folder;
+pub mod formula;
 mod report;
 pub mod row;
 pub mod run;

@@ -58,7 +58,8 @@ pub fn summary(
 
 /// The refused rows as they were, with an `erreurs` column, ready to be
 /// corrected and imported again (UTF-8 with BOM and `;`, as Excel opens
-/// it); `None` when no row was refused.
+/// it; cells that would run as formulas are neutralised, see
+/// [`super::formula`]); `None` when no row was refused.
 pub fn errors_csv(a: &Analysis) -> Option<String> {
     let mut by_line: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for p in a.problems.iter().filter(|p| p.line > 0) {
@@ -80,7 +81,13 @@ pub fn errors_csv(a: &Analysis) -> Option<String> {
     if errors_col.is_none() {
         headers.push("erreurs".into());
     }
-    w.write_record(&headers).ok()?;
+    let safe = |cells: &[String]| -> Vec<String> {
+        cells
+            .iter()
+            .map(|c| super::formula::neutralise(c).into_owned())
+            .collect()
+    };
+    w.write_record(safe(&headers)).ok()?;
     for row in a
         .table
         .rows
@@ -96,7 +103,7 @@ pub fn errors_csv(a: &Analysis) -> Option<String> {
             Some(i) => cells[i] = message,
             None => cells.push(message),
         }
-        w.write_record(&cells).ok()?;
+        w.write_record(safe(&cells)).ok()?;
     }
     let bytes = w.into_inner().ok()?;
     Some(format!("\u{feff}{}", String::from_utf8(bytes).ok()?))

@@ -44,31 +44,22 @@ impl Row<'_> {
         if v.is_empty() {
             return None;
         }
-        let chars = v.chars().count();
-        if chars > self.max_chars {
-            self.problem(
-                field,
-                v,
-                format!(
-                    "{chars} characters, over the limit of {} for a cell: is a whole row pasted into one cell?",
-                    self.max_chars
-                ),
-            );
-            return None;
-        }
-        if let Some(c) = v
-            .chars()
-            .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
-            self.problem(
-                field,
-                v,
-                format!(
-                    "holds the invisible control character U+{:04X}: retype the value",
-                    c as u32
-                ),
-            );
-            return None;
+        match crate::text::check_cell(v, self.max_chars) {
+            Ok(()) => {}
+            Err(crate::text::TextError::TooLong { chars, max }) => {
+                self.problem(
+                    field,
+                    v,
+                    format!(
+                        "{chars} characters, over the limit of {max} for a cell: is a whole row pasted into one cell?"
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.problem(field, v, e.to_string());
+                return None;
+            }
         }
         Some(v.to_string())
     }

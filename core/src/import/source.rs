@@ -209,7 +209,10 @@ fn read_csv(text: &str, encoding: &'static str) -> Result<Table, SourceError> {
             message: format!("{e}: check the quotes around this line's values"),
         })?;
         let line = record.position().map_or(0, |p| lines.at(p.byte() as usize));
-        let cells: Vec<String> = record.iter().map(str::to_string).collect();
+        let cells: Vec<String> = record
+            .iter()
+            .map(|c| super::formula::restore(c.to_string()))
+            .collect();
         if blank(&cells) {
             continue;
         }
@@ -269,7 +272,7 @@ fn read_xlsx(bytes: &[u8]) -> Result<Table, SourceError> {
     for (i, row) in range.rows().enumerate() {
         // Columns left of the range are empty; keep them so letters match.
         let mut cells = vec![String::new(); first_col];
-        cells.extend(row.iter().map(cell_text));
+        cells.extend(row.iter().map(|d| super::formula::restore(cell_text(d))));
         if blank(&cells) {
             continue;
         }

@@ -193,7 +193,24 @@ pub async fn handle(
         "settings": settings,
     });
     let idempotency = format!("{KIND}:{}:{}:{}", job.client_id, job.app_id, job.generation);
-    let answer = match partner::post(&deps.partners.http, &url, key, &idempotency, &body).await {
+    // The values that were sealed at rest, opened for this call: a partner
+    // echoing one must not make it readable in our errors.
+    let secrets: Vec<String> = activation
+        .settings
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(crate::secrets::KeyRing::is_sealed))
+        .filter_map(|(k, _)| settings.get(k).and_then(|v| v.as_str()).map(str::to_string))
+        .collect();
+    let answer = match partner::post(
+        &deps.partners.http,
+        &url,
+        key,
+        &idempotency,
+        &body,
+        &secrets,
+    )
+    .await
+    {
         Ok(text) => text,
         Err(e) => return Err(partner_failure(&deps, &job, "failed", e).await),
     };

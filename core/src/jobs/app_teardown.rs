@@ -31,7 +31,7 @@ pub async fn handle(
         "external_id": activation.external_id,
     });
     let idempotency = format!("{KIND}:{}:{}:{}", job.client_id, job.app_id, job.generation);
-    if let Err(e) = partner::post(&deps.partners.http, &url, key, &idempotency, &body).await {
+    if let Err(e) = partner::post(&deps.partners.http, &url, key, &idempotency, &body, &[]).await {
         return Err(partner_failure(&deps, &job, "disabling", e).await);
     }
     apps::record(

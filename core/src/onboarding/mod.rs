@@ -128,6 +128,10 @@ pub async fn create_client_once(
     request: Option<RequestKey>,
     trace_id: Option<String>,
 ) -> Result<Created, OnboardingError> {
+    let problems = plan::text_problems(&form);
+    if !problems.is_empty() {
+        return Err(OnboardingError::Invalid(problems));
+    }
     let ctx = Context::load(db, &form.firm_id).await?;
     let origin = plan::Origin {
         trace_id,

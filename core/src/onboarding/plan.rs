@@ -171,6 +171,58 @@ pub struct Origin {
     pub trace_id: Option<String>,
 }
 
+/// Every text field of the form against [`crate::text`]'s rules: checked
+/// before anything reads the database, so a NUL or a 60,000-character firm
+/// id is a refusal, not a failed query. Messages name the field, never
+/// the value (settings may be secrets).
+pub fn text_problems(form: &ClientForm) -> Vec<String> {
+    use crate::text::{MAX_EMAIL, MAX_ID, MAX_TEXT, check};
+    let mut problems = Vec::new();
+    let mut field = |name: String, value: &str, max: usize| {
+        if let Err(e) = check(value, max) {
+            problems.push(format!("{name}: {e}"));
+        }
+    };
+    field("firm_id".into(), &form.firm_id, MAX_ID);
+    if let Some(s) = &form.siret {
+        field("siret".into(), s, MAX_ID);
+    }
+    for (k, v) in &form.company {
+        field(format!("company.{}", crate::text::printable(k)), k, MAX_ID);
+        field(
+            format!("company.{}", crate::text::printable(k)),
+            v,
+            MAX_TEXT,
+        );
+    }
+    if let Some(t) = &form.tree {
+        field("tree".into(), t, MAX_ID);
+    }
+    if let Some(d) = &form.director {
+        field("director.email".into(), &d.email, MAX_EMAIL);
+        field("director.first_name".into(), &d.first_name, MAX_TEXT);
+        field("director.last_name".into(), &d.last_name, MAX_TEXT);
+    }
+    for t in form.themes.iter().flatten() {
+        field("themes".into(), t, MAX_ID);
+    }
+    for a in &form.apps {
+        field("apps.app_id".into(), &a.app_id, MAX_ID);
+        for (k, v) in &a.settings {
+            field("apps.settings (a name)".into(), k, MAX_ID);
+            field(
+                format!("apps.settings.{}", crate::text::printable(k)),
+                v,
+                MAX_TEXT,
+            );
+        }
+    }
+    for c in &form.collaborators {
+        field("collaborators".into(), c, MAX_EMAIL);
+    }
+    problems
+}
+
 /// Checks `form` against the firm; every problem is listed, each as
 /// `field: message` (`siret`, `company`, `exercice`, `tree`, `director`,
 /// `themes`, `apps`, `collaborators`). Whether the SIRET is already a
@@ -182,7 +234,10 @@ pub fn validate(
     queue: &QueueSettings,
     keys: &KeyRing,
 ) -> Result<Plan, Vec<String>> {
-    let mut problems = Vec::new();
+    let mut problems = text_problems(form);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
 
     // Company: a valid SIRET, or at least a name.
     let siret = match form.siret.as_deref().map(Siret::parse).transpose() {
@@ -217,7 +272,9 @@ pub fn validate(
             }
             Some(end) => {
                 let span = rules::Span { start, end };
-                match rules::check_new(span, &[], false) {
+                match rules::check_plausible(span, chrono::Utc::now().date_naive())
+                    .and_then(|()| rules::check_new(span, &[], false))
+                {
                     Ok(()) => Some(span),
                     Err(e) => {
                         problems.push(format!("exercice: {e}"));
