@@ -904,3 +904,235 @@ fn the_template_imports_cleanly_and_names_every_column() {
     let table = import::source::read(t.as_bytes(), 1 << 20).expect("read");
     assert_eq!(table.rows.len(), 2);
 }
+
+/// A workbook whose one sheet holds a header and a cell at the very last
+/// column and row: read as a grid, seventeen billion cells.
+fn last_cell_workbook() -> Vec<u8> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.write_string(0, 0, "SIRET").expect("cell");
+    sheet.write_string(0, 1, "Raison sociale").expect("cell");
+    sheet.write_string(1_048_575, 16_383, "x").expect("cell");
+    book.save_to_buffer().expect("xlsx")
+}
+
+/// A valid workbook with one more part that inflates to 200 MB from a few
+/// hundred kilobytes.
+fn inflating_workbook() -> Vec<u8> {
+    use std::io::Write;
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.write_string(0, 0, "SIRET").expect("cell");
+    sheet.write_string(0, 1, "Raison sociale").expect("cell");
+    let plain = book.save_to_buffer().expect("xlsx");
+    let mut source = zip::ZipArchive::new(std::io::Cursor::new(plain)).expect("zip");
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..source.len() {
+        let part = source.by_index(i).expect("part");
+        out.raw_copy_file(part).expect("copy");
+    }
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    out.start_file("xl/media/padding.bin", options)
+        .expect("part");
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..200 {
+        out.write_all(&chunk).expect("write");
+    }
+    out.finish().expect("zip").into_inner()
+}
+
+/// What someone who can write into a drop folder may plant there: links
+/// to files the worker can read, a directory, a FIFO, a stray name, links
+/// where reports will be written, two workbook bombs. Each bad entry is
+/// filed in failed/ with its report, alone; the good file is imported; no
+/// file outside the folder is read or written; no scan hangs.
+async fn hostile_drop_folder(kind: BackendKind) {
+    use dossier_core::config::ImportSchedule;
+    use dossier_core::import::drop_folder;
+    let f = fixture(kind).await;
+    let outside = f.q.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("dir");
+    let secret = outside.join("secret.csv");
+    let secret_text = format!(
+        "{HEADER}\r\n{};SECRET-ROW-4242;31/04/2026;;;;;;;;;;S1\r\n",
+        siret_for(81)
+    );
+    std::fs::write(&secret, &secret_text).expect("write");
+    let victim = outside.join("victim.txt");
+    std::fs::write(&victim, "untouched").expect("write");
+
+    let root = f.q.dir.path().join("drop");
+    for d in ["incoming", "processing", "done", "failed"] {
+        std::fs::create_dir_all(root.join(d)).expect("dir");
+    }
+    let incoming = root.join("incoming");
+    let processing = root.join("processing");
+    std::os::unix::fs::symlink(&secret, incoming.join("lien.csv")).expect("symlink");
+    std::os::unix::fs::symlink(
+        &secret,
+        processing.join(format!("{}--lien2.csv", store::new_id())),
+    )
+    .expect("symlink");
+    std::fs::create_dir(processing.join(format!("{}--dossier.csv", store::new_id()))).expect("dir");
+    let fifo = processing.join(format!("{}--tube.csv", store::new_id()));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo (coreutils) makes the FIFO");
+    std::fs::write(processing.join("sans-identifiant.csv"), "x").expect("write");
+    std::fs::write(incoming.join("case.xlsx"), last_cell_workbook()).expect("write");
+    std::fs::write(incoming.join("gonfle.xlsx"), inflating_workbook()).expect("write");
+    let good = csv(&[format!("{};Bonne;01/01/2026;;;;;;;;;;G1", siret_for(82))]);
+    std::fs::write(incoming.join("bon.csv"), &good).expect("write");
+    // Where the good file's report will be written, a link to a victim.
+    std::os::unix::fs::symlink(&victim, root.join("done/bon.csv.rapport.txt")).expect("symlink");
+
+    let schedule = ImportSchedule {
+        name: "nuit".into(),
+        cron: "0 * * * * *".into(),
+        firm: FIRM.into(),
+        folder: root.display().to_string(),
+        partial: false,
+        provider: None,
+        settle_secs: 0,
+    };
+    let records = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        drop_folder::scan(
+            &f.db,
+            f.limits(),
+            &f.keys,
+            Some(f.q.backend.as_ref()),
+            &schedule,
+        ),
+    )
+    .await
+    .expect("the scan never blocks")
+    .expect("the scan succeeds: bad entries fail alone");
+    let mut got: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.file_name.clone(), r.status.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("bon.csv".to_string(), "done".to_string()),
+            ("case.xlsx".into(), "refused".into()),
+            ("gonfle.xlsx".into(), "refused".into()),
+        ]
+    );
+    assert_eq!(f.clients().await, 1);
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("secret"),
+        secret_text
+    );
+    let ls = |d: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(root.join(d))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(ls("processing").is_empty(), "{:?}", ls("processing"));
+    assert!(ls("incoming").is_empty(), "{:?}", ls("incoming"));
+    let failed = ls("failed");
+    for name in [
+        "lien.csv",
+        "lien2.csv",
+        "dossier.csv",
+        "tube.csv",
+        "sans-identifiant.csv",
+        "case.xlsx",
+        "gonfle.xlsx",
+    ] {
+        assert!(
+            failed.iter().any(|f| f.ends_with(name)),
+            "{name} filed in failed/: {failed:?}"
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.ends_with(&format!("{name}.rapport.txt"))),
+            "{name} has its report: {failed:?}"
+        );
+    }
+    // No report holds a line of the file a link pointed to.
+    for d in ["done", "failed"] {
+        for entry in std::fs::read_dir(root.join(d)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if std::fs::symlink_metadata(&path)
+                .expect("meta")
+                .file_type()
+                .is_file()
+            {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&path).expect("read")).to_string();
+                assert!(
+                    !text.contains("SECRET-ROW-4242"),
+                    "{} leaks the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+    let report = |suffix: &str| {
+        let name = failed
+            .iter()
+            .find(|f| f.ends_with(suffix))
+            .unwrap_or_else(|| panic!("{suffix} in {failed:?}"));
+        std::fs::read_to_string(root.join("failed").join(name)).expect("report")
+    };
+    assert!(report("lien.csv.rapport.txt").contains("symbolic link"));
+    assert!(report("tube.csv.rapport.txt").contains("FIFO"));
+    assert!(
+        report("case.xlsx.rapport.txt").contains("beyond column 256"),
+        "{}",
+        report("case.xlsx.rapport.txt")
+    );
+    assert!(
+        report("gonfle.xlsx.rapport.txt").contains("inflates to more than"),
+        "{}",
+        report("gonfle.xlsx.rapport.txt")
+    );
+    // The good file's report went beside it under a new name.
+    assert!(
+        ls("done")
+            .iter()
+            .any(|n| n.ends_with("--bon.csv.rapport.txt")),
+        "{:?}",
+        ls("done")
+    );
+
+    // A drop folder whose subfolder is a link: refused as a whole, nothing moved.
+    let linked = f.q.dir.path().join("drop2");
+    std::fs::create_dir_all(linked.join("incoming")).expect("dir");
+    std::os::unix::fs::symlink(&outside, linked.join("done")).expect("symlink");
+    let bad = ImportSchedule {
+        folder: linked.display().to_string(),
+        ..schedule
+    };
+    let err = drop_folder::scan(&f.db, f.limits(), &f.keys, None, &bad)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn hostile_drop_folder_entries_fail_alone_on_sqlite() {
+    hostile_drop_folder(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn hostile_drop_folder_entries_fail_alone_on_postgres_and_redis() {
+    hostile_drop_folder(BackendKind::Redis).await;
+}

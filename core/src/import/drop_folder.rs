@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::safe_fs;
 use super::store::{self, ImportRecord};
 use super::{ImportError, Limits, Request};
 use crate::config::ImportSchedule;
@@ -43,74 +44,115 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> ImportError {
     ImportError::Other(format!("{what} {}: {e}", path.display()))
 }
 
-/// Files of `incoming/` ready to be taken, oldest name first.
-async fn ready(incoming: &Path, settle_secs: u64) -> Result<Vec<PathBuf>, ImportError> {
-    let mut out = Vec::new();
-    let mut dir = tokio::fs::read_dir(incoming)
+/// What `incoming/` holds: files ready to be taken (oldest name first),
+/// and entries that will never be files (links, FIFOs, sockets, devices),
+/// to be filed in `failed/` with a report. Directories are left alone.
+struct Incoming {
+    ready: Vec<PathBuf>,
+    bad: Vec<(PathBuf, &'static str)>,
+}
+
+async fn incoming(dir: &Path, settle_secs: u64) -> Result<Incoming, ImportError> {
+    let mut out = Incoming {
+        ready: Vec::new(),
+        bad: Vec::new(),
+    };
+    let mut entries = tokio::fs::read_dir(dir)
         .await
-        .map_err(|e| io("cannot read", incoming, e))?;
-    while let Some(entry) = dir
+        .map_err(|e| io("cannot read", dir, e))?;
+    while let Some(entry) = entries
         .next_entry()
         .await
-        .map_err(|e| io("cannot read", incoming, e))?
+        .map_err(|e| io("cannot read", dir, e))?
     {
         let name = entry.file_name().to_string_lossy().to_string();
         if is_temporary(&name) {
             continue;
         }
+        // DirEntry::metadata does not follow links.
         let Ok(meta) = entry.metadata().await else {
             continue;
         };
+        let t = meta.file_type();
+        if t.is_dir() {
+            continue;
+        }
+        if !t.is_file() {
+            let kind = safe_fs::Kind::of(&entry.path()).ok();
+            let what = match kind {
+                Some(safe_fs::Kind::Other(what)) => what,
+                _ => "not a regular file",
+            };
+            out.bad.push((entry.path(), what));
+            continue;
+        }
         let age = meta
             .modified()
             .ok()
             .and_then(|m| m.elapsed().ok())
             .unwrap_or_default();
-        if meta.is_file() && age.as_secs() >= settle_secs {
-            out.push(entry.path());
+        if age.as_secs() >= settle_secs {
+            out.ready.push(entry.path());
         }
     }
-    out.sort();
+    out.ready.sort();
     Ok(out)
-}
-
-/// Where a finished file goes, not overwriting an earlier one of its name.
-fn destination(dir: &Path, name: &str, id: &str) -> PathBuf {
-    let plain = dir.join(name);
-    if plain.exists() {
-        dir.join(format!("{id}--{name}"))
-    } else {
-        plain
-    }
 }
 
 fn unique_violation(e: &ImportError) -> bool {
     matches!(e, ImportError::Db(d) if d.as_database_error().is_some_and(|d| d.is_unique_violation()))
 }
 
+/// Whether the scan should try again later (the database or queue is
+/// away) rather than file the entry as failed.
+fn transient(e: &ImportError) -> bool {
+    matches!(e, ImportError::Db(_))
+}
+
+/// Why an entry of `processing/` is not imported, filed with it.
+enum EntryFailure {
+    /// The entry itself: a link, a FIFO, too large, unreadable.
+    Refused(String),
+    Import(ImportError),
+}
+
+impl From<ImportError> for EntryFailure {
+    fn from(e: ImportError) -> Self {
+        EntryFailure::Import(e)
+    }
+}
+
 /// Whether this scan runs the file `processing/ID--NAME`: it records its
 /// import first, or takes over one left without progress.
 async fn claim(
     db: &Database,
+    limits: Limits<'_>,
     schedule: &ImportSchedule,
     root: &Path,
     taken: &Path,
     id: &str,
     name: &str,
-) -> Result<bool, ImportError> {
+) -> Result<bool, EntryFailure> {
     match store::get(db, id).await? {
         Some(r) => {
             if crate::clock::now_ms() - r.updated_at < STALE_MS {
                 return Ok(false);
             }
-            store::take_over(db, id, r.updated_at).await
+            Ok(store::take_over(db, id, r.updated_at).await?)
         }
         None => {
-            let content = match tokio::fs::read(taken).await {
+            let path = taken.to_path_buf();
+            let limit = limits.imports.max_file_bytes;
+            let read = tokio::task::spawn_blocking(move || safe_fs::read_regular(&path, limit))
+                .await
+                .map_err(|e| ImportError::Other(format!("reading {}: {e}", taken.display())))?;
+            let content = match read {
                 Ok(c) => c,
                 // Filed away meanwhile by the scan that ran it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(io("cannot read", taken, e)),
+                Err(safe_fs::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(EntryFailure::Refused(e.to_string())),
             };
             let request = Request {
                 firm_id: schedule.firm.clone(),
@@ -131,10 +173,50 @@ async fn claim(
             {
                 Ok(()) => Ok(true),
                 Err(e) if unique_violation(&e) => Ok(false),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
     }
+}
+
+/// Moves `entry` into `dir` and writes its reports beside it, each under a
+/// new name (see [`safe_fs`]).
+async fn file_with_reports(
+    entry: &Path,
+    dir: &Path,
+    name: &str,
+    id: &str,
+    report: Option<String>,
+    errors_csv: Option<String>,
+) -> Result<(), ImportError> {
+    let (entry, dir, name, id) = (
+        entry.to_path_buf(),
+        dir.to_path_buf(),
+        name.to_string(),
+        id.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let filed = safe_fs::file_away(&entry, &dir, &name, &id)
+            .map_err(|e| io("cannot move", &entry, e))?;
+        let filed_name = filed
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or(name);
+        for (suffix, text) in [("rapport.txt", report), ("erreurs.csv", errors_csv)] {
+            if let Some(text) = text {
+                safe_fs::create_new(
+                    &dir,
+                    &format!("{filed_name}.{suffix}"),
+                    &id,
+                    text.as_bytes(),
+                )
+                .map_err(|e| io("cannot write a report in", &dir, e))?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ImportError::Other(format!("filing a drop-folder entry: {e}")))?
 }
 
 /// Imports one claimed file (`processing/ID--NAME`) and files it away.
@@ -147,53 +229,75 @@ async fn import_taken(
     schedule: &ImportSchedule,
     root: &Path,
     taken: &Path,
+    (id, name): (&str, &str),
 ) -> Result<ImportRecord, ImportError> {
-    let file = taken
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let Some((id, name)) = file.split_once("--") else {
-        return Err(ImportError::Other(format!(
-            "{} is not named ID--NAME: move it back to incoming/",
-            taken.display()
-        )));
-    };
     let record = super::run(db, limits, keys, queue, id, &mut |_| {}).await?;
     let to = if record.status == "done" {
         "done"
     } else {
         "failed"
     };
-    let dir = root.join(to);
-    let dest = destination(&dir, name, id);
-    let dest_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    if let Some(report) = &record.report {
-        let path = dir.join(format!("{dest_name}.rapport.txt"));
-        tokio::fs::write(&path, report)
-            .await
-            .map_err(|e| io("cannot write", &path, e))?;
-    }
-    if let Some(csv) = store::errors_csv(db, id).await? {
-        let path = dir.join(format!("{dest_name}.erreurs.csv"));
-        tokio::fs::write(&path, csv)
-            .await
-            .map_err(|e| io("cannot write", &path, e))?;
-    }
-    match tokio::fs::rename(taken, &dest).await {
+    let errors = store::errors_csv(db, id).await?;
+    match file_with_reports(
+        taken,
+        &root.join(to),
+        name,
+        id,
+        record.report.clone(),
+        errors,
+    )
+    .await
+    {
         Ok(()) => {}
         // A concurrent resume of the same file filed it already.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("cannot move", taken, e)),
+        Err(_) if tokio::fs::symlink_metadata(taken).await.is_err() => {}
+        Err(e) => return Err(e),
     }
     tracing::info!(schedule = %schedule.name, import = %id, status = %record.status, created = record.rows_created, "drop-folder file imported");
     Ok(record)
 }
 
+/// Files an entry that cannot be imported in `failed/`, with a report
+/// saying why; a failure to do so is logged, never fatal to the scan.
+async fn refuse_entry(root: &Path, entry: &Path, id: &str, name: &str, why: &str) {
+    let report = format!(
+        "{name}: not imported: {why}\n(filed by the drop-folder scan; nothing was created)\n"
+    );
+    tracing::warn!(entry = %crate::text::printable(name), why = %why, "drop-folder entry refused");
+    if let Err(e) =
+        file_with_reports(entry, &root.join("failed"), name, id, Some(report), None).await
+    {
+        tracing::error!(error = %e, "could not file a refused drop-folder entry");
+    }
+}
+
+/// Each subfolder must be a real directory: a link would send the files,
+/// and the reports written beside them, anywhere.
+async fn prepare(root: &Path) -> Result<(), ImportError> {
+    for d in SUBDIRS {
+        let p = root.join(d);
+        match tokio::fs::symlink_metadata(&p).await {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => {
+                return Err(ImportError::Other(format!(
+                    "{} is not a directory (a link or a file): the drop folder needs real directories incoming/, processing/, done/ and failed/",
+                    p.display()
+                )));
+            }
+            Err(_) => tokio::fs::create_dir_all(&p)
+                .await
+                .map_err(|e| io("cannot create", &p, e))?,
+        }
+    }
+    Ok(())
+}
+
 /// One scan of a schedule's folder: resumes what `processing/` holds, then
-/// takes and imports every ready file of `incoming/`.
+/// takes and imports every ready file of `incoming/`. An entry that cannot
+/// be imported (a link, a FIFO, a directory, an unreadable or oversized
+/// file, a bad workbook) is filed in `failed/` with its report and the scan
+/// goes on; an unavailable database leaves the entry for the next try and
+/// fails the scan once every other entry was tried.
 pub async fn scan(
     db: &Database,
     limits: Limits<'_>,
@@ -202,12 +306,7 @@ pub async fn scan(
     schedule: &ImportSchedule,
 ) -> Result<Vec<ImportRecord>, ImportError> {
     let root = PathBuf::from(&schedule.folder);
-    for d in SUBDIRS {
-        let p = root.join(d);
-        tokio::fs::create_dir_all(&p)
-            .await
-            .map_err(|e| io("cannot create", &p, e))?;
-    }
+    prepare(&root).await?;
     let processing = root.join("processing");
     let mut taken = Vec::new();
     let mut dir = tokio::fs::read_dir(&processing)
@@ -221,7 +320,22 @@ pub async fn scan(
         taken.push(entry.path());
     }
     taken.sort();
-    for file in ready(&root.join("incoming"), schedule.settle_secs).await? {
+    let found = incoming(&root.join("incoming"), schedule.settle_secs).await?;
+    for (entry, what) in found.bad {
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        refuse_entry(
+            &root,
+            &entry,
+            &store::new_id(),
+            &name,
+            &format!("it is {what}, not a file: drop the file itself"),
+        )
+        .await;
+    }
+    for file in found.ready {
         let Some(name) = file.file_name().map(|n| n.to_string_lossy().to_string()) else {
             continue;
         };
@@ -230,24 +344,59 @@ pub async fn scan(
             Ok(()) => taken.push(to),
             // Another worker's scan took it first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot take", &file, e)),
+            Err(e) => tracing::warn!(error = %e, "a drop-folder file could not be taken"),
         }
     }
     let mut out = Vec::new();
+    let mut later = None;
     for file in taken {
-        let name = file
+        let entry = file
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let Some((id, original)) = name.split_once("--") else {
-            tracing::warn!(file = %file.display(), "not named ID--NAME: move it back to incoming/");
+        let Some((id, original)) = entry.split_once("--") else {
+            refuse_entry(&root, &file, &store::new_id(), &entry, "its name is not ID--NAME: only the scan puts entries in processing/; drop files in incoming/").await;
             continue;
         };
-        if claim(db, schedule, &root, &file, id, original).await? {
-            out.push(import_taken(db, limits, keys, queue, schedule, &root, &file).await?);
+        let failure = match claim(db, limits, schedule, &root, &file, id, original).await {
+            Ok(false) => continue,
+            Ok(true) => {
+                match import_taken(
+                    db,
+                    limits,
+                    keys,
+                    queue,
+                    schedule,
+                    &root,
+                    &file,
+                    (id, original),
+                )
+                .await
+                {
+                    Ok(r) => {
+                        out.push(r);
+                        continue;
+                    }
+                    Err(e) => EntryFailure::Import(e),
+                }
+            }
+            Err(f) => f,
+        };
+        match failure {
+            EntryFailure::Import(e) if transient(&e) => {
+                tracing::warn!(error = %e, import = %id, "drop-folder file left for the next scan");
+                later = Some(e);
+            }
+            EntryFailure::Import(e) => {
+                refuse_entry(&root, &file, id, original, &e.to_string()).await
+            }
+            EntryFailure::Refused(why) => refuse_entry(&root, &file, id, original, &why).await,
         }
     }
-    Ok(out)
+    match later {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod formula;
 mod report;
 pub mod row;
 pub mod run;
+pub mod safe_fs;
 pub mod source;
 pub mod store;
 

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use super::{Analysis, Progress, Request};
 
+/// The most problems a report lists: the report is stored and shown, and
+/// must stay readable (and small) whatever the file holds.
+pub const MAX_LISTED: usize = 1_000;
+
 /// The text report of an import.
 pub fn summary(
     a: &Analysis,
@@ -37,14 +41,26 @@ pub fn summary(
     }
     if !a.problems.is_empty() {
         out.push_str("\nproblems:\n");
-        for pr in &a.problems {
+        for pr in a.problems.iter().take(MAX_LISTED) {
             out.push_str(&format!("  - {pr}\n"));
+        }
+        if a.problems.len() > MAX_LISTED {
+            out.push_str(&format!(
+                "  … and {} more problems (every refused row is in the error file)\n",
+                a.problems.len() - MAX_LISTED
+            ));
         }
     }
     if !a.skipped.is_empty() {
         out.push_str("\nskipped:\n");
-        for s in &a.skipped {
+        for s in a.skipped.iter().take(MAX_LISTED) {
             out.push_str(&format!("  - line {}: {}\n", s.line, s.reason));
+        }
+        if a.skipped.len() > MAX_LISTED {
+            out.push_str(&format!(
+                "  … and {} more rows skipped\n",
+                a.skipped.len() - MAX_LISTED
+            ));
         }
     }
     if !a.notes.is_empty() {

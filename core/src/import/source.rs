@@ -9,7 +9,7 @@
 
 use std::io::Cursor;
 
-use calamine::{Data, Reader};
+use calamine::{DataRef, Reader, Xlsx};
 
 /// A file's cells, as text.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,22 @@ pub enum SourceError {
         "the file is {size} bytes, over the limit of {limit} (imports.max_file_bytes): split it"
     )]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "the header has {found} columns, more than {max}: the import has 13 (see `dossier import template`); is this the right file?"
+    )]
+    TooManyColumns { found: usize, max: usize },
+    #[error(
+        "row {row} has a value in column {column}, beyond column {max}: delete what is right of the table, then save again"
+    )]
+    CellBeyondColumns {
+        row: usize,
+        column: usize,
+        max: usize,
+    },
+    #[error(
+        "the Excel file inflates to more than {limit} bytes: it is not a list of clients (or save it again from Excel, without pictures)"
+    )]
+    Inflated { limit: u64 },
 }
 
 /// Reads `bytes`, an `.xlsx` file or CSV text (told apart by content, not by
@@ -225,6 +241,9 @@ fn read_csv(text: &str, encoding: &'static str) -> Result<Table, SourceError> {
                 if h.len() == 1 {
                     return Err(SourceError::OneColumn(h[0].clone()));
                 }
+                if h.len() > MAX_COLUMNS {
+                    return Err(too_many_columns(h.len()));
+                }
                 headers = Some(h);
             }
             Some(h) => rows.push(fit(line, cells, h.len())),
@@ -238,53 +257,126 @@ fn read_csv(text: &str, encoding: &'static str) -> Result<Table, SourceError> {
     })
 }
 
-/// The text of one Excel cell.
-fn cell_text(d: &Data) -> String {
-    match d {
-        Data::Empty => String::new(),
-        Data::String(s) => s.clone(),
-        Data::Int(i) => i.to_string(),
-        // Integers stored as floats (SIRETs, years) print without `.0`;
-        // 5.52100554E+13 prints all its digits, so a lost leading zero shows.
-        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e16 => format!("{f:.0}"),
-        Data::Float(f) => f.to_string(),
-        Data::Bool(b) => if *b { "oui" } else { "non" }.to_string(),
-        Data::DateTime(dt) => dt
-            .as_datetime()
-            .map(|t| t.date().to_string())
-            .unwrap_or_else(|| dt.as_f64().to_string()),
-        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
-        Data::Error(e) => format!("#{e:?}"),
+/// The most columns a file may have: the import knows 13, and a header of
+/// thousands is a wrong file (or a way to make a report of gigabytes).
+pub const MAX_COLUMNS: usize = 256;
+
+/// The most an `.xlsx` may inflate to, all its parts together. A real
+/// firm's portfolio of ten thousand clients inflates to a few megabytes; a
+/// 2.5 MB "zip bomb" inflates to a gigabyte.
+pub const MAX_INFLATED_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The most parts an `.xlsx` may hold (Excel writes about ten).
+const MAX_PARTS: usize = 1_000;
+
+fn too_many_columns(found: usize) -> SourceError {
+    SourceError::TooManyColumns {
+        found,
+        max: MAX_COLUMNS,
     }
 }
 
+/// Inflates every part of the workbook once, counting, before calamine
+/// holds any of it in memory (it loads the shared strings whole): the
+/// sizes a zip declares can lie, so they are not trusted.
+fn check_inflated_size(bytes: &[u8]) -> Result<(), SourceError> {
+    use std::io::Read;
+    let excel = |e: &dyn std::fmt::Display| SourceError::Excel(e.to_string());
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| excel(&e))?;
+    if archive.len() > MAX_PARTS {
+        return Err(SourceError::Excel(format!(
+            "{} parts in the workbook, more than {MAX_PARTS}",
+            archive.len()
+        )));
+    }
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..archive.len() {
+        let mut part = archive.by_index(i).map_err(|e| excel(&e))?;
+        loop {
+            let n = part.read(&mut buf).map_err(|e| excel(&e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > MAX_INFLATED_BYTES {
+                return Err(SourceError::Inflated {
+                    limit: MAX_INFLATED_BYTES,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text of one Excel cell.
+fn cell_text(d: &DataRef<'_>) -> String {
+    match d {
+        DataRef::Empty => String::new(),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
+        DataRef::SharedString(s) => (*s).to_string(),
+        DataRef::Int(i) => i.to_string(),
+        // Integers stored as floats (SIRETs, years) print without `.0`;
+        // 5.52100554E+13 prints all its digits, so a lost leading zero shows.
+        DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e16 => format!("{f:.0}"),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Bool(b) => if *b { "oui" } else { "non" }.to_string(),
+        DataRef::DateTime(dt) => dt
+            .as_datetime()
+            .map(|t| t.date().to_string())
+            .unwrap_or_else(|| dt.as_f64().to_string()),
+        DataRef::Error(e) => format!("#{e:?}"),
+    }
+}
+
+/// The first sheet of an `.xlsx`, read cell by cell: memory follows the
+/// cells that hold something, never the sheet's declared or apparent
+/// dimensions (a single cell at XFD1048576 would otherwise make a grid of
+/// seventeen billion cells).
 fn read_xlsx(bytes: &[u8]) -> Result<Table, SourceError> {
-    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-        .map_err(|e| SourceError::Excel(e.to_string()))?;
-    let range = book
-        .worksheet_range_at(0)
-        .ok_or_else(|| SourceError::Excel("the workbook has no sheet".into()))?
-        .map_err(|e| SourceError::Excel(e.to_string()))?;
-    let first_row = range.start().map_or(0, |(r, _)| r as usize);
-    let first_col = range.start().map_or(0, |(_, c)| c as usize);
-    let mut headers: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for (i, row) in range.rows().enumerate() {
-        // Columns left of the range are empty; keep them so letters match.
-        let mut cells = vec![String::new(); first_col];
-        cells.extend(row.iter().map(|d| super::formula::restore(cell_text(d))));
-        if blank(&cells) {
+    check_inflated_size(bytes)?;
+    let excel = |e: &dyn std::fmt::Display| SourceError::Excel(e.to_string());
+    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| excel(&e))?;
+    let first = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| SourceError::Excel("the workbook has no sheet".into()))?;
+    let mut cells = book.worksheet_cells_reader(&first).map_err(|e| excel(&e))?;
+    // (sheet row, its cells by column), rows in the order the sheet has them.
+    let mut sheet: Vec<(u32, Vec<String>)> = Vec::new();
+    while let Some(cell) = cells.next_cell().map_err(|e| excel(&e))? {
+        let text = cell_text(cell.get_value());
+        if text.trim().is_empty() {
             continue;
         }
-        let line = first_row + i + 1;
-        match &headers {
-            None => {
-                let mut h = cells;
-                while h.last().is_some_and(|c| c.trim().is_empty()) {
-                    h.pop();
-                }
-                headers = Some(h);
+        let (row, col) = cell.get_position();
+        let col = col as usize;
+        if col >= MAX_COLUMNS {
+            return Err(SourceError::CellBeyondColumns {
+                row: row as usize + 1,
+                column: col + 1,
+                max: MAX_COLUMNS,
+            });
+        }
+        if sheet.last().is_none_or(|(r, _)| *r != row) {
+            sheet.push((row, Vec::new()));
+        }
+        if let Some((_, line)) = sheet.last_mut() {
+            if line.len() <= col {
+                line.resize(col + 1, String::new());
             }
+            line[col] = super::formula::restore(text);
+        }
+    }
+    // The sheet's rows need not come in order; the file's lines do.
+    sheet.sort_by_key(|(r, _)| *r);
+    let mut headers: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    for (row, cells) in sheet {
+        let line = row as usize + 1;
+        match &headers {
+            None => headers = Some(cells),
             Some(h) => rows.push(fit(line, cells, h.len())),
         }
     }
