@@ -463,3 +463,120 @@ async fn caller_keys_live_apart_from_the_systems_on_postgres_with_its_queue() {
 async fn caller_keys_live_apart_from_the_systems_on_postgres_and_redis() {
     caller_keys_live_apart_from_the_systems(BackendKind::Redis).await;
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// 300 connections that send half a request and wait: the server holds
+/// at most `max_connections` of them, cuts each after the header timeout,
+/// and keeps answering; a body sent too slowly gets 408.
+async fn connections_are_capped_and_cut(kind: BackendKind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut q = TestQueue::new(kind).await;
+    let db = q.business_db().await;
+    let mut settings = dossier_e2e::with_token(q.settings.clone(), BEARER);
+    settings.http.max_connections = 20;
+    settings.http.header_timeout_ms = 500;
+    settings.http.request_timeout_ms = 1_000;
+    let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let before = open_fds();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        c.write_all(b"POST /v1/clients HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("half a request");
+        idle.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let during = open_fds();
+    // Our 300 client ends, plus at most 20 accepted server ends (and a few
+    // of the runtime's own).
+    assert!(
+        during <= before + 300 + 20 + 10,
+        "{} descriptors for 300 idle connections with max_connections = 20",
+        during - before
+    );
+    // The hooks still answer while the flood waits.
+    let web = reqwest::Client::new();
+    let health = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        web.get(format!("{base}/healthz")).send(),
+    )
+    .await
+    .expect("answered while flooded")
+    .expect("healthz");
+    assert_eq!(health.status(), 200);
+    // Each half-sent request is cut by the server.
+    for c in &mut idle {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), c.read(&mut buf))
+            .await
+            .expect("the server closes a half-sent request");
+        // Closed (0), reset, or hyper's 408 before closing.
+        if let Ok(n) = n {
+            assert!(
+                n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    drop(idle);
+    // A body announced and never sent: 408 within the request timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        format!("POST /v1/clients HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {BEARER}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{").as_bytes(),
+    )
+    .await
+    .expect("headers");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        slow.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    stop.cancel();
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_cut_on_sqlite() {
+    connections_are_capped_and_cut(BackendKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_cut_on_postgres_and_redis() {
+    connections_are_capped_and_cut(BackendKind::Redis).await;
+}
+
+/// One caller guessing invitation tokens is throttled; another caller,
+/// named by the platform, is not.
+#[tokio::test]
+async fn the_accept_throttle_is_per_caller() {
+    let s = server_with(BackendKind::Sqlite, 3).await;
+    let web = reqwest::Client::new();
+    let guess = |user: &'static str| {
+        web.post(format!("{}/v1/invitations/accept", s.base))
+            .bearer_auth(BEARER)
+            .header("X-Dossier-End-User", user)
+            .json(&serde_json::json!({ "token": "guess" }))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(guess("user-a").await.expect("post").status(), 404);
+    }
+    assert_eq!(guess("user-a").await.expect("post").status(), 429);
+    assert_eq!(guess("user-b").await.expect("post").status(), 404);
+    s.stop.cancel();
+    s.q.cleanup_with(s.db).await;
+}

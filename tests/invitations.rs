@@ -484,20 +484,11 @@ async fn accept_hook_uses_each_token_once_and_refuses_alike() {
     .await;
 
     let bearer = "hook-token-0123456789abcdef";
-    let mut settings = s.q.settings.clone();
-    settings.http.tokens = vec![serde_json::from_str(&format!("\"{bearer}\"")).expect("secret")];
-    let state = dossier_core::http::ApiState::new(s.db.clone(), s.q.backend.clone(), &settings)
-        .expect("state");
-    let router = dossier_core::http::router(state, 4096);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "http://{}/v1/invitations/accept",
-        listener.local_addr().expect("addr")
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(dossier_core::http::serve(listener, router, stop.clone()));
+    let mut settings = dossier_e2e::with_token(s.q.settings.clone(), bearer);
+    settings.http.max_body_bytes = 4096;
+    settings.http.accept_failures_per_minute = 10;
+    let (base, stop) = dossier_e2e::serve_api(&s.db, s.q.backend.clone(), &settings).await;
+    let url = format!("{base}/v1/invitations/accept");
     let web = reqwest::Client::new();
     let post = |auth: Option<&str>, body: serde_json::Value| {
         let mut r = web.post(&url).json(&body);
@@ -521,7 +512,33 @@ async fn accept_hook_uses_each_token_once_and_refuses_alike() {
     .await;
     assert_eq!(st, 401);
 
-    let (st, body, _) = post(Some(bearer), serde_json::json!({ "token": ta })).await;
+    // Someone guessing through the platform is throttled alone: the
+    // platform names each end user, and another one's valid link works.
+    let guess = |user: &'static str| {
+        web.post(&url)
+            .bearer_auth(bearer)
+            .header("X-Dossier-End-User", user)
+            .json(&serde_json::json!({ "token": dossier_core::digest::random_token() }))
+            .send()
+    };
+    for i in 0..10 {
+        let st = guess("user-mallory").await.expect("post").status();
+        assert_eq!(st, 404, "guess {i}");
+    }
+    let st = guess("user-mallory").await.expect("post").status();
+    assert_eq!(st, 429, "the guesser is throttled");
+    let st = guess("someone-else").await.expect("post").status();
+    assert_eq!(st, 404, "another end user's tokens are still checked");
+    let resp = web
+        .post(&url)
+        .bearer_auth(bearer)
+        .header("X-Dossier-End-User", "user-paul")
+        .json(&serde_json::json!({ "token": ta }))
+        .send()
+        .await
+        .expect("post");
+    let st = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["invitation_id"], a.id.as_str());
     assert_eq!(body["client_id"], client.as_str());

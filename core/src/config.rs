@@ -137,6 +137,14 @@ pub struct HttpSettings {
     /// it, `POST /v1/invitations/accept` answers 429 until the minute has
     /// passed (guessing tokens is hopeless; trying is also throttled).
     pub accept_failures_per_minute: u32,
+    /// Connections served at once; more wait in the listen queue. Bounds
+    /// the file descriptors the hooks can take from the jobs.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (also the longest a
+    /// kept-alive connection may sit idle): half-sent requests are cut.
+    pub header_timeout_ms: u64,
+    /// A whole request, body and answer, within this: 408 past it.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -146,6 +154,9 @@ impl Default for HttpSettings {
             tokens: Vec::new(),
             max_body_bytes: 64 * 1024,
             accept_failures_per_minute: 60,
+            max_connections: 512,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }

@@ -40,8 +40,8 @@ pub struct ApiState {
     keys: KeyRing,
     /// SHA-256 of each accepted bearer token.
     tokens: Vec<[u8; 32]>,
-    /// When each wrong invitation token of the last minute came.
-    accept_failures: Arc<std::sync::Mutex<std::collections::VecDeque<Instant>>>,
+    /// When each wrong invitation token of the last minute came, per caller.
+    accept_failures: Arc<std::sync::Mutex<AcceptFailures>>,
 }
 
 impl ApiState {
@@ -69,27 +69,89 @@ impl ApiState {
         })
     }
 
-    /// How long to wait before trying another invitation token, when the
-    /// last minute's wrong ones used up the budget.
-    fn accept_throttled(&self) -> Option<Duration> {
+    /// How long `caller` must wait before trying another invitation token,
+    /// when its last minute's wrong ones used up the budget.
+    fn accept_throttled(&self, caller: &Caller) -> Option<Duration> {
         let mut f = self
             .accept_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        while f.front().is_some_and(|t| t.elapsed() >= ACCEPT_WINDOW) {
-            f.pop_front();
-        }
         let limit = self.settings.http.accept_failures_per_minute as usize;
-        (f.len() >= limit).then(|| {
-            f.front()
+        let key = f.bucket(caller).clone();
+        let times = f.by_caller.get_mut(&key)?;
+        while times.front().is_some_and(|t| t.elapsed() >= ACCEPT_WINDOW) {
+            times.pop_front();
+        }
+        (times.len() >= limit).then(|| {
+            times
+                .front()
                 .map_or(ACCEPT_WINDOW, |t| ACCEPT_WINDOW.saturating_sub(t.elapsed()))
         })
     }
 
-    fn accept_failed(&self) {
-        self.accept_failures
+    fn accept_failed(&self, caller: &Caller) {
+        let mut f = self
+            .accept_failures
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        f.record(caller);
+    }
+}
+
+/// Who tries an invitation token: the end user the platform names in
+/// `X-Dossier-End-User` (its address or id), else the connection's peer
+/// address. Kept as a digest: the throttle holds no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Caller([u8; 32]);
+
+const END_USER_HEADER: &str = "x-dossier-end-user";
+
+impl Caller {
+    fn of(headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Caller {
+        let named = headers
+            .get(END_USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        match (named, peer) {
+            (Some(user), _) => Caller(digest(&format!("user:{user}"))),
+            (None, Some(addr)) => Caller(digest(&format!("peer:{}", addr.ip()))),
+            (None, None) => Caller(digest("unknown")),
+        }
+    }
+}
+
+/// The wrong tokens of the last minute, per caller. At most
+/// [`MAX_CALLERS`] callers are kept apart; past that (a flood of made-up
+/// end users), new callers share one bucket, so memory stays bounded and
+/// the flood throttles itself, not the known callers.
+#[derive(Default)]
+struct AcceptFailures {
+    by_caller: std::collections::HashMap<Caller, std::collections::VecDeque<Instant>>,
+}
+
+const MAX_CALLERS: usize = 10_000;
+
+impl AcceptFailures {
+    const OVERFLOW: Caller = Caller([0; 32]);
+
+    fn bucket<'a>(&self, caller: &'a Caller) -> &'a Caller {
+        if self.by_caller.contains_key(caller) || self.by_caller.len() < MAX_CALLERS {
+            caller
+        } else {
+            &Self::OVERFLOW
+        }
+    }
+
+    fn record(&mut self, caller: &Caller) {
+        if !self.by_caller.contains_key(caller) && self.by_caller.len() >= MAX_CALLERS {
+            self.by_caller
+                .retain(|_, times| times.back().is_some_and(|t| t.elapsed() < ACCEPT_WINDOW));
+        }
+        let key = self.bucket(caller).clone();
+        self.by_caller
+            .entry(key)
+            .or_default()
             .push_back(Instant::now());
     }
 }
@@ -148,11 +210,19 @@ struct AcceptRequest {
     token: String,
 }
 
-async fn accept(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
+async fn accept(
+    State(state): State<ApiState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let started = Instant::now();
-    if let Some(wait) = state.accept_throttled() {
+    let caller = Caller::of(&headers, peer.map(|p| p.0.0));
+    if let Some(wait) = state.accept_throttled(&caller) {
         let secs = wait.as_secs().max(1);
-        tracing::warn!("invitation accept throttled: too many wrong tokens in the last minute");
+        tracing::warn!(
+            "invitation accept throttled: this caller sent too many wrong tokens in the last minute"
+        );
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, secs.to_string())],
@@ -180,7 +250,7 @@ async fn accept(State(state): State<ApiState>, body: axum::body::Bytes) -> Respo
         }))
         .into_response(),
         Ok(None) => {
-            state.accept_failed();
+            state.accept_failed(&caller);
             tokio::time::sleep(REFUSAL_FLOOR.saturating_sub(started.elapsed())).await;
             error(
                 StatusCode::NOT_FOUND,
@@ -245,7 +315,22 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi_json))
         .merge(private)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .with_state(state)
+}
+
+/// Each request, its body read included, within `http.request_timeout_ms`:
+/// a body sent a byte a minute holds a connection slot no longer than that.
+async fn time_limit(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.settings.http.request_timeout_ms.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(answer) => answer,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request was not received and answered in time; send it again",
+        ),
+    }
 }
 
 async fn healthz() -> Response {
@@ -679,13 +764,71 @@ pub fn openapi() -> serde_json::Value {
     })
 }
 
-/// Serves until `stop`.
+/// Serves until `stop`, with the limits of `limits`: at most
+/// `max_connections` connections at once (the others wait in the listen
+/// queue, so the hooks cannot take every file descriptor from the jobs),
+/// headers within `header_timeout_ms` (a half-sent request or an idle
+/// kept-alive connection is cut), and each request within
+/// `request_timeout_ms` (see [`router`]). On `stop`, no new connection is
+/// taken and open ones finish their request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: &crate::config::HttpSettings,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.max(1)))
+        .max_buf_size(64 * 1024);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait for descriptors to come back
+                    // rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let builder = builder.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    let mut router = router.clone();
+                    async move { tower_service::Service::call(&mut router, req).await }
+                },
+            );
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => { let _ = r; }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    Ok(())
 }

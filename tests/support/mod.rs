@@ -770,10 +770,11 @@ pub async fn serve_api(
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
-    tokio::spawn(dossier_core::http::serve(
-        listener,
-        dossier_core::http::router(state, settings.http.max_body_bytes),
-        stop.clone(),
-    ));
+    let router = dossier_core::http::router(state, settings.http.max_body_bytes);
+    let limits = settings.http.clone();
+    let serving = stop.clone();
+    tokio::spawn(
+        async move { dossier_core::http::serve(listener, router, &limits, serving).await },
+    );
     (base, stop)
 }

@@ -285,8 +285,9 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         let router = dossier_core::http::router(state, settings.http.max_body_bytes);
         tracing::info!(listen = %settings.http.listen, "serving HTTP hooks");
         let http_stop = stop.clone();
+        let limits = settings.http.clone();
         tokio::spawn(async move {
-            if let Err(e) = dossier_core::http::serve(listener, router, http_stop).await {
+            if let Err(e) = dossier_core::http::serve(listener, router, &limits, http_stop).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
