@@ -34,6 +34,28 @@ async fn dashboard(kind: BackendKind) {
             .bearer_auth(BEARER)
     };
 
+    // The page and its assets: nothing inline may run (the browser run
+    // below proves the page works under this policy).
+    for path in ["/dashboard", "/dashboard.js", "/dashboard.css"] {
+        let r = web.get(format!("{base}{path}")).send().await.expect("get");
+        assert_eq!(r.status(), 200, "{path}");
+        let csp = r
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        let text = r.text().await.expect("text");
+        if path == "/dashboard" {
+            assert!(
+                !text.contains("<script>") && !text.contains("<style>"),
+                "nothing inline"
+            );
+        }
+    }
+
     // A job that fails for good (bad checksum), and one an operator killed
     // before it ran: both dead.
     let mut registry = Registry::new();

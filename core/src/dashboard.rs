@@ -17,29 +17,47 @@ use crate::job::{JobFilter, JobRecord, JobStatus};
 use crate::queue::AdminOutcome;
 
 const PAGE: &str = include_str!("dashboard.html");
+const SCRIPT: &str = include_str!("dashboard.js");
+const STYLE: &str = include_str!("dashboard.css");
 
-pub async fn page() -> Response {
+/// The page loads its script and style from this server only: nothing
+/// inline runs, so an injected `<script>` or `onclick=` cannot.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // The page runs its own script only and is never framed.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            ),
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, POLICY),
             (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        PAGE,
+        body,
     )
         .into_response()
 }
 
+/// The operators' dashboard: a static page that asks for a token.
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard",
+    responses((status = 200, description = "the page", content_type = "text/html", body = String), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+#[utoipa::path(get, path = "/dashboard.js", tag = "dashboard",
+    responses((status = 200, description = "the page's script", content_type = "text/javascript", body = String), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+#[utoipa::path(get, path = "/dashboard.css", tag = "dashboard",
+    responses((status = 200, description = "the page's style", content_type = "text/css", body = String), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
+    crate::http::error(status, code, &message.into())
 }
 
 fn queue_error(e: crate::queue::QueueError) -> Response {
@@ -51,6 +69,8 @@ fn redacted(mut job: JobRecord) -> JobRecord {
     job
 }
 
+#[utoipa::path(get, path = "/v1/admin/queues", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "counts per kind and status, oldest waiting job", body = Vec<Object>), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn queues(State(state): State<ApiState>) -> Response {
     match state.queue().counts().await {
         Ok(c) => Json(c).into_response(),
@@ -58,6 +78,8 @@ pub async fn queues(State(state): State<ApiState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/workers", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "worker processes and their heartbeats", body = Vec<Object>), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn workers(State(state): State<ApiState>) -> Response {
     match state.queue().workers().await {
         Ok(w) => Json(w).into_response(),
@@ -65,14 +87,22 @@ pub async fn workers(State(state): State<ApiState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs of this kind.
     kind: Option<String>,
+    /// pending, scheduled, running, retrying, done or dead.
     status: Option<String>,
+    /// At most this many (1 to 500; 50).
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
+    params(JobsQuery),
+    responses((status = 200, description = "jobs, newest first (payloads redacted)", body = Vec<Object>),
+        (status = 400, description = "an unknown status", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn jobs(State(state): State<ApiState>, Query(q): Query<JobsQuery>) -> Response {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -100,7 +130,14 @@ pub async fn jobs(State(state): State<ApiState>, Query(q): Query<JobsQuery>) -> 
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/jobs/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "one job: payload (redacted), attempts and errors, result", body = Object),
+        (status = 404, description = "no such job", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn job(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    if !crate::http::plausible_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such job");
+    }
     match state.queue().get(&id).await {
         Ok(Some(j)) => Json(redacted(j)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no job {id}")),
@@ -122,7 +159,15 @@ fn outcome(id: &str, what: &str, o: AdminOutcome) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "the job runs now", body = Object),
+        (status = 404, description = "no such job", body = crate::http::ErrorBody),
+        (status = 409, description = "the job cannot be retried in its state", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    if !crate::http::plausible_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such job");
+    }
     match state.queue().retry(&id).await {
         Ok(o) => {
             tracing::info!(job_id = %id, "retried from the dashboard");
@@ -132,17 +177,26 @@ pub async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Res
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillBody {
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/kill", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job's id")),
+    request_body(content = Option<KillBody>, description = "why (shown with the dead job)"),
+    responses((status = 200, description = "the job is dead", body = Object),
+        (status = 404, description = "no such job", body = crate::http::ErrorBody),
+        (status = 409, description = "the job cannot be killed in its state", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn kill(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     body: Option<Json<KillBody>>,
 ) -> Response {
+    if !crate::http::plausible_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such job");
+    }
     let reason = body
         .and_then(|b| b.0.reason)
         .filter(|r| !r.trim().is_empty())
@@ -161,7 +215,13 @@ pub async fn kill(
     }
 }
 
+#[utoipa::path(post, path = "/v1/admin/queues/{kind}/retry-dead", tag = "admin", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "a job kind")),
+    responses((status = 200, description = "how many dead jobs of the kind were retried", body = Object), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn retry_dead(State(state): State<ApiState>, Path(kind): Path<String>) -> Response {
+    if !crate::http::plausible_id(&kind) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such kind");
+    }
     match state.queue().retry_all_dead(Some(&kind)).await {
         Ok(n) => {
             tracing::info!(%kind, jobs = n, "dead jobs retried from the dashboard");

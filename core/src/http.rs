@@ -168,12 +168,86 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Every error answer of the hooks, the framework's own included (see
+/// [`json_errors`]): a stable code for programs, a sentence for people,
+/// and for refused forms each problem with the JSON pointer it concerns.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `invalid`, `unauthorized`, `not_found`, `unavailable`…
+    pub error: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ProblemOut>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemOut {
+    /// JSON pointer into the request body (`/director/email`), or empty.
+    pub pointer: String,
+    pub message: String,
+}
+
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
-        Json(serde_json::json!({ "error": code, "message": message })),
+        Json(ErrorBody {
+            error: code.to_string(),
+            message: message.to_string(),
+            problems: Vec::new(),
+        }),
     )
         .into_response()
+}
+
+/// Answers the framework gives on its own (an unknown route's 404, a wrong
+/// method's 405, a body over the limit's 413, a query it cannot parse's
+/// 400) have no JSON body: they get the documented one.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let answer = next.run(req).await;
+    let status = answer.status();
+    let is_json = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return answer;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route: see /openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take this method: see /openapi.json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the body is over http.max_body_bytes"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
+        StatusCode::BAD_REQUEST => (
+            "bad_request",
+            "the request could not be read (query or path parameters)",
+        ),
+        s if s.is_server_error() => (
+            "unavailable",
+            "the service cannot answer now; try again shortly",
+        ),
+        _ => ("invalid", "the request was refused"),
+    };
+    let mut replaced = error(status, code, message);
+    for (name, value) in answer.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replaced.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    replaced
+}
+
+/// Ids in paths are ours (UUIDs, kind names): anything else is a 404
+/// before any query, so that a NUL or a 10,000-character id never reaches
+/// a database.
+pub(crate) fn plausible_id(id: &str) -> bool {
+    (1..=100).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 async fn authenticate(
@@ -205,11 +279,17 @@ async fn authenticate(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AcceptRequest {
     token: String,
 }
 
+#[utoipa::path(post, path = "/v1/invitations/accept", tag = "invitations", security(("bearer" = [])),
+    request_body = AcceptRequest,
+    params(("X-Dossier-End-User" = Option<String>, Header, description = "the end user trying the link (address or id): wrong tokens are throttled per end user")),
+    responses((status = 200, description = "accepted (single use)", body = Object),
+        (status = 404, description = "unknown, expired, revoked or used: always the same answer", body = ErrorBody),
+        (status = 429, description = "too many wrong tokens from this caller in the last minute", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn accept(
     State(state): State<ApiState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
@@ -281,6 +361,8 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("post", "/v1/invitations/accept", true),
     ("get", "/metrics", true),
     ("get", "/dashboard", false),
+    ("get", "/dashboard.js", false),
+    ("get", "/dashboard.css", false),
     ("get", "/v1/admin/queues", true),
     ("get", "/v1/admin/workers", true),
     ("get", "/v1/admin/jobs", true),
@@ -312,10 +394,13 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard.js", get(crate::dashboard::script))
+        .route("/dashboard.css", get(crate::dashboard::style))
         .route("/openapi.json", get(openapi_json))
         .merge(private)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -333,12 +418,18 @@ async fn time_limit(State(state): State<ApiState>, req: Request, next: Next) -> 
     }
 }
 
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "alive", body = Object), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// Ready when the database answers with every migration applied and the
 /// queue answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "database (migrated) and queue reachable", body = Object),
+        (status = 503, description = "not ready: what is missing", body = Object), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let db_ok = on_pool!(&state.db, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok());
     let missing = if db_ok {
@@ -362,6 +453,9 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// Prometheus scrape: this process's counters, the queue and the imports.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text): jobs, queue depth, dead set, registries, SMTP, partners, imports",
+        content_type = "application/openmetrics-text", body = String), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn metrics(State(state): State<ApiState>) -> Response {
     let body = crate::metrics::render(state.queue.as_ref(), &state.db).await;
     (
@@ -374,17 +468,19 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "this document", body = Object), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn openapi_json() -> Response {
     Json(openapi()).into_response()
 }
 
-/// A refusal listing every problem with the JSON pointer it concerns.
 /// At most this many problems are listed, so that a request cannot buy an
 /// answer many times its own size.
 pub const MAX_PROBLEMS: usize = 50;
 
+/// A refusal listing every problem with the JSON pointer it concerns.
 fn refused(problems: &[String]) -> Response {
-    let mut list: Vec<serde_json::Value> = problems
+    let mut list: Vec<ProblemOut> = problems
         .iter()
         .take(MAX_PROBLEMS)
         .map(|p| {
@@ -394,27 +490,30 @@ fn refused(problems: &[String]) -> Response {
             } else {
                 format!("/{}", field.replace('.', "/"))
             };
-            serde_json::json!({ "pointer": pointer, "message": message })
+            ProblemOut {
+                pointer,
+                message: message.to_string(),
+            }
         })
         .collect();
     if problems.len() > MAX_PROBLEMS {
-        list.push(serde_json::json!({
-            "pointer": "",
-            "message": format!("and {} more problems", problems.len() - MAX_PROBLEMS),
-        }));
+        list.push(ProblemOut {
+            pointer: String::new(),
+            message: format!("and {} more problems", problems.len() - MAX_PROBLEMS),
+        });
     }
     (
         StatusCode::UNPROCESSABLE_ENTITY,
-        Json(serde_json::json!({
-            "error": "invalid",
-            "message": "the request was refused; nothing was created",
-            "problems": list,
-        })),
+        Json(ErrorBody {
+            error: "invalid".into(),
+            message: "the request was refused; nothing was created".into(),
+            problems: list,
+        }),
     )
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExerciceIn {
     start: Option<chrono::NaiveDate>,
@@ -422,7 +521,7 @@ struct ExerciceIn {
     end: Option<chrono::NaiveDate>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DirectorIn {
     email: String,
@@ -430,7 +529,7 @@ struct DirectorIn {
     last_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AppIn {
     app_id: String,
@@ -440,7 +539,7 @@ struct AppIn {
     on_director_portal: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ClientIn {
     firm_id: String,
@@ -467,6 +566,16 @@ fn yes() -> bool {
     true
 }
 
+/// Creates a client with its exercice, tree, invitation and apps; an
+/// `Idempotency-Key` header makes retries safe (the first answer again).
+#[utoipa::path(post, path = "/v1/clients", tag = "clients", security(("bearer" = [])),
+    request_body = ClientIn,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key and body gets the first answer"),
+        ("X-Trace-Id" = Option<String>, Header, description = "the caller's trace id, carried by every job of the client"),
+    ),
+    responses((status = 201, description = "created; its jobs are queued", body = crate::onboarding::Created),
+        (status = 422, description = "refused, every problem listed; nothing was created", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn create_client(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -608,7 +717,14 @@ async fn stored_answer(db: &Database, r: &RequestKey) -> Option<Response> {
     Some((status, Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the client's id")),
+    responses((status = 200, description = "the client with each onboarding step", body = Object),
+        (status = 404, description = "no such client", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    if !plausible_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no client with this id");
+    }
     match crate::clients::get(&state.db, &id).await {
         Ok(Some(client)) => {
             match onboarding::steps(&state.db, Some(state.queue.as_ref()), &id).await {
@@ -636,7 +752,7 @@ async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Re
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnqueueIn {
     payload: serde_json::Value,
@@ -650,9 +766,24 @@ struct EnqueueIn {
     trace_id: Option<String>,
 }
 
+/// What an enqueue answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EnqueueOut {
+    pub job_id: String,
+    /// Whether the key found a job queued before.
+    pub duplicate: bool,
+}
+
 /// The raw enqueue, with `dossier enqueue`'s validation.
 /// An `Idempotency-Key` header becomes the job's key (unless the body
 /// gives one): a retried request finds the first job and adds nothing.
+#[utoipa::path(post, path = "/v1/jobs/{kind}", tag = "jobs", security(("bearer" = [])),
+    request_body = EnqueueIn,
+    params(("kind" = String, Path, description = "a job kind (`dossier kinds`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the job's key (unless the body gives one)")),
+    responses((status = 202, description = "queued", body = EnqueueOut),
+        (status = 200, description = "already queued under this key: the first job", body = EnqueueOut),
+        (status = 422, description = "refused", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn enqueue(
     State(state): State<ApiState>,
     Path(kind): Path<String>,
@@ -688,12 +819,18 @@ async fn enqueue(
     match state.queue.push(job).await {
         Ok(crate::job::PushOutcome::Created(id)) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "job_id": id, "duplicate": false })),
+            Json(EnqueueOut {
+                job_id: id,
+                duplicate: false,
+            }),
         )
             .into_response(),
         Ok(crate::job::PushOutcome::Duplicate(id)) => (
             StatusCode::OK,
-            Json(serde_json::json!({ "job_id": id, "duplicate": true })),
+            Json(EnqueueOut {
+                job_id: id,
+                duplicate: true,
+            }),
         )
             .into_response(),
         Err(e) => {
@@ -707,61 +844,43 @@ async fn enqueue(
     }
 }
 
+/// The document behind `/openapi.json`, generated from the handlers' own
+/// annotations and types (utoipa): paths, parameters, request bodies and
+/// the error body every answer but a success carries.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Dossier hooks", description = "Create clients, follow their onboarding, enqueue jobs, accept invitations; the operators' admin API."),
+    paths(
+        healthz, readyz, openapi_json, create_client, get_client, enqueue, accept, metrics,
+        crate::dashboard::page, crate::dashboard::script, crate::dashboard::style,
+        crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
+        crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
+        crate::dashboard::retry_dead,
+    ),
+    components(schemas(ErrorBody, ProblemOut)),
+    modifiers(&BearerScheme),
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 /// The OpenAPI 3.1 description of [`ROUTES`].
 pub fn openapi() -> serde_json::Value {
-    let error = serde_json::json!({ "$ref": "#/components/schemas/Error" });
-    let op = |summary: &str, auth: bool, ok: &str| {
-        let mut o = serde_json::json!({
-            "summary": summary,
-            "responses": {
-                ok: { "description": "success" },
-                "default": { "description": "error", "content": { "application/json": { "schema": error } } }
-            }
-        });
-        if auth {
-            o["security"] = serde_json::json!([{ "bearer": [] }]);
-        }
-        o
-    };
-    serde_json::json!({
-        "openapi": "3.1.0",
-        "info": { "title": "Dossier hooks", "version": env!("CARGO_PKG_VERSION") },
-        "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {
-                        "error": { "type": "string" },
-                        "message": { "type": "string" },
-                        "problems": { "type": "array", "items": {
-                            "type": "object",
-                            "properties": { "pointer": { "type": "string" }, "message": { "type": "string" } }
-                        } }
-                    }
-                }
-            }
-        },
-        "paths": {
-            "/healthz": { "get": op("the process is alive", false, "200") },
-            "/readyz": { "get": op("database (migrated) and queue reachable", false, "200") },
-            "/openapi.json": { "get": op("this document", false, "200") },
-            "/v1/clients": { "post": op("create a client with its exercice, tree, invitation and apps; Idempotency-Key header honoured", true, "201") },
-            "/v1/clients/{id}": { "get": op("a client with each onboarding step", true, "200") },
-            "/v1/jobs/{kind}": { "post": op("enqueue a job of a known kind, validated like `dossier enqueue`", true, "202") },
-            "/v1/invitations/accept": { "post": op("accept an invitation with its token (single use)", true, "200") },
-            "/dashboard": { "get": op("the operators' dashboard (a static page that asks for a token)", false, "200") },
-            "/v1/admin/queues": { "get": op("counts per kind and status, oldest waiting job", true, "200") },
-            "/v1/admin/workers": { "get": op("worker processes and their heartbeats", true, "200") },
-            "/v1/admin/jobs": { "get": op("jobs, newest first; query kind, status, limit (payloads redacted)", true, "200") },
-            "/v1/admin/jobs/{id}": { "get": op("one job: payload (redacted), attempts and errors, result", true, "200") },
-            "/v1/admin/jobs/{id}/retry": { "post": op("run a dead or waiting job now", true, "200") },
-            "/v1/admin/jobs/{id}/kill": { "post": op("send a waiting or running job to the dead set; body {\"reason\"}", true, "200") },
-            "/v1/admin/queues/{kind}/retry-dead": { "post": op("retry every dead job of a kind", true, "200") },
-            "/metrics": { "get": op("Prometheus metrics (OpenMetrics text): jobs, queue depth, dead set, registries, SMTP, partners, imports", true, "200") },
-        }
-    })
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    serde_json::to_value(&doc).unwrap_or_default()
 }
 
 /// Serves until `stop`, with the limits of `limits`: at most

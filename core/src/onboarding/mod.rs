@@ -59,7 +59,7 @@ pub struct ClientForm {
     pub collaborators: Vec<String>,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub client_id: String,
     pub exercice_id: Option<String>,

@@ -1,0 +1,132 @@
+"use strict";
+const $ = (s) => document.querySelector(s);
+let token = sessionStorage.getItem("dossier-token") || "";
+let selected = null;
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return e;
+}
+
+async function api(method, path, body) {
+  const r = await fetch(path, {
+    method,
+    headers: Object.assign({ "Authorization": "Bearer " + token }, body ? { "Content-Type": "application/json" } : {}),
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (r.status === 401) { logout("Jeton refusé."); throw new Error("unauthorized"); }
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(data.message || r.statusText);
+  return data;
+}
+
+function logout(msg) {
+  token = ""; sessionStorage.removeItem("dossier-token");
+  $("#app").hidden = true; $("#login").hidden = false; $("#login-error").textContent = msg || "";
+}
+
+function age(ms) {
+  if (ms == null) return "–";
+  const s = ms / 1000;
+  return s < 60 ? s.toFixed(1) + " s" : s < 3600 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h";
+}
+
+function filterBy(kind, status) {
+  $("#f-kind").value = kind; $("#f-status").value = status; refresh();
+}
+
+async function retryDead(kind) {
+  const r = await api("POST", "/v1/admin/queues/" + encodeURIComponent(kind) + "/retry-dead");
+  flash(r.retried + " travaux " + kind + " relancés");
+  refresh();
+}
+
+async function act(id, what) {
+  if (what === "kill" && !confirm("Arrêter définitivement le travail " + id + " ?")) return;
+  await api("POST", "/v1/admin/jobs/" + encodeURIComponent(id) + "/" + what, what === "kill" ? { reason: "arrêté depuis le tableau de bord" } : undefined);
+  flash(what === "retry" ? "travail " + id + " relancé" : "travail " + id + " arrêté");
+  refresh();
+}
+
+function flash(text) { $("#status").textContent = text; }
+
+async function showJob(id) {
+  selected = id;
+  const j = await api("GET", "/v1/admin/jobs/" + encodeURIComponent(id));
+  $("#detail").hidden = false;
+  $("#d-id").textContent = j.id;
+  const body = $("#d-body"); body.replaceChildren();
+  body.append(el("p", {}, "type ", el("b", {}, j.kind), " · état ", el("b", { class: j.status }, j.status),
+    " · essais " + j.attempts + "/" + j.max_attempts, j.trace_id ? " · trace " + j.trace_id : ""));
+  body.append(el("h3", {}, "Charge utile (secrets masqués)"), el("pre", {}, JSON.stringify(j.payload, null, 2)));
+  if (j.errors && j.errors.length) {
+    const t = el("table", {}, el("tr", {}, el("th", {}, "essai"), el("th", {}, "quand"), el("th", {}, "classe"), el("th", {}, "erreur")));
+    for (const e of j.errors) t.append(el("tr", {}, el("td", {}, e.attempt), el("td", {}, new Date(e.at_ms).toLocaleString()), el("td", {}, e.class), el("td", {}, e.message)));
+    body.append(el("h3", {}, "Essais et erreurs"), t);
+  }
+  if (j.result != null) body.append(el("h3", {}, "Résultat"), el("pre", {}, JSON.stringify(j.result, null, 2)));
+}
+
+async function refresh() {
+  try {
+    const [queues, jobs, workers] = await Promise.all([
+      api("GET", "/v1/admin/queues"),
+      api("GET", "/v1/admin/jobs?" + new URLSearchParams({ kind: $("#f-kind").value, status: $("#f-status").value, limit: "100" })),
+      api("GET", "/v1/admin/workers"),
+    ]);
+    const kinds = $("#f-kind"); const chosen = kinds.value;
+    for (const q of queues) if (![...kinds.options].some((o) => o.value === q.kind)) kinds.append(el("option", { value: q.kind }, q.kind));
+    kinds.value = chosen;
+    const qb = $("#queues tbody"); qb.replaceChildren();
+    for (const q of queues) {
+      const cell = (status, n) => el("td", { class: "num" }, n ? el("a", { class: "count", onclick: () => filterBy(q.kind, status) }, n) : "0");
+      qb.append(el("tr", { "data-kind": q.kind },
+        el("td", {}, q.kind), cell("pending", q.pending), cell("scheduled", q.scheduled), cell("running", q.running),
+        cell("retrying", q.retrying), cell("done", q.done), cell("dead", q.dead), el("td", {}, age(q.oldest_pending_age_ms)),
+        el("td", {}, q.dead ? el("button", { "data-retry-dead": q.kind, onclick: () => retryDead(q.kind) }, "relancer les morts") : "")));
+    }
+    const jb = $("#jobs tbody"); jb.replaceChildren();
+    for (const j of jobs) {
+      const buttons = el("td", {});
+      if (["dead", "scheduled", "retrying"].includes(j.status)) buttons.append(el("button", { "data-retry": j.id, onclick: () => act(j.id, "retry") }, "relancer"), " ");
+      if (["pending", "scheduled", "retrying", "running"].includes(j.status)) buttons.append(el("button", { class: "danger", "data-kill": j.id, onclick: () => act(j.id, "kill") }, "arrêter"));
+      jb.append(el("tr", { "data-job": j.id, "data-status": j.status },
+        el("td", {}, el("a", { class: "count", onclick: () => showJob(j.id) }, j.id)), el("td", {}, j.kind),
+        el("td", { class: j.status }, j.status), el("td", { class: "num" }, j.attempts + "/" + j.max_attempts),
+        el("td", {}, j.last_error || ""), buttons));
+    }
+    $("#filter-label").textContent = ($("#f-kind").value || "tous types") + " · " + ($("#f-status").value || "tous états");
+    const wb = $("#workers tbody"); wb.replaceChildren();
+    const now = Date.now();
+    for (const w of workers) wb.append(el("tr", {}, el("td", {}, w.name), el("td", {}, w.host), el("td", { class: "num" }, w.running),
+      el("td", {}, "il y a " + age(now - w.last_heartbeat_ms)), el("td", {}, w.kinds.join(", "))));
+    if (selected) await showJob(selected);
+    $("#status").dataset.refreshed = String(now);
+  } catch (e) {
+    if (e.message !== "unauthorized") flash("erreur : " + e.message);
+  }
+}
+
+$("#login-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  token = $("#token").value.trim();
+  sessionStorage.setItem("dossier-token", token);
+  start();
+});
+$("#f-kind").addEventListener("change", refresh);
+$("#f-status").addEventListener("change", refresh);
+
+let timer = null;
+function start() {
+  if (!token) { logout(); return; }
+  $("#login").hidden = true; $("#app").hidden = false;
+  refresh();
+  clearInterval(timer); timer = setInterval(refresh, 2000);
+}
+start();
