@@ -54,6 +54,12 @@ pub async fn add_member(
     if name.trim().is_empty() {
         return Err(MemberError::Invalid("the member's name is empty".into()));
     }
+    for (what, value, max) in [
+        ("the member's name", name, crate::text::MAX_TEXT),
+        ("the firm", firm, crate::text::MAX_ID),
+    ] {
+        crate::text::check(value, max).map_err(|e| MemberError::Invalid(format!("{what}: {e}")))?;
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let inserted = on_pool!(db, pool => sqlx::query(
         "INSERT INTO members (id, firm_id, email, email_key, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

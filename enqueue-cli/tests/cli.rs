@@ -1405,6 +1405,38 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
         ],
         vec!["import", "/dev/null", "--firm", "f"],
         vec!["import", "nope.csv", "--firm", "f"],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--name",
+            "\u{1b}[2J\u{1b}]0;pwned\u{7}Boulangerie",
+            "--exercice-start",
+            "2026-01-01",
+            "--no-invite",
+        ],
+        vec![
+            "client",
+            "create",
+            "--firm",
+            "f",
+            "--name",
+            "A",
+            "--exercice-start",
+            "4825-01-01",
+            "--no-invite",
+        ],
+        vec![
+            "member",
+            "add",
+            "--firm",
+            "f",
+            "--email",
+            "a@cabinet.example",
+            "--name",
+            "Ann\u{1}e",
+        ],
     ];
     for args in cases {
         let out = run(&args);
@@ -1423,4 +1455,42 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
             assert!(rows.is_empty(), "{table} holds {rows}");
         }
     }
+}
+
+/// Data stored before the text rules, or read from outside, reaches the
+/// operator's terminal with its control characters escaped.
+#[test]
+fn what_the_command_prints_cannot_drive_the_terminal() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    env.ok(&[
+        "client",
+        "create",
+        "--firm",
+        "f",
+        "--name",
+        "Boulangerie",
+        "--exercice-start",
+        "2026-01-01",
+        "--no-invite",
+    ]);
+    let url = format!("sqlite://{}", env.dir.path().join("dossier.db").display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let db = dossier_core::db::Database::connect(&url, 1).await.expect("db");
+        let dossier_core::db::Database::Sqlite(pool) = &db else {
+            panic!("sqlite")
+        };
+        // JSON escapes: the stored text decodes to ESC and BEL.
+        sqlx::query(r"UPDATE clients SET company = REPLACE(company, 'Boulangerie', 'Boul\u001b[2J\u0007angerie')")
+            .execute(pool)
+            .await
+            .expect("update");
+    });
+    let list = env.ok(&["client", "list", "--firm", "f"]);
+    assert!(
+        !list.contains('\u{1b}') && !list.contains('\u{7}'),
+        "{list:?}"
+    );
+    assert!(list.contains("Boul\\u{1b}[2J\\u{7}angerie"), "{list}");
 }

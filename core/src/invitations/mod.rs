@@ -336,6 +336,8 @@ pub async fn create_with_attempts(
             problems.push(format!(
                 "the {what} is empty: invitations greet the person by name"
             ));
+        } else if let Err(e) = crate::text::check(value, crate::text::MAX_TEXT) {
+            problems.push(format!("the {what}: {e}"));
         }
     }
     let shared = shared_themes(db, &new.client_id).await?;
