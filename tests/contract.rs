@@ -44,11 +44,18 @@ async fn the_hooks_keep_their_contract(kind: BackendKind) {
         "--report-dir".into(),
         report.display().to_string(),
     ];
-    let run =
-        tokio::task::spawn_blocking(move || Command::new("schemathesis").args(&args).output())
-            .await
-            .expect("task")
-            .expect("schemathesis runs: run scripts/test, or `pip install schemathesis`");
+    // Its example database lives in the test's own directory, not the
+    // repository.
+    let cwd = q.dir.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("schemathesis")
+            .args(&args)
+            .current_dir(&cwd)
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect("schemathesis runs: run scripts/test, or `pip install schemathesis`");
     let out = String::from_utf8_lossy(&run.stdout);
     let summary = out.split("SUMMARY").nth(1).unwrap_or_default().to_string();
     eprintln!("schemathesis summary:{summary}");

@@ -686,3 +686,47 @@ async fn fifty_clients_on_the_embedded_deployment() {
 async fn fifty_clients_on_postgres_and_redis() {
     fifty_clients(BackendKind::Redis).await;
 }
+
+/// The load generator behind scripts/bench-hooks counts exactly what it
+/// created: every 201 it reports is a client in the database, none is cut
+/// off by the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hooks_load_generator_counts_exactly() {
+    use dossier_core::hooks_bench::{LoadOptions, Mode, run};
+    let mut q = TestQueue::new(BackendKind::Sqlite).await;
+    let db = q.business_db().await;
+    let bearer = "load-token-abcdefghijklmnop";
+    let settings = dossier_e2e::with_token(q.settings.clone(), bearer);
+    let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
+    let mut options = LoadOptions {
+        base,
+        token: bearer.into(),
+        mode: Mode::Post,
+        connections: 4,
+        duration: std::time::Duration::from_millis(800),
+        firm: "charge".into(),
+        ids: Vec::new(),
+        run_id: "t".into(),
+    };
+    let posted = run(&options).await.expect("load");
+    let created = posted.statuses.get("201").copied().unwrap_or(0);
+    assert!(created > 0, "{posted:?}");
+    assert_eq!(posted.non_2xx, 0, "{posted:?}");
+    assert_eq!(posted.created.len() as u64, created);
+    let in_db = dossier_core::clients::list(&db, "charge", 100_000)
+        .await
+        .expect("list")
+        .len() as u64;
+    assert_eq!(in_db, created, "clients in the database = 201 answers");
+    options.mode = Mode::Get;
+    options.ids = posted.created.clone();
+    let got = run(&options).await.expect("load");
+    assert_eq!(
+        got.statuses.get("200").copied(),
+        Some(got.requests),
+        "{got:?}"
+    );
+    assert!(got.p50_ms <= got.p99_ms && got.p99_ms <= got.max_ms);
+    stop.cancel();
+    q.cleanup_with(db).await;
+}

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod digest;
 pub mod exercice;
 pub mod folder_bench;
+pub mod hooks_bench;
 pub mod http;
 pub mod import;
 pub mod import_bench;

@@ -32,8 +32,35 @@ enum Backend {
     Postgres,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LoadMode {
+    Post,
+    Get,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Load generator of scripts/bench-hooks: POST or GET /v1/clients on a
+    /// running server for a duration; one JSON line (token from
+    /// $DOSSIER_LOAD_TOKEN).
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum)]
+        mode: LoadMode,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "hooks-bench")]
+        firm: String,
+        /// Client ids to GET, one per line.
+        #[arg(long)]
+        ids_file: Option<std::path::PathBuf>,
+        /// Where to write the ids of the clients created, one per line.
+        #[arg(long)]
+        created_file: Option<std::path::PathBuf>,
+    },
     /// Run the worker pool until SIGTERM/SIGINT.
     Run {
         /// Do not apply pending migrations at start-up.
@@ -182,6 +209,48 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "Inspect it: DOSSIER__DATABASE__URL=sqlite://{} cargo run --release -p dossier-cli -- jobs list --status dead",
                 report.database
             );
+            Ok(())
+        }
+        Command::Load {
+            url,
+            mode,
+            connections,
+            seconds,
+            firm,
+            ids_file,
+            created_file,
+        } => {
+            let ids = match ids_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                    .lines()
+                    .map(str::to_string)
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let options = dossier_core::hooks_bench::LoadOptions {
+                base: url,
+                token: std::env::var("DOSSIER_LOAD_TOKEN")
+                    .context("DOSSIER_LOAD_TOKEN holds the bearer token")?,
+                mode: match mode {
+                    LoadMode::Post => dossier_core::hooks_bench::Mode::Post,
+                    LoadMode::Get => dossier_core::hooks_bench::Mode::Get,
+                },
+                connections,
+                duration: std::time::Duration::from_secs(seconds),
+                firm,
+                ids,
+                run_id: uuid::Uuid::now_v7().simple().to_string(),
+            };
+            let report = dossier_core::hooks_bench::run(&options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if let Some(f) = created_file {
+                std::fs::write(&f, report.created.join("\n"))
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+            }
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::BenchImport {
