@@ -709,6 +709,16 @@ async fn the_chosen_provider_goes_with_each_enrichment_job() {
     f.done().await;
 }
 
+/// The names in a folder, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 async fn drop_folder(kind: BackendKind) {
     use dossier_core::config::ImportSchedule;
     use dossier_core::import::drop_folder;
@@ -769,14 +779,7 @@ async fn drop_folder(kind: BackendKind) {
         ]
     );
     assert_eq!(f.clients().await, 2);
-    let ls = |d: &str| {
-        let mut v: Vec<String> = std::fs::read_dir(root.join(d))
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
-            .collect();
-        v.sort();
-        v
-    };
+    let ls = |d: &str| names_in(&root.join(d));
     assert_eq!(ls("done"), ["lundi.csv", "lundi.csv.rapport.txt"]);
     assert_eq!(
         ls("failed"),
@@ -1034,14 +1037,7 @@ async fn hostile_drop_folder(kind: BackendKind) {
         std::fs::read_to_string(&secret).expect("secret"),
         secret_text
     );
-    let ls = |d: &str| {
-        let mut v: Vec<String> = std::fs::read_dir(root.join(d))
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
-            .collect();
-        v.sort();
-        v
-    };
+    let ls = |d: &str| names_in(&root.join(d));
     assert!(ls("processing").is_empty(), "{:?}", ls("processing"));
     assert!(ls("incoming").is_empty(), "{:?}", ls("incoming"));
     let failed = ls("failed");

@@ -949,5 +949,13 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // Every connection was told to finish its request and close: wait for
+    // them (each permit comes back as one closes), so that a request in
+    // flight is answered before the process exits.
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN, permits.acquire_many(all)).await;
     Ok(())
 }
+
+/// How long a stopping server waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(30);

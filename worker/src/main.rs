@@ -342,6 +342,7 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         all.only(&only)
     };
     let stop = CancellationToken::new();
+    let mut http = None;
     if !settings.http.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&settings.http.listen)
             .await
@@ -355,11 +356,11 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         tracing::info!(listen = %settings.http.listen, "serving HTTP hooks");
         let http_stop = stop.clone();
         let limits = settings.http.clone();
-        tokio::spawn(async move {
+        http = Some(tokio::spawn(async move {
             if let Err(e) = dossier_core::http::serve(listener, router, &limits, http_stop).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
-        });
+        }));
     }
     // Jobs staged with business data reach the queue through this relay.
     tokio::spawn(dossier_core::outbox::run_relay(
@@ -384,6 +385,10 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
     )?;
     tokio::spawn(runtime::stop_on_signal(stop.clone()));
     let report = worker.run(stop).await?;
+    // Requests in flight are answered before exit (bounded by the server).
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     tracing::info!(?report, "bye");
     Ok(())
 }
