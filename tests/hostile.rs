@@ -580,3 +580,52 @@ async fn the_accept_throttle_is_per_caller() {
     s.stop.cancel();
     s.q.cleanup_with(s.db).await;
 }
+
+/// The framework's own refusals carry the documented JSON error body too:
+/// an unknown route, a wrong method, a body over the limit, a kill body
+/// that is not JSON.
+#[tokio::test]
+async fn the_frameworks_errors_are_the_documented_json() {
+    let s = server(BackendKind::Sqlite).await;
+    let web = reqwest::Client::new();
+    let cases = [
+        (web.get(format!("{}/nope", s.base)).bearer_auth(BEARER), 404),
+        (
+            web.delete(format!("{}/v1/clients", s.base))
+                .bearer_auth(BEARER),
+            405,
+        ),
+        (
+            web.post(format!("{}/v1/clients", s.base))
+                .bearer_auth(BEARER)
+                .body(vec![b'x'; 200_000]),
+            413,
+        ),
+        (
+            web.post(format!("{}/v1/admin/jobs/abc/kill", s.base))
+                .bearer_auth(BEARER)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+        ),
+    ];
+    for (request, status) in cases {
+        let r = request.send().await.expect("request");
+        let got = r.status().as_u16();
+        let is_json = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(got, status, "{body}");
+        assert!(is_json, "{status}: not JSON");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty())
+                && body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{status}: {body}"
+        );
+    }
+    s.stop.cancel();
+    s.q.cleanup_with(s.db).await;
+}
