@@ -264,6 +264,23 @@ async fn hostile_input_changes_nothing(kind: BackendKind) {
         "nothing queued"
     );
 
+    // A setting's value may span lines (a PEM key): not a control-character
+    // refusal (the app is unknown, so only that is refused).
+    let mut f = client_form();
+    f["apps"] = serde_json::json!([{ "app_id": "nope", "settings": { "key": "-----BEGIN KEY-----\nAAAA\n-----END KEY-----" } }]);
+    let r = web
+        .post(format!("{}/v1/clients", s.base))
+        .bearer_auth(BEARER)
+        .json(&f)
+        .send()
+        .await
+        .expect("post");
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.contains("has no app nope") && !text.contains("control character"),
+        "{text}"
+    );
+
     // Hostile text in an otherwise valid form is data: stored as typed.
     let mut f = client_form();
     f["company"]["legal_name"] = serde_json::json!(SQL);

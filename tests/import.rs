@@ -341,6 +341,32 @@ async fn every_bad_row_is_reported_with_line_column_and_value_on_postgres_and_re
     every_bad_row_reported(BackendKind::Redis).await;
 }
 
+/// A file of 1,200 bad rows: the report lists 1,000 problems and says how
+/// many more there are; the error file still holds every refused row.
+#[tokio::test]
+async fn reports_list_a_bounded_number_of_problems() {
+    let f = fixture(BackendKind::Sqlite).await;
+    let rows: Vec<String> = (0..1_200)
+        .map(|i| format!(";Sans date {i};31/02/2026;;;;;;;non;;;B{i}"))
+        .collect();
+    let r = f.import(&csv(&rows), &request(true)).await;
+    assert_eq!(r.rows_refused, 1_200);
+    let report = r.report.unwrap_or_default();
+    let listed = report.lines().filter(|l| l.starts_with("  - line")).count();
+    assert_eq!(listed, 1_000, "{}", &report[..report.len().min(500)]);
+    assert!(
+        report.contains("… and 200 more problems"),
+        "{}",
+        &report[report.len().saturating_sub(300)..]
+    );
+    let errors = store::errors_csv(&f.db, &r.id)
+        .await
+        .expect("read")
+        .expect("an error file");
+    assert_eq!(errors.lines().count(), 1 + 1_200, "every refused row");
+    f.done().await;
+}
+
 /// Cells that a spreadsheet would run as formulas come back in the error
 /// file behind a `'` (OWASP's CSV-injection advice), and the corrected file
 /// imports them as they were typed.

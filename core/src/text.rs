@@ -20,6 +20,8 @@ pub enum TextError {
 pub const MAX_TEXT: usize = 500;
 /// Longest identifier: a firm, a tree, an app, a theme, a setting's name.
 pub const MAX_ID: usize = 200;
+/// Longest value of an app setting (a private key in PEM fits).
+pub const MAX_SETTING: usize = 16 * 1024;
 /// Longest email address (RFC 5321's path limit).
 pub const MAX_EMAIL: usize = 254;
 

@@ -155,11 +155,6 @@ pub fn file_away(from: &Path, dir: &Path, name: &str, id: &str) -> io::Result<Pa
     Ok(to)
 }
 
-/// Whether `dir` is a real directory (not a link to one).
-pub fn is_real_dir(dir: &Path) -> io::Result<bool> {
-    Ok(std::fs::symlink_metadata(dir)?.file_type().is_dir())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

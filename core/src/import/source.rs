@@ -443,6 +443,26 @@ mod tests {
     }
 
     #[test]
+    fn absurd_headers_are_refused_at_once() {
+        let header = (0..=MAX_COLUMNS)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        assert_eq!(
+            read(format!("{header}\r\n1;2\r\n").as_bytes(), MAX),
+            Err(SourceError::TooManyColumns {
+                found: MAX_COLUMNS + 1,
+                max: MAX_COLUMNS
+            })
+        );
+        let fits = (0..MAX_COLUMNS)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        assert!(read(format!("{fits}\r\n1;2\r\n").as_bytes(), MAX).is_ok());
+    }
+
+    #[test]
     fn extra_cells_are_counted_and_short_rows_padded() {
         let t = read(b"a;b;c\n1;2\n1;2;3;4;\n", MAX).expect("table");
         assert_eq!(t.rows[0].cells, ["1", "2", ""]);

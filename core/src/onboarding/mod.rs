@@ -128,9 +128,11 @@ pub async fn create_client_once(
     request: Option<RequestKey>,
     trace_id: Option<String>,
 ) -> Result<Created, OnboardingError> {
-    let problems = plan::text_problems(&form);
-    if !problems.is_empty() {
-        return Err(OnboardingError::Invalid(problems));
+    // The firm id reaches a query before the form is validated (which
+    // checks every other text field): a NUL or 60,000 characters there is
+    // a refusal, not a database error.
+    if let Err(e) = crate::text::check(&form.firm_id, crate::text::MAX_ID) {
+        return Err(OnboardingError::Invalid(vec![format!("firm_id: {e}")]));
     }
     let ctx = Context::load(db, &form.firm_id).await?;
     let origin = plan::Origin {

@@ -171,12 +171,12 @@ pub struct Origin {
     pub trace_id: Option<String>,
 }
 
-/// Every text field of the form against [`crate::text`]'s rules: checked
-/// before anything reads the database, so a NUL or a 60,000-character firm
-/// id is a refusal, not a failed query. Messages name the field, never
-/// the value (settings may be secrets).
+/// Every text field of the form against [`crate::text`]'s rules, before
+/// anything else of the form is looked at, so a NUL is a refusal, not a
+/// failed query. Messages name the field, never the value (settings may
+/// be secrets).
 pub fn text_problems(form: &ClientForm) -> Vec<String> {
-    use crate::text::{MAX_EMAIL, MAX_ID, MAX_TEXT, check};
+    use crate::text::{MAX_EMAIL, MAX_ID, MAX_SETTING, MAX_TEXT, check, check_cell};
     let mut problems = Vec::new();
     let mut field = |name: String, value: &str, max: usize| {
         if let Err(e) = check(value, max) {
@@ -208,17 +208,20 @@ pub fn text_problems(form: &ClientForm) -> Vec<String> {
     }
     for a in &form.apps {
         field("apps.app_id".into(), &a.app_id, MAX_ID);
-        for (k, v) in &a.settings {
+        for k in a.settings.iter().map(|(k, _)| k) {
             field("apps.settings (a name)".into(), k, MAX_ID);
-            field(
-                format!("apps.settings.{}", crate::text::printable(k)),
-                v,
-                MAX_TEXT,
-            );
         }
     }
     for c in &form.collaborators {
         field("collaborators".into(), c, MAX_EMAIL);
+    }
+    // A setting's value may be a secret over several lines (a PEM key).
+    for a in &form.apps {
+        for (k, v) in &a.settings {
+            if let Err(e) = check_cell(v, MAX_SETTING) {
+                problems.push(format!("apps.settings.{}: {e}", crate::text::printable(k)));
+            }
+        }
     }
     problems
 }
