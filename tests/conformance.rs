@@ -60,6 +60,7 @@ conformance!(
     sigkill_mid_job_loses_nothing,
     sigterm_drains_and_exits_zero,
     two_processes_share_a_queue_each_job_once,
+    background_jobs_give_way_to_hook_requests,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -70,6 +71,56 @@ fn child_worker() {
 }
 
 const LONG: Duration = Duration::from_secs(20);
+
+/// Jobs of the probe kind running now.
+async fn running(q: &TestQueue) -> u64 {
+    q.backend
+        .counts()
+        .await
+        .expect("counts")
+        .iter()
+        .filter(|c| c.kind == PROBE)
+        .map(|c| c.running)
+        .sum()
+}
+
+/// While the hooks answer a request (and for a second after), a kind runs
+/// a quarter of its slots; then its full concurrency comes back.
+async fn background_jobs_give_way_to_hook_requests(kind: BackendKind) {
+    let mut q = TestQueue::new(kind).await;
+    q.settings.queue.defaults.concurrency = 8;
+    for i in 0..40 {
+        let mut p = Probe::ok(&format!("slow-{i}"));
+        p.sleep_ms = 200;
+        q.push(p.job()).await;
+    }
+    let request = dossier_core::interactive::begin();
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let share = dossier_core::interactive::background_share(8) as u64;
+    let mut seen_busy = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let n = running(&q).await;
+        assert!(n <= share, "{n} running while a request is in flight");
+        seen_busy = seen_busy.max(n);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_busy >= 1, "background work slows down, never stops");
+    drop(request);
+    let mut seen_idle = 0;
+    let until = Instant::now() + LONG;
+    while Instant::now() < until && seen_idle <= share {
+        seen_idle = seen_idle.max(running(&q).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen_idle > share,
+        "the full concurrency comes back: {seen_idle} at most"
+    );
+    q.drain(LONG).await;
+    w.stop().await;
+    q.cleanup().await;
+}
 
 async fn runs_jobs_and_stores_results(kind: BackendKind) {
     let q = TestQueue::new(kind).await;

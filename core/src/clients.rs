@@ -13,6 +13,7 @@ use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
 use crate::sirene::{CompanyFacts, Director};
 use crate::siret::{NumberError, Siret};
+use crate::write_gate::Lane;
 
 /// Company fields by name (`legal_name`, `address.city`…).
 pub type Fields = BTreeMap<String, String>;
@@ -224,6 +225,7 @@ pub async fn create(db: &Database, new: NewClient) -> Result<Client, ClientError
         EnrichmentStatus::Skipped
     };
     let entered = json(&new.entered);
+    let _turn = db.write_turn(Lane::Interactive).await;
     let result = on_pool!(db, pool => sqlx::query(INSERT)
     .bind(&id)
     .bind(&new.firm_id)
@@ -327,6 +329,7 @@ pub async fn record_enrichment(
         .ok_or_else(|| ClientError::NotFound(id.to_string()))?;
     let (company, differences) = merge(&client.entered, &facts_fields(facts));
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE clients SET registry = $1, company = $2, differences = $3, directors = $4,
                 enrichment_status = 'enriched', enrichment_message = NULL, warning = $5,
@@ -350,6 +353,7 @@ pub async fn record_enrichment(
 
 /// Records that the registries do not know the client's SIRET.
 pub async fn record_not_found(db: &Database, id: &str, message: &str) -> Result<(), ClientError> {
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE clients SET enrichment_status = 'not_found', enrichment_message = $1, updated_at = $2 WHERE id = $3",
     )

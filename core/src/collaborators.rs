@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::write_gate::Lane;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -61,6 +62,7 @@ pub async fn add_member(
         crate::text::check(value, max).map_err(|e| MemberError::Invalid(format!("{what}: {e}")))?;
     }
     let id = uuid::Uuid::now_v7().to_string();
+    let _turn = db.write_turn(Lane::Interactive).await;
     let inserted = on_pool!(db, pool => sqlx::query(
         "INSERT INTO members (id, firm_id, email, email_key, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -134,6 +136,7 @@ async fn firm_of(db: &Database, client: &str) -> Result<String, MemberError> {
 /// Makes a member of the client's firm one of its collaborators.
 pub async fn add(db: &Database, client: &str, email: &str) -> Result<Member, MemberError> {
     let m = member_by_email(db, &firm_of(db, client).await?, email).await?;
+    let _turn = db.write_turn(Lane::Interactive).await;
     on_pool!(db, pool => sqlx::query(
         "INSERT INTO client_collaborators (client_id, member_id, created_at) VALUES ($1, $2, $3)
          ON CONFLICT (client_id, member_id) DO NOTHING",
@@ -149,6 +152,7 @@ pub async fn add(db: &Database, client: &str, email: &str) -> Result<Member, Mem
 
 pub async fn remove(db: &Database, client: &str, email: &str) -> Result<(), MemberError> {
     let m = member_by_email(db, &firm_of(db, client).await?, email).await?;
+    let _turn = db.write_turn(Lane::Interactive).await;
     let n = on_pool!(db, pool => sqlx::query(
         "DELETE FROM client_collaborators WHERE client_id = $1 AND member_id = $2",
     )

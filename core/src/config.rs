@@ -52,7 +52,9 @@ pub struct ImportSettings {
     /// Files with more rows run as a `bulk_import` job in the worker; the
     /// CLI shows its progress.
     pub inline_max_rows: usize,
-    /// Clients written per transaction.
+    /// Clients written per transaction (at most
+    /// `import::run::SMALL_BATCH_ROWS` on SQLite, and on PostgreSQL while
+    /// the hooks answer requests, so that their writes get in between).
     pub batch_rows: usize,
     /// A longer cell is refused (a whole row pasted into one cell).
     pub max_cell_chars: usize,

@@ -10,6 +10,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::write_gate::{self, Lane, WriteTurn};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -125,6 +127,16 @@ impl Database {
         }
     }
 
+    /// A turn to write, on SQLite (see [`crate::write_gate`]); nothing to
+    /// wait for on PostgreSQL, whose writers lock rows, not the database.
+    /// Hold it from the transaction's start to its commit.
+    pub async fn write_turn(&self, lane: Lane) -> Option<WriteTurn> {
+        match self {
+            Database::Sqlite(pool) => Some(sqlite_write_turn(pool, lane).await),
+            Database::Postgres(_) => None,
+        }
+    }
+
     /// How many of this build's migrations the database lacks (0: ready).
     pub async fn missing_migrations(&self) -> usize {
         match self {
@@ -154,6 +166,14 @@ impl Database {
             }
         }
     }
+}
+
+/// A turn to write on the SQLite file of `pool`.
+pub async fn sqlite_write_turn(pool: &SqlitePool, lane: Lane) -> WriteTurn {
+    let options = pool.connect_options();
+    write_gate::for_file(&options.get_filename().to_string_lossy())
+        .turn(lane)
+        .await
 }
 
 /// Migrates every database the settings use: the business database, and the

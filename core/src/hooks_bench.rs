@@ -46,6 +46,9 @@ pub struct LoadReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The slowest answer to a request sent in each second of the run: a
+    /// stall shows as the seconds it spans.
+    pub per_second_max_ms: Vec<f64>,
     /// Answers by HTTP status (`"transport"` for no answer at all).
     pub statuses: BTreeMap<String, u64>,
     pub non_2xx: u64,
@@ -57,6 +60,8 @@ pub struct LoadReport {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
+    /// (second of the run the request was sent in, latency in µs).
+    sent_at: Vec<(usize, u64)>,
     statuses: BTreeMap<String, u64>,
     created: Vec<String>,
 }
@@ -133,8 +138,12 @@ pub async fn run(o: &LoadOptions) -> Result<LoadReport, String> {
                     }
                     Err(_) => "transport".to_string(),
                 };
-                t.latencies_us
-                    .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                t.latencies_us.push(took);
+                t.sent_at.push((
+                    usize::try_from(sent.duration_since(started).as_secs()).unwrap_or(0),
+                    took,
+                ));
                 *t.statuses.entry(key).or_default() += 1;
             }
             t
@@ -144,6 +153,7 @@ pub async fn run(o: &LoadOptions) -> Result<LoadReport, String> {
     for task in tasks {
         let t = task.await.map_err(|e| e.to_string())?;
         all.latencies_us.extend(t.latencies_us);
+        all.sent_at.extend(t.sent_at);
         all.created.extend(t.created);
         for (k, v) in t.statuses {
             *all.statuses.entry(k).or_default() += v;
@@ -151,6 +161,10 @@ pub async fn run(o: &LoadOptions) -> Result<LoadReport, String> {
     }
     let seconds = started.elapsed().as_secs_f64();
     all.latencies_us.sort_unstable();
+    let mut per_second = vec![0u64; all.sent_at.iter().map(|s| s.0 + 1).max().unwrap_or(0)];
+    for (second, took) in &all.sent_at {
+        per_second[*second] = per_second[*second].max(*took);
+    }
     let requests = all.latencies_us.len() as u64;
     let non_2xx = all
         .statuses
@@ -167,6 +181,7 @@ pub async fn run(o: &LoadOptions) -> Result<LoadReport, String> {
         p50_ms: quantile_ms(&all.latencies_us, 0.50),
         p99_ms: quantile_ms(&all.latencies_us, 0.99),
         max_ms: all.latencies_us.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        per_second_max_ms: per_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         statuses: all.statuses,
         non_2xx,
         created: all.created,

@@ -269,6 +269,8 @@ async fn authenticate(
             .fold(false, |found, t| same(&p, t) | found)
     });
     if ok {
+        // Background work of this process gives way while it is answered.
+        let _in_flight = crate::interactive::begin();
         next.run(req).await
     } else {
         error(
@@ -651,9 +653,23 @@ async fn create_client(
     )
     .await;
     match result {
-        Ok(created) => {
-            // Push the staged jobs now; the relay would anyway.
-            if let Err(e) = crate::outbox::relay(&state.db, state.queue.as_ref()).await {
+        Ok(mut created) => {
+            // Push this client's staged jobs now (the relay would, later);
+            // jobs written straight into the queue's table only need this
+            // process's fetchers woken.
+            let staged = std::mem::take(&mut created.staged);
+            if staged.is_empty() {
+                for kind in &created.jobs {
+                    state.queue.wakers().wake(kind);
+                }
+            } else if let Err(e) = crate::outbox::push_staged(
+                &state.db,
+                state.queue.as_ref(),
+                staged,
+                crate::write_gate::Lane::Interactive,
+            )
+            .await
+            {
                 tracing::warn!(error = %e, "jobs stay in the outbox for the relay");
             }
             (StatusCode::CREATED, Json(created)).into_response()

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{BulkExec, BulkInsert, Col, Database, on_pool, placeholders};
 use crate::job::NewJob;
 use crate::queue::{QueueBackend, QueueError};
+use crate::write_gate::Lane;
 
 /// Rows relayed per round.
 const BATCH: i64 = 2000;
@@ -63,8 +64,17 @@ const OUTBOX: BulkInsert = BulkInsert {
     on_conflict: "",
 };
 
-/// The outbox rows of `jobs`, as [`stage!`] writes one.
-fn outbox_rows(jobs: &[NewJob]) -> Vec<serde_json::Value> {
+/// A job written into the outbox: its row's id, and the job as the row
+/// holds it (idempotency key included), so that the writer can push it
+/// itself once committed.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub id: String,
+    pub job: NewJob,
+}
+
+/// The outbox rows of `jobs`, as [`stage!`] writes one, and what they hold.
+fn outbox_rows(jobs: &[NewJob]) -> (Vec<serde_json::Value>, Vec<Staged>) {
     let now = crate::clock::now_ms();
     jobs.iter()
         .map(|job| {
@@ -73,7 +83,7 @@ fn outbox_rows(jobs: &[NewJob]) -> Vec<serde_json::Value> {
                 .idempotency_key
                 .clone()
                 .unwrap_or_else(|| format!("outbox:{id}"));
-            serde_json::json!({
+            let row = serde_json::json!({
                 "id": id,
                 "kind": job.kind,
                 "payload": job.payload.to_string(),
@@ -82,32 +92,55 @@ fn outbox_rows(jobs: &[NewJob]) -> Vec<serde_json::Value> {
                 "idempotency_key": key,
                 "trace_id": job.trace_id,
                 "created_at": now,
-            })
+            });
+            let job = NewJob {
+                idempotency_key: Some(key),
+                ..job.clone()
+            };
+            (row, Staged { id, job })
         })
-        .collect()
+        .unzip()
 }
 
 /// Where a transaction's jobs go: the outbox, or — when the queue is the
-/// PostgreSQL `jobs` table of this very database — straight into the
-/// queue, inside the same transaction (its wake-up NOTIFY is delivered at
-/// commit).
+/// `jobs` table of this very database — straight into the queue, inside
+/// the same transaction (on PostgreSQL its wake-up NOTIFY is delivered at
+/// commit; on SQLite the writer wakes this process's fetchers itself).
 pub(crate) trait StageJobs {
     /// `direct`: the queue's prefix, when the queue lives in this database.
+    /// Returns what went into the outbox (nothing when direct).
     async fn stage_jobs(
         &mut self,
         jobs: &[NewJob],
         direct: Option<&str>,
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<Vec<Staged>, sqlx::Error>;
 }
 
 impl StageJobs for sqlx::Transaction<'_, sqlx::Sqlite> {
     async fn stage_jobs(
         &mut self,
         jobs: &[NewJob],
-        _direct: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        self.bulk(&OUTBOX, &outbox_rows(jobs)).await?;
-        Ok(())
+        direct: Option<&str>,
+    ) -> Result<Vec<Staged>, sqlx::Error> {
+        if direct.is_none() {
+            let (rows, staged) = outbox_rows(jobs);
+            self.bulk(&OUTBOX, &rows).await?;
+            return Ok(staged);
+        }
+        if !jobs.is_empty() {
+            let now = crate::clock::now_ms();
+            let ids: Vec<String> = jobs
+                .iter()
+                .map(|_| crate::queue::sqlite::new_id())
+                .collect();
+            let rows = crate::queue::sqlite::job_rows(jobs, &ids, now);
+            sqlx::query(crate::queue::sqlite::INSERT_JOBS)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .bind(now)
+                .execute(&mut **self)
+                .await?;
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -116,10 +149,11 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Postgres> {
         &mut self,
         jobs: &[NewJob],
         direct: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Vec<Staged>, sqlx::Error> {
         let Some(prefix) = direct else {
-            self.bulk(&OUTBOX, &outbox_rows(jobs)).await?;
-            return Ok(());
+            let (rows, staged) = outbox_rows(jobs);
+            self.bulk(&OUTBOX, &rows).await?;
+            return Ok(staged);
         };
         let now = crate::clock::now_ms();
         let ids: Vec<String> = jobs
@@ -142,16 +176,20 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Postgres> {
                 .execute(&mut **self)
                 .await?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
 /// The queue prefix when jobs can be inserted straight into the queue in
-/// the business transaction: the PostgreSQL queue with no `queue.url` of
-/// its own, that is in `database.url`.
+/// the business transaction: the PostgreSQL or SQLite queue with no
+/// `queue.url` of its own, that is in `database.url`.
 pub fn direct_queue(queue: &crate::config::QueueSettings) -> Option<&str> {
-    (queue.backend == crate::config::QueueBackendKind::Postgres && queue.url.is_none())
-        .then_some(queue.prefix.as_str())
+    use crate::config::QueueBackendKind;
+    (matches!(
+        queue.backend,
+        QueueBackendKind::Postgres | QueueBackendKind::Sqlite
+    ) && queue.url.is_none())
+    .then_some(queue.prefix.as_str())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,19 +237,44 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
             })
             .collect();
         queue.push_bulk(jobs).await?;
-        let sql = format!(
-            "DELETE FROM outbox WHERE id IN ({})",
-            placeholders(1, ids.len())
-        );
-        on_pool!(db, pool => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                q = q.bind(id);
-            }
-            q.execute(pool).await?;
-        });
+        delete(db, &ids, Lane::Background).await?;
         total += ids.len();
     }
+}
+
+/// Pushes the jobs a committed transaction staged, then deletes their rows:
+/// what the writer does at once instead of waiting for the relay (which
+/// takes over if this fails or the process dies first).
+pub async fn push_staged(
+    db: &Database,
+    queue: &dyn QueueBackend,
+    staged: Vec<Staged>,
+    lane: Lane,
+) -> Result<(), OutboxError> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = staged.iter().map(|s| s.id.clone()).collect();
+    queue
+        .push_bulk(staged.into_iter().map(|s| s.job).collect())
+        .await?;
+    delete(db, &ids, lane).await
+}
+
+async fn delete(db: &Database, ids: &[String], lane: Lane) -> Result<(), OutboxError> {
+    let sql = format!(
+        "DELETE FROM outbox WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let _turn = db.write_turn(lane).await;
+    on_pool!(db, pool => {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(pool).await?;
+    });
+    Ok(())
 }
 
 /// Relays every `interval` until `stop`; errors are logged and retried.

@@ -1066,12 +1066,24 @@ fn members_follow_clients_as_collaborators() {
     assert!(err.contains("is not a collaborator"), "{err}");
 }
 
-/// The process dies between the commit of a new client and the push of its
-/// jobs: the client is there, its jobs wait in the outbox, and the next relay
-/// (any worker's) queues them.
+/// The process dies right after the commit of a new client. With the queue
+/// in the database (the embedded default) its jobs were committed with it,
+/// in the queue already; with a queue elsewhere (here a SQLite file of its
+/// own, as with Redis) they wait in the outbox and the next relay (any
+/// worker's) queues them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_commit_and_enqueue_loses_no_job() {
+    crash_after_commit(false).await;
+    crash_after_commit(true).await;
+}
+
+async fn crash_after_commit(queue_elsewhere: bool) {
     let mut env = Env::sqlite();
+    let queue_url = format!("sqlite://{}", env.dir.path().join("queue.db").display());
+    if queue_elsewhere {
+        env.vars
+            .push(("DOSSIER__QUEUE__URL".into(), queue_url.clone()));
+    }
     env.ok(&["migrate"]);
     env.vars
         .push(("DOSSIER_TEST_FAULT".into(), "after_commit".into()));
@@ -1097,38 +1109,40 @@ async fn a_crash_between_commit_and_enqueue_loses_no_job() {
         env.ok(&["client", "list", "--firm", "c1"])
             .contains("Garage Martin")
     );
-    assert_eq!(
+    let kinds = |env: &Env| -> Vec<String> {
         env.json(&["jobs", "list", "--json"])
             .as_array()
-            .map(Vec::len),
-        Some(0)
-    );
-    let settings = dossier_core::config::Settings {
-        database: dossier_core::config::DatabaseSettings {
-            url: env.vars[0].1.clone(),
-            ..Default::default()
-        },
-        ..Default::default()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|j| j["kind"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let db = dossier_core::db::Database::connect(&settings.database.url, 1)
-        .await
-        .expect("db");
-    let queue = dossier_core::queue::open(&settings).await.expect("queue");
-    let relayed = dossier_core::outbox::relay(&db, queue.as_ref())
-        .await
-        .expect("relay");
-    assert_eq!(relayed, 2, "tree_setup and invitation");
-    let kinds: Vec<String> = env
-        .json(&["jobs", "list", "--json"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|j| j["kind"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    if queue_elsewhere {
+        assert_eq!(kinds(&env), Vec::<String>::new(), "nothing pushed yet");
+        let mut settings = dossier_core::config::Settings {
+            database: dossier_core::config::DatabaseSettings {
+                url: env.vars[0].1.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        settings.queue.url = Some(queue_url);
+        let db = dossier_core::db::Database::connect(&settings.database.url, 1)
+            .await
+            .expect("db");
+        let queue = dossier_core::queue::open(&settings).await.expect("queue");
+        let relayed = dossier_core::outbox::relay(&db, queue.as_ref())
+            .await
+            .expect("relay");
+        assert_eq!(relayed, 2, "tree_setup and invitation");
+    }
+    let kinds = kinds(&env);
     assert!(
-        kinds.contains(&"tree_setup".to_string()) && kinds.contains(&"invitation".to_string()),
+        kinds.len() == 2
+            && kinds.contains(&"tree_setup".to_string())
+            && kinds.contains(&"invitation".to_string()),
         "{kinds:?}"
     );
 }

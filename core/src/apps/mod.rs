@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
 use crate::secrets::{KeyRing, SecretError};
+use crate::write_gate::Lane;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +191,7 @@ pub fn parse_catalogue(file: &str, text: &str) -> Result<Vec<App>, AppError> {
 /// activations of apps that leave it; they can still be disabled).
 pub async fn load_catalogue(db: &Database, firm: &str, apps: &[App]) -> Result<(), AppError> {
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Interactive).await;
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM app_catalogue WHERE firm_id = $1")
@@ -472,6 +474,7 @@ pub async fn enable(
     }
     let now = now_ms();
     let settings = serde_json::to_string(settings).map_err(|e| AppError::Corrupt(e.to_string()))?;
+    let _turn = db.write_turn(Lane::Background).await;
     let result = on_pool!(db, pool => sqlx::query(ENABLE)
     .bind(client_id)
     .bind(&app.id)
@@ -507,6 +510,7 @@ pub async fn disable(db: &Database, client_id: &str, app_id: &str) -> Result<Cli
         })?;
     let provisioned = current.kind == "automation" && current.external_id.is_some();
     let status = if provisioned { "disabling" } else { "disabled" };
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE client_apps SET status = $1, generation = generation + 1, updated_at = $2
          WHERE client_id = $3 AND app_id = $4",
@@ -555,6 +559,7 @@ pub async fn record(
         partner_status,
         last_error,
     } = outcome;
+    let _turn = db.write_turn(Lane::Background).await;
     let n = on_pool!(db, pool => sqlx::query(
         "UPDATE client_apps SET status = $1, external_id = COALESCE($2, external_id),
                 partner_status = COALESCE($3, partner_status), last_error = $4, updated_at = $5
@@ -596,6 +601,7 @@ pub async fn rekey(db: &Database, keys: &KeyRing) -> Result<usize, AppError> {
         if touched {
             let settings =
                 serde_json::to_string(&a.settings).map_err(|e| AppError::Corrupt(e.to_string()))?;
+            let _turn = db.write_turn(Lane::Background).await;
             on_pool!(db, pool => sqlx::query("UPDATE client_apps SET settings = $1 WHERE client_id = $2 AND app_id = $3")
                 .bind(&settings)
                 .bind(&a.client_id)

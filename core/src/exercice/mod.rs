@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::write_gate::Lane;
 pub use rules::{RuleError, Span};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,6 +214,7 @@ async fn add_inner(
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_ms();
     let select = format!("{SELECT} WHERE client_id = $1 ORDER BY start_date");
+    let _turn = db.write_turn(Lane::Background).await;
     let outcome = on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         // The write lock on the client's row (SQLite: on the database)

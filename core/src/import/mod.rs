@@ -323,7 +323,13 @@ pub async fn analyse(
     };
     let mut seen_siret: HashMap<String, usize> = HashMap::new();
     let mut seen_ref: HashMap<String, usize> = HashMap::new();
-    for raw in &table.rows {
+    for (i, raw) in table.rows.iter().enumerate() {
+        // Checking 10,000 rows is about a second of CPU: give the thread
+        // back now and then, so that the hooks served by the same runtime
+        // are not held up behind it.
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
         let mut parsed = match row::parse(raw, &cols, limits.max_cell_chars) {
             Ok(p) => p,
             Err(problems) => {

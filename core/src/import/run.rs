@@ -7,9 +7,10 @@ use super::store::{self, Finish, ImportRecord};
 use super::{Analysis, ImportError, analyse, existing, report};
 use crate::db::{Database, on_pool};
 use crate::onboarding::{Context, Plan};
-use crate::outbox;
+use crate::outbox::{self, Staged};
 use crate::queue::QueueBackend;
 use crate::secrets::KeyRing;
+use crate::write_gate::Lane;
 
 /// Counts shown while an import runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -27,6 +28,12 @@ fn unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// Clients per write transaction on SQLite, and on PostgreSQL while the
+/// hooks answer requests: about 20 ms of holding SQLite's one write lock
+/// on the reference machine (1,000 took 200 ms, and a client created
+/// through the hook meanwhile waited that long).
+pub const SMALL_BATCH_ROWS: usize = 100;
+
 /// Writes one batch and counts it on the import, in one transaction.
 async fn write_batch(
     db: &Database,
@@ -34,11 +41,12 @@ async fn write_batch(
     plans: &[Plan],
     direct: Option<&str>,
     import_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<Staged>, sqlx::Error> {
     let jobs: usize = plans.iter().map(|p| p.jobs.len()).sum();
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
-        crate::onboarding::write::write(&mut tx, ctx, plans, direct).await?;
+        let staged = crate::onboarding::write::write(&mut tx, ctx, plans, direct).await?;
         sqlx::query(
             "UPDATE imports SET rows_created = rows_created + $2, jobs_enqueued = jobs_enqueued + $3, updated_at = $4 WHERE id = $1",
         )
@@ -48,7 +56,8 @@ async fn write_batch(
         .bind(crate::clock::now_ms())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(staged)
     }.await)
 }
 
@@ -152,19 +161,36 @@ async fn write_all(
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<(), ImportError> {
     let direct = outbox::direct_queue(settings.queue);
-    let size = settings.imports.batch_rows.max(1);
+    // Each batch is one write transaction. On SQLite nobody else writes
+    // meanwhile, and on PostgreSQL it takes the database's CPU: small ones
+    // let a hook's creation in between.
+    let size = || {
+        match db {
+            Database::Sqlite(_) => settings.imports.batch_rows.min(SMALL_BATCH_ROWS),
+            Database::Postgres(_) if crate::interactive::busy() => {
+                settings.imports.batch_rows.min(SMALL_BATCH_ROWS)
+            }
+            Database::Postgres(_) => settings.imports.batch_rows,
+        }
+        .max(1)
+    };
     let mut plans = std::mem::take(&mut a.plans).into_iter().peekable();
+    let mut staged = Vec::new();
     while plans.peek().is_some() {
-        let mut batch: Vec<Plan> = plans.by_ref().take(size).collect();
+        let started = std::time::Instant::now();
+        let mut batch: Vec<Plan> = plans.by_ref().take(size()).collect();
         loop {
-            // The jobs of the batches before are pushed to the queue while
+            // The jobs of the batch before are pushed to the queue while
             // this one is written: they are committed in the outbox already.
             let (written, ()) = tokio::join!(
                 write_batch(db, &a.ctx, &batch, direct, import_id),
-                relay(db, queue)
+                push(db, queue, std::mem::take(&mut staged))
             );
             match written {
-                Ok(()) => break,
+                Ok(s) => {
+                    staged = s;
+                    break;
+                }
                 // Someone created one of these clients since the check (a
                 // hook, another import): skip it and write the rest.
                 Err(e) if unique_violation(&e) => {
@@ -202,18 +228,40 @@ async fn write_all(
         }
         p.created += batch.len();
         p.jobs += batch.iter().map(|b| b.jobs.len()).sum::<usize>();
+        // Jobs written straight into the queue's table: wake this process's
+        // fetchers rather than wait for their next poll.
+        if let (Some(q), Some(_)) = (queue, direct) {
+            let kinds: HashSet<&str> = batch
+                .iter()
+                .flat_map(|b| b.jobs.iter().map(|j| j.kind.as_str()))
+                .collect();
+            for kind in kinds {
+                q.wakers().wake(kind);
+            }
+        }
         a.plans.extend(batch);
         progress(p);
+        // While the hooks answer requests, pause as long as the batch
+        // took: the import gets at most half of the time meanwhile
+        // (crate::interactive).
+        crate::interactive::idle_or(started.elapsed()).await;
     }
-    relay(db, queue).await;
+    push(db, queue, staged).await;
+    // What an earlier run of this import (or anyone) left staged when it
+    // died between a commit and its push.
+    if let Some(q) = queue
+        && let Err(e) = outbox::relay(db, q).await
+    {
+        tracing::warn!(error = %e, "import: jobs stay staged until a worker relays them");
+    }
     Ok(())
 }
 
-/// Pushes the staged jobs to the queue; on failure they stay staged for
-/// the workers' relay.
-async fn relay(db: &Database, queue: Option<&dyn QueueBackend>) {
+/// Pushes a batch's staged jobs to the queue; on failure they stay staged
+/// for the workers' relay.
+async fn push(db: &Database, queue: Option<&dyn QueueBackend>, staged: Vec<Staged>) {
     if let Some(q) = queue
-        && let Err(e) = outbox::relay(db, q).await
+        && let Err(e) = outbox::push_staged(db, q, staged, Lane::Background).await
     {
         tracing::warn!(error = %e, "import: jobs stay staged until a worker relays them");
     }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{ImportError, Request};
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::write_gate::Lane;
 
 /// Where an import stands.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, sqlx::FromRow)]
@@ -55,6 +56,7 @@ pub async fn create(
 ) -> Result<(), ImportError> {
     let now = now_ms();
     let options = serde_json::to_string(request).map_err(|e| ImportError::Other(e.to_string()))?;
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "INSERT INTO imports (id, firm_id, file_name, content, options, status, schedule, source_path, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $8)",
@@ -126,6 +128,7 @@ pub(crate) async fn started(
     total: usize,
     created_before: usize,
 ) -> Result<(), ImportError> {
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE imports SET status = 'running', rows_total = $2, rows_validated = $2, rows_created = $3, updated_at = $4 WHERE id = $1",
     )
@@ -151,6 +154,7 @@ pub(crate) struct Finish<'a> {
 
 pub(crate) async fn finish(db: &Database, id: &str, f: Finish<'_>) -> Result<(), ImportError> {
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE imports SET status = $2, rows_skipped = $3, rows_refused = $4, report = $5, errors_csv = $6, error = $7, updated_at = $8, finished_at = $8
          WHERE id = $1",
@@ -176,6 +180,7 @@ pub(crate) async fn take_over(
     id: &str,
     seen_updated_at: i64,
 ) -> Result<bool, ImportError> {
+    let _turn = db.write_turn(Lane::Background).await;
     let done = on_pool!(db, pool => sqlx::query(
         "UPDATE imports SET updated_at = $3 WHERE id = $1 AND updated_at = $2",
     )

@@ -17,6 +17,7 @@ use crate::db::{Database, on_pool};
 use crate::job::NewJob;
 use crate::tree::folders;
 use crate::tree::templates;
+use crate::write_gate::Lane;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -409,6 +410,7 @@ pub async fn create_with_attempts(
     };
     // The job of a queued invitation is staged in the same transaction.
     let job = send_now.then(|| send_job(&id, &new.client_id, 0, job_attempts));
+    let _turn = db.write_turn(Lane::Interactive).await;
     let inserted: Result<(), sqlx::Error> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
         sqlx::query(INSERT)
@@ -478,6 +480,7 @@ pub async fn queue_drafts(
          WHERE client_id = $2 AND status = 'draft' RETURNING {COLUMNS}"
     );
     // Queued and staged together: no draft is marked queued without its job.
+    let _turn = db.write_turn(Lane::Interactive).await;
     let rows: Vec<Flat> = on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let rows: Vec<Flat> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -536,6 +539,7 @@ pub async fn resend(
     let inv = live_or_refuse(db, id, "it cannot be sent again; invite the person anew").await?;
     let now = now_ms();
     let job = send_job(id, &inv.client_id, inv.generation + 1, job_attempts);
+    let _turn = db.write_turn(Lane::Interactive).await;
     let changed: Result<u64, sqlx::Error> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
         let n = sqlx::query(
@@ -579,6 +583,7 @@ pub async fn resend(
 pub async fn revoke(db: &Database, id: &str) -> Result<Invitation, InvitationError> {
     live_or_refuse(db, id, "there is nothing to revoke").await?;
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Interactive).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET status = 'revoked', token_hash = NULL, revoked_at = $1, updated_at = $1
          WHERE id = $2 AND status NOT IN ('accepted', 'revoked')",
@@ -630,6 +635,7 @@ pub async fn begin_send(
         return Ok(Begin::Uncertain);
     }
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Background).await;
     let changed = on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET token_hash = $1, expires_at = $2, send_state = 'sending',
                 message_id = $3, updated_at = $4
@@ -658,6 +664,7 @@ pub async fn mark_committing(
     id: &str,
     generation: i64,
 ) -> Result<(), InvitationError> {
+    let _turn = db.write_turn(Lane::Background).await;
     let changed = on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET send_state = 'committing', updated_at = $1
          WHERE id = $2 AND generation = $3 AND status = 'queued' AND send_state = 'sending'",
@@ -687,6 +694,7 @@ pub async fn mark_sent(
     note: Option<&str>,
 ) -> Result<(), InvitationError> {
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET status = 'sent', send_state = NULL, sent_at = $1, updated_at = $1,
                 last_error = $2
@@ -713,6 +721,7 @@ pub async fn mark_failed(
 ) -> Result<(), InvitationError> {
     let now = now_ms();
     let status = if permanent { "draft" } else { "queued" };
+    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET send_state = NULL, token_hash = NULL, expires_at = NULL,
                 last_error = $1, status = $2, updated_at = $3
@@ -744,6 +753,7 @@ pub async fn accept(db: &Database, token: &str) -> Result<Option<Invitation>, In
          WHERE token_hash = $2 AND status = 'sent' AND expires_at > $1
          RETURNING {COLUMNS}"
     );
+    let _turn = db.write_turn(Lane::Interactive).await;
     let row: Option<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(&hash).fetch_optional(pool).await?);
     row.map(decode).transpose()
 }
@@ -752,6 +762,7 @@ pub async fn accept(db: &Database, token: &str) -> Result<Option<Invitation>, In
 /// dead already (the expiry is checked on accept), this makes it visible.
 pub async fn expire_stale(db: &Database) -> Result<u64, InvitationError> {
     let now = now_ms();
+    let _turn = db.write_turn(Lane::Background).await;
     Ok(on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET status = 'expired', expired_at = $1, updated_at = $1, token_hash = NULL
          WHERE status = 'sent' AND expires_at <= $1",
@@ -777,6 +788,7 @@ pub async fn due_reminders(
          WHERE status = 'sent' AND reminded_at IS NULL AND sent_at < $2
          RETURNING {COLUMNS}"
     );
+    let _turn = db.write_turn(Lane::Background).await;
     let rows: Vec<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(sent_before_ms).fetch_all(pool).await?);
     rows.into_iter().map(decode).collect()
 }

@@ -16,6 +16,7 @@ use crate::db::{Database, on_pool};
 use crate::invitations;
 use crate::secrets::KeyRing;
 use crate::tree::folders;
+use crate::write_gate::Lane;
 
 pub mod plan;
 pub(crate) mod write;
@@ -66,6 +67,11 @@ pub struct Created {
     pub invitation_id: Option<String>,
     /// Kinds of the jobs staged, in order.
     pub jobs: Vec<String>,
+    /// The outbox rows of those jobs, for the caller to push at once
+    /// ([`crate::outbox::push_staged`]); none when the queue is in the
+    /// database.
+    #[serde(skip)]
+    pub staged: Vec<crate::outbox::Staged>,
 }
 
 /// A hook request's idempotency key, the hash of its body, and how to
@@ -165,11 +171,13 @@ pub async fn create_client_once(
         exercice_id: Some(plan.exercice_id.clone()),
         invitation_id: plan.invitation.as_ref().map(|i| i.id.clone()),
         jobs: plan.jobs.iter().map(|j| j.kind.clone()).collect(),
+        staged: Vec::new(),
     };
     let direct = crate::outbox::direct_queue(queue);
-    let written: Result<(), OnboardingError> = on_pool!(db, pool => async {
+    let _turn = db.write_turn(Lane::Interactive).await;
+    let written: Result<Vec<crate::outbox::Staged>, OnboardingError> = on_pool!(db, pool => async {
         let mut tx = pool.begin().await?;
-        write::write(&mut tx, &ctx, std::slice::from_ref(&plan), direct).await?;
+        let staged = write::write(&mut tx, &ctx, std::slice::from_ref(&plan), direct).await?;
         if let Some(r) = &request {
             let inserted = sqlx::query(
                 "INSERT INTO http_requests (key, request_hash, status, body, created_at) VALUES ($1, $2, 201, $3, $4)",
@@ -188,10 +196,12 @@ pub async fn create_client_once(
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(staged)
     }.await);
-    written?;
-    Ok(created)
+    Ok(Created {
+        staged: written?,
+        ..created
+    })
 }
 
 /// Where one onboarding step of a client stands.

@@ -7,7 +7,7 @@ use crate::clock::now_ms;
 use crate::db::{BulkExec, BulkInsert, Col};
 use crate::exercice::{Origin, rules};
 use crate::invitations::Role;
-use crate::outbox::StageJobs;
+use crate::outbox::{StageJobs, Staged};
 
 use super::plan::{Context, Plan};
 
@@ -179,12 +179,13 @@ fn rows(ctx: &Context, plans: &[Plan]) -> Vec<(&'static BulkInsert, Vec<serde_js
 
 /// Writes the plans' rows and stages their jobs in `tx` (either engine).
 /// `direct`: the queue prefix when the queue is this database's `jobs` table.
+/// Returns what went into the outbox.
 pub(crate) async fn write<T>(
     tx: &mut T,
     ctx: &Context,
     plans: &[Plan],
     direct: Option<&str>,
-) -> Result<(), sqlx::Error>
+) -> Result<Vec<Staged>, sqlx::Error>
 where
     T: BulkExec + StageJobs,
 {

@@ -4,6 +4,7 @@
 //! multi-statement transaction ever waits to upgrade a read lock, and several
 //! processes can share one file under WAL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,9 +19,12 @@ use crate::clock::now_ms;
 use crate::job::{
     JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts, WorkerInfo,
 };
+use crate::write_gate::{self, Lane, WriteGate};
 
 pub struct SqliteQueue {
     pool: SqlitePool,
+    /// Shared with the business data's pool when both are one file.
+    gate: Arc<WriteGate>,
     wakers: Wakers,
 }
 
@@ -31,8 +35,10 @@ const RECORD_COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, 
 impl SqliteQueue {
     /// Wraps a pool on a migrated database.
     pub fn new(pool: SqlitePool) -> Self {
+        let gate = write_gate::for_file(&pool.connect_options().get_filename().to_string_lossy());
         SqliteQueue {
             pool,
+            gate,
             wakers: Wakers::default(),
         }
     }
@@ -42,7 +48,38 @@ impl SqliteQueue {
     }
 }
 
-fn new_id() -> String {
+/// Inserts the jobs of `job_rows` (`?1`, a JSON array) at `?2`; returns the
+/// ids inserted (a job whose idempotency key is taken is not).
+/// `WHERE true` disambiguates the upsert.
+pub(crate) const INSERT_JOBS: &str =
+    "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
+                               updated_at, idempotency_key, trace_id)
+             SELECT value ->> '$.id', value ->> '$.kind', value ->> '$.payload', 'queued', 0,
+                    value ->> '$.max_attempts', value ->> '$.run_at', ?2, ?2,
+                    value ->> '$.idempotency_key', value ->> '$.trace_id'
+             FROM json_each(?1) WHERE true
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id";
+
+/// The JSON rows [`INSERT_JOBS`] reads, one per job, with these ids.
+pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_json::Value> {
+    jobs.iter()
+        .zip(ids)
+        .map(|(j, id)| {
+            serde_json::json!({
+                "id": id,
+                "kind": j.kind,
+                "payload": j.payload.to_string(),
+                "max_attempts": j.max_attempts,
+                "run_at": j.run_at_ms.unwrap_or(now),
+                "idempotency_key": j.idempotency_key,
+                "trace_id": j.trace_id,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -123,42 +160,19 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn push_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<PushOutcome>, QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
         let ids: Vec<String> = jobs.iter().map(|_| new_id()).collect();
-        let rows: Vec<serde_json::Value> = jobs
-            .iter()
-            .zip(&ids)
-            .map(|(j, id)| {
-                serde_json::json!({
-                    "id": id,
-                    "kind": j.kind,
-                    "payload": j.payload.to_string(),
-                    "max_attempts": j.max_attempts,
-                    "run_at": j.run_at_ms.unwrap_or(now),
-                    "idempotency_key": j.idempotency_key,
-                    "trace_id": j.trace_id,
-                })
-            })
-            .collect();
         // One statement for the whole batch: an import of 50,000 rows costs
-        // one write lock, not 50,000. `WHERE true` disambiguates the upsert.
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
-                               updated_at, idempotency_key, trace_id)
-             SELECT value ->> '$.id', value ->> '$.kind', value ->> '$.payload', 'queued', 0,
-                    value ->> '$.max_attempts', value ->> '$.run_at', ?2, ?2,
-                    value ->> '$.idempotency_key', value ->> '$.trace_id'
-             FROM json_each(?1) WHERE true
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        // one write lock, not 50,000.
+        let inserted: Vec<String> = sqlx::query_scalar(INSERT_JOBS)
+            .bind(serde_json::Value::Array(job_rows(&jobs, &ids, now)).to_string())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
         let mut out = Vec::with_capacity(jobs.len());
         let mut kinds = std::collections::BTreeSet::new();
@@ -189,6 +203,7 @@ impl QueueBackend for SqliteQueue {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<LeasedJob>, QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
         let rows = sqlx::query(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
@@ -224,6 +239,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         if done.is_empty() {
             return Ok(());
         }
@@ -250,6 +266,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
         let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
             id: failure.id.clone(),
@@ -291,6 +308,7 @@ impl QueueBackend for SqliteQueue {
         ids: &[String],
         run_at_ms: i64,
     ) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         if ids.is_empty() {
             return Ok(());
         }
@@ -316,6 +334,7 @@ impl QueueBackend for SqliteQueue {
         running: &[String],
         lease: Duration,
     ) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
         let now = now_ms();
         sqlx::query(
             "UPDATE jobs SET lease_expires_at = ?1
@@ -346,6 +365,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn deregister(&self, worker: &str) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         sqlx::query("DELETE FROM workers WHERE name = ?1")
             .bind(worker)
             .execute(&self.pool)
@@ -354,6 +374,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn rescue(&self) -> Result<u64, QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
         let rows = sqlx::query(
             "UPDATE jobs SET
@@ -383,6 +404,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
         let cutoff = now_ms() - retention.as_millis() as i64;
         let jobs = sqlx::query("DELETE FROM jobs WHERE state = 'done' AND finished_at < ?1")
             .bind(cutoff)
@@ -454,6 +476,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn retry(&self, id: &str) -> Result<AdminOutcome, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
         let now = now_ms();
         let changed = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_at = ?1, finished_at = NULL, updated_at = ?1,
@@ -478,6 +501,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn retry_all_dead(&self, kind: Option<&str>) -> Result<u64, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
         let now = now_ms();
         let kinds: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'queued', run_at = ?1, finished_at = NULL, updated_at = ?1,
@@ -497,6 +521,7 @@ impl QueueBackend for SqliteQueue {
     }
 
     async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
         let now = now_ms();
         let changed = sqlx::query(
             "UPDATE jobs SET state = 'dead', finished_at = ?1, updated_at = ?1, last_error = ?2,

@@ -289,6 +289,10 @@ struct FetchContext {
 /// (an idle pool has every slot free and fetches at once).
 const BATCH_GATHER: Duration = Duration::from_millis(2);
 
+/// How often a fetcher that gives way to interactive requests looks again
+/// (its running jobs may have finished meanwhile).
+const YIELD_RECHECK: Duration = Duration::from_millis(20);
+
 async fn fetch_loop(ctx: FetchContext) {
     let shared = &ctx.shared;
     let q = &shared.settings;
@@ -307,6 +311,22 @@ async fn fetch_loop(ctx: FetchContext) {
                 Ok(p) => p,
                 Err(_) => return,
             },
+        };
+        // While the hooks answer requests, a quarter of the slots
+        // (crate::interactive); the permit is held meanwhile, so the
+        // check below counts this fetch too.
+        let slots = ctx.settings.concurrency as usize;
+        let share = crate::interactive::background_share(slots);
+        while crate::interactive::busy() && slots - ctx.semaphore.available_permits() > share {
+            tokio::select! {
+                _ = ctx.soft_stop.cancelled() => return,
+                _ = crate::interactive::idle_or(YIELD_RECHECK) => {}
+            }
+        }
+        let target = if crate::interactive::busy() {
+            target.min(share + 1 - (slots - ctx.semaphore.available_permits()).min(share))
+        } else {
+            target
         };
         let mut permits = vec![first];
         let gather_until = Instant::now() + BATCH_GATHER;

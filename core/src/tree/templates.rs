@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::template::{TemplateError, TreeTemplate};
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::write_gate::Lane;
 
 /// The tree shipped with Dossier, used by firms that loaded none.
 pub const BUILTIN_NAME: &str = "cabinet-standard";
@@ -92,6 +93,7 @@ pub async fn load(
     })?;
     let now = now_ms();
     let id = uuid::Uuid::now_v7().to_string();
+    let _turn = db.write_turn(Lane::Interactive).await;
     let outcome = on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let before: Option<(String,)> = sqlx::query_as(
