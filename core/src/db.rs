@@ -266,6 +266,11 @@ impl BulkInsert {
     }
 
     pub fn postgres_sql(&self) -> String {
+        self.postgres_sql_with(1)
+    }
+
+    /// [`Self::postgres_sql`] reading its rows from parameter `$n`.
+    fn postgres_sql_with(&self, n: usize) -> String {
         let types = self
             .cols
             .iter()
@@ -277,7 +282,7 @@ impl BulkInsert {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset($1::json) AS x({types}) {}",
+            "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(${n}::json) AS x({types}) {}",
             self.table,
             self.names(),
             self.names(),
@@ -309,6 +314,17 @@ pub(crate) trait BulkExec {
         insert: &BulkInsert,
         rows: &[serde_json::Value],
     ) -> Result<u64, sqlx::Error>;
+
+    /// Several inserts, in this order; tables without rows are skipped.
+    async fn bulk_all(
+        &mut self,
+        inserts: &[(&BulkInsert, Vec<serde_json::Value>)],
+    ) -> Result<(), sqlx::Error> {
+        for (insert, rows) in inserts {
+            self.bulk(insert, rows).await?;
+        }
+        Ok(())
+    }
 }
 
 impl BulkExec for sqlx::Transaction<'_, sqlx::Sqlite> {
@@ -342,5 +358,35 @@ impl BulkExec for sqlx::Transaction<'_, sqlx::Postgres> {
             .execute(&mut **self)
             .await?;
         Ok(r.rows_affected())
+    }
+
+    /// One statement for all of them (one data-modifying `WITH` part per
+    /// table; foreign keys are checked at the end of the statement): one
+    /// round trip rather than one per table, for a client created through
+    /// the hook.
+    async fn bulk_all(
+        &mut self,
+        inserts: &[(&BulkInsert, Vec<serde_json::Value>)],
+    ) -> Result<(), sqlx::Error> {
+        let present: Vec<_> = inserts
+            .iter()
+            .filter(|(_, rows)| !rows.is_empty())
+            .collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let parts = present
+            .iter()
+            .enumerate()
+            .map(|(i, (insert, _))| format!("w{i} AS ({})", insert.postgres_sql_with(i + 1)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("WITH {parts} SELECT 1");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, rows) in &present {
+            q = q.bind(serde_json::to_string(rows).unwrap_or_default());
+        }
+        q.execute(&mut **self).await?;
+        Ok(())
     }
 }

@@ -635,11 +635,10 @@ async fn create_client(
             key: format!("POST /v1/clients {}", k.trim()),
             request_hash: crate::digest::sha256_hex(&body),
         });
-    if let Some(r) = &request
-        && let Some(answer) = stored_answer(&state.db, r).await
-    {
-        return answer;
-    }
+    // A replay is recognised when it fails: its SIRET is taken by the first
+    // request's client, or its key's row exists (a unique violation, after
+    // waiting for a first request still in flight to commit). Looking the
+    // key up before every creation cost every first request a query.
     let result = onboarding::create_client_once(
         &state.db,
         &state.settings.queue,
@@ -674,7 +673,13 @@ async fn create_client(
             }
             (StatusCode::CREATED, Json(created)).into_response()
         }
-        Err(OnboardingError::Invalid(problems)) => refused(&problems),
+        Err(OnboardingError::Invalid(problems)) => match &request {
+            Some(r) => match stored_answer(&state.db, r).await {
+                Some(answer) => answer,
+                None => refused(&problems),
+            },
+            None => refused(&problems),
+        },
         Err(OnboardingError::Duplicate) => match &request {
             Some(r) => stored_answer(&state.db, r).await.unwrap_or_else(|| {
                 error(

@@ -56,6 +56,20 @@ fn prepare(template: TreeTemplate) -> Result<PreparedTree, OnboardingError> {
     })
 }
 
+/// The built-in template, by name, ready to give.
+fn prepared_builtin() -> Result<&'static (String, PreparedTree), OnboardingError> {
+    static BUILTIN: std::sync::OnceLock<Result<(String, PreparedTree), String>> =
+        std::sync::OnceLock::new();
+    BUILTIN
+        .get_or_init(|| {
+            let t = templates::builtin().map_err(|e| e.to_string())?;
+            let name = t.name.clone();
+            Ok((name, prepare(t).map_err(|e| e.to_string())?))
+        })
+        .as_ref()
+        .map_err(|e| OnboardingError::Other(e.clone()))
+}
+
 impl Context {
     pub async fn load(db: &Database, firm_id: &str) -> Result<Context, OnboardingError> {
         let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
@@ -68,11 +82,12 @@ impl Context {
             trees.insert(stored.template.name.clone(), prepare(stored.template)?);
         }
         // The built-in template answers to its name, and is the default of
-        // a firm that named none.
-        let builtin = templates::builtin().map_err(|e| other(&e))?;
-        let default_tree = default_tree.unwrap_or_else(|| builtin.name.clone());
-        if !trees.contains_key(&builtin.name) {
-            trees.insert(builtin.name.clone(), prepare(builtin)?);
+        // a firm that named none. It is the same text for the life of the
+        // process: parsed and snapshotted once, not at every creation.
+        let (builtin_name, builtin) = prepared_builtin()?;
+        let default_tree = default_tree.unwrap_or_else(|| builtin_name.clone());
+        if !trees.contains_key(builtin_name) {
+            trees.insert(builtin_name.clone(), builtin.clone());
         }
         let apps = apps::catalogue(db, firm_id)
             .await

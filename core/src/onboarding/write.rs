@@ -189,9 +189,7 @@ pub(crate) async fn write<T>(
 where
     T: BulkExec + StageJobs,
 {
-    for (insert, rows) in rows(ctx, plans) {
-        tx.bulk(insert, &rows).await?;
-    }
+    tx.bulk_all(&rows(ctx, plans)).await?;
     let jobs: Vec<_> = plans.iter().flat_map(|p| p.jobs.iter().cloned()).collect();
     tx.stage_jobs(&jobs, direct).await
 }
