@@ -1,7 +1,7 @@
 //! Jobs enqueued on a clock (cron expressions with seconds, UTC).
 //!
-//! Every worker process runs the scheduler, so the schedule survives any one
-//! of them. Each tick is pushed with the idempotency key
+//! Every worker process runs the schedules, one apalis-cron worker each in
+//! its Monitor, so the schedule survives any one of them. Each tick is pushed with the idempotency key
 //! `schedule:NAME:UNIX_SECONDS`: however many schedulers fire the same tick,
 //! the queue keeps one job (apalis-cron gives each tick a random id, so
 //! replicas would each enqueue it). A tick missed while no worker ran is not
@@ -9,6 +9,11 @@
 
 use std::sync::Arc;
 
+use apalis_core::error::BoxDynError;
+use apalis_core::monitor::Monitor;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_cron::{CronScheduler, Tick};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -137,54 +142,102 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
     Ok(all)
 }
 
-/// Fires the schedules' ticks until `stop`. Push failures are logged and the
-/// tick retried for up to a minute: a queue that is briefly down does not
-/// lose the day's rollover.
+/// Adds one apalis-cron worker per schedule to `monitor`. Each schedule
+/// has its own worker, so schedules falling on the same second all fire.
+/// A tick whose push fails is retried for up to a minute: a queue that is
+/// briefly down does not lose the day's rollover. `stop` ends those retries
+/// at shutdown.
+pub fn mount(
+    mut monitor: Monitor,
+    worker: &str,
+    queue: Arc<dyn QueueBackend>,
+    schedules: Vec<Scheduled>,
+    stop: CancellationToken,
+) -> Monitor {
+    for s in schedules {
+        let s = Arc::new(s);
+        let name = format!("{worker}/schedule/{}", s.name);
+        let (queue, stop) = (queue.clone(), stop.clone());
+        monitor = monitor.register(move |_restarts| {
+            WorkerBuilder::new(name.clone())
+                .backend(CronScheduler::new(s.cron.clone()))
+                .data(Ticking {
+                    schedule: s.clone(),
+                    queue: queue.clone(),
+                    stop: stop.clone(),
+                })
+                .build(push_tick)
+        });
+    }
+    monitor
+}
+
+/// What a cron worker's handler needs (apalis `Data`).
+#[derive(Clone)]
+struct Ticking {
+    schedule: Arc<Scheduled>,
+    queue: Arc<dyn QueueBackend>,
+    stop: CancellationToken,
+}
+
+async fn push_tick(tick: Tick, ticking: Data<Ticking>) -> Result<(), BoxDynError> {
+    let Some(tick) = DateTime::<Utc>::from_timestamp(tick.get_timestamp() as i64, 0) else {
+        return Err("cron tick out of range".into());
+    };
+    let due = &ticking.schedule;
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match due.fire(ticking.queue.as_ref(), tick).await {
+            Ok(PushOutcome::Created(id)) => {
+                tracing::info!(schedule = %due.name, %tick, job = %id, "scheduled job enqueued");
+                return Ok(());
+            }
+            Ok(PushOutcome::Duplicate(id)) => {
+                tracing::debug!(schedule = %due.name, %tick, job = %id, "tick already enqueued by another scheduler");
+                return Ok(());
+            }
+            Err(e) if (Utc::now() - tick).num_seconds() < 60 => {
+                tracing::warn!(schedule = %due.name, %tick, error = %e, "cannot enqueue the tick; retrying");
+                tokio::select! {
+                    _ = ticking.stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(schedule = %due.name, %tick, error = %e, "tick lost: the queue stayed unreachable for a minute");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Fires the schedules' ticks until `stop`, on a Monitor of their own (a
+/// scheduler without a pool).
 pub async fn run(queue: Arc<dyn QueueBackend>, schedules: Vec<Scheduled>, stop: CancellationToken) {
     if schedules.is_empty() {
         return;
     }
-    let mut last = Utc::now();
-    loop {
-        let Some((tick, due)) = schedules
-            .iter()
-            .filter_map(|s| s.next_after(last).map(|t| (t, s)))
-            .min_by_key(|(t, _)| *t)
-        else {
-            return;
-        };
-        let wait = (tick - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let mut backoff = std::time::Duration::from_millis(500);
-        loop {
-            match due.fire(queue.as_ref(), tick).await {
-                Ok(PushOutcome::Created(id)) => {
-                    tracing::info!(schedule = %due.name, %tick, job = %id, "scheduled job enqueued");
-                    break;
-                }
-                Ok(PushOutcome::Duplicate(id)) => {
-                    tracing::debug!(schedule = %due.name, %tick, job = %id, "tick already enqueued by another scheduler");
-                    break;
-                }
-                Err(e) if (Utc::now() - tick).num_seconds() < 60 => {
-                    tracing::warn!(schedule = %due.name, %tick, error = %e, "cannot enqueue the tick; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                }
-                Err(e) => {
-                    tracing::error!(schedule = %due.name, %tick, error = %e, "tick lost: the queue stayed unreachable for a minute");
-                    break;
-                }
-            }
-        }
-        last = tick;
+    let ticks_stop = CancellationToken::new();
+    let monitor = mount(
+        Monitor::new().should_restart(|worker, error| {
+            tracing::warn!(worker = %worker.name(), %error, "a schedule's worker failed; restarting it");
+            true
+        }),
+        "scheduler",
+        queue,
+        schedules,
+        ticks_stop.clone(),
+    );
+    let ctx = monitor.context();
+    let mut running = tokio::spawn(monitor.run());
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = &mut running => return,
     }
+    ticks_stop.cancel();
+    let _ = ctx.shutdown();
+    let _ = running.await;
 }
 
 #[cfg(test)]

@@ -369,20 +369,18 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         std::time::Duration::from_millis(settings.queue.poll_interval_ms),
         stop.clone(),
     ));
-    if settings.schedule.enabled {
-        let schedules = dossier_core::schedule::product(&settings)?;
-        tokio::spawn(dossier_core::schedule::run(
-            backend.clone(),
-            schedules,
-            stop.clone(),
-        ));
-    }
+    let schedules = if settings.schedule.enabled {
+        dossier_core::schedule::product(&settings)?
+    } else {
+        Vec::new()
+    };
     let worker = Worker::new(
         runtime::worker_name(&settings.worker.name_prefix),
         settings.queue.clone(),
         backend,
         registry,
-    )?;
+    )?
+    .with_schedules(schedules);
     tokio::spawn(runtime::stop_on_signal(stop.clone()));
     let report = worker.run(stop).await?;
     // Requests in flight are answered before exit (bounded by the server).

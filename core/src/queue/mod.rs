@@ -39,7 +39,7 @@ pub enum QueueError {
 }
 
 /// A failed attempt, as the runtime hands it to the backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub id: String,
     pub error: AttemptError,
@@ -48,7 +48,7 @@ pub struct Failure {
 }
 
 /// A successful attempt and what the handler returned.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub id: String,
     pub result: serde_json::Value,

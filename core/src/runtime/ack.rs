@@ -1,0 +1,536 @@
+//! The one place an attempt's outcome is decided: the backend's own apalis
+//! layer, outermost around everything a kind stacks, so it sees the final
+//! typed error of every attempt.
+//!
+//! | the attempt ended in | class | what follows | attempt counted |
+//! |---|---|---|---|
+//! | `Ok(r)` | — | done, `r` stored | yes |
+//! | `JobError::Transient` (its `retry_after` wins) | transient | retry policy | yes |
+//! | `JobError::Permanent` | permanent | dead set | yes |
+//! | `JobError::Snooze` | — | due again after its delay | no |
+//! | apalis `RetryAfterError` | transient | retry after its duration | yes |
+//! | apalis `AbortError` | permanent | dead set | yes |
+//! | apalis `DeferredError` | — | due again after the kind's `defer` | no |
+//! | a panic (our handler, or apalis's `PanicError`) | panic | retry policy | yes |
+//! | the kind's timeout (`tower` `Elapsed`) | timeout | retry policy | yes |
+//! | the shutdown grace ran out (hard stop) | — | handed back, handler aborted | no |
+//! | anything else (a failed extractor, `anyhow`, I/O…) | transient | retry policy | yes |
+//!
+//! Outcomes go to the completer, which makes them durable in batches.
+
+use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis::layers::catch_panic::PanicError;
+use apalis_core::error::{AbortError, BoxDynError, DeferredError, RetryAfterError};
+use apalis_core::layers::{Layer, Service};
+use apalis_core::task::Task;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::backend::{JobMeta, KindEnv};
+use super::completer::Outcome;
+use super::registry::JobContext;
+use super::stack::Panicked;
+use crate::clock::now_ms;
+use crate::config::KindSettings;
+use crate::job::{AttemptError, JobError};
+use crate::queue::{Completion, Failure};
+use crate::retry::NextStep;
+
+/// How an attempt that did not return `Ok` ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    /// Nothing was attempted: due again after `after`, uncounted.
+    Snooze { reason: String, after: Duration },
+    /// Interrupted by us (hard stop): due now, uncounted.
+    HandBack,
+    /// A failed attempt of `class`; the retry policy decides what follows.
+    Failed {
+        class: &'static str,
+        error: JobError,
+    },
+}
+
+/// Reads the error an attempt ended with. `timeout` and `defer` are the
+/// kind's, for the messages and the deferral.
+pub(crate) fn classify(e: &BoxDynError, timeout: Duration, defer: Duration) -> Verdict {
+    if let Some(j) = e.downcast_ref::<JobError>() {
+        return match j {
+            JobError::Snooze { reason, after } => Verdict::Snooze {
+                reason: reason.clone(),
+                after: *after,
+            },
+            JobError::Permanent { .. } => Verdict::Failed {
+                class: "permanent",
+                error: j.clone(),
+            },
+            JobError::Transient { .. } => Verdict::Failed {
+                class: "transient",
+                error: j.clone(),
+            },
+        };
+    }
+    if let Some(p) = e.downcast_ref::<Panicked>() {
+        return panicked(&p.0);
+    }
+    if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some() {
+        return Verdict::Failed {
+            class: "timeout",
+            error: JobError::transient(format!("attempt timed out after {timeout:?}")),
+        };
+    }
+    if let Some(r) = e.downcast_ref::<RetryAfterError>() {
+        return Verdict::Failed {
+            class: "transient",
+            error: JobError::retry_after(source_message(r), r.get_duration()),
+        };
+    }
+    if let Some(a) = e.downcast_ref::<AbortError>() {
+        if let Some(p) = a.source().and_then(|s| s.downcast_ref::<PanicError>()) {
+            return panicked(&p.0);
+        }
+        return Verdict::Failed {
+            class: "permanent",
+            error: JobError::permanent(source_message(a)),
+        };
+    }
+    if let Some(d) = e.downcast_ref::<DeferredError>() {
+        return Verdict::Snooze {
+            reason: source_message(d),
+            after: defer,
+        };
+    }
+    if let Some(j) = e.downcast_ref::<tokio::task::JoinError>() {
+        return if j.is_panic() {
+            panicked("the handler's task panicked")
+        } else {
+            Verdict::HandBack
+        };
+    }
+    Verdict::Failed {
+        class: "transient",
+        error: JobError::transient(e.to_string()),
+    }
+}
+
+fn panicked(message: &str) -> Verdict {
+    Verdict::Failed {
+        class: "panic",
+        error: JobError::transient(format!("handler panicked: {message}")),
+    }
+}
+
+/// apalis's error types prefix their own name; operators want the cause.
+fn source_message(e: &dyn std::error::Error) -> String {
+    e.source()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Turns an attempt's result into the outcome to store, logging it in the
+/// job's span and counting it in the metrics.
+pub(crate) fn decide<R: Serialize>(
+    ctx: &JobContext,
+    settings: &KindSettings,
+    defer: Duration,
+    result: Option<Result<R, BoxDynError>>,
+    started: Instant,
+) -> Outcome {
+    let finished = |label: &str| {
+        crate::metrics::job_finished(&ctx.kind, label, started.elapsed().as_secs_f64());
+    };
+    let verdict = match result {
+        None => Verdict::HandBack,
+        Some(Ok(value)) => match serde_json::to_value(value) {
+            Ok(result) => {
+                tracing::debug!("done");
+                finished("done");
+                return Outcome::Done(Completion {
+                    id: ctx.id.clone(),
+                    result,
+                });
+            }
+            Err(e) => Verdict::Failed {
+                class: "permanent",
+                error: JobError::permanent(format!("handler result cannot be stored: {e}")),
+            },
+        },
+        Some(Err(e)) => classify(&e, settings.timeout(), defer),
+    };
+    match verdict {
+        Verdict::HandBack => {
+            tracing::info!("handed back unfinished at shutdown");
+            finished("handed_back");
+            Outcome::Release {
+                id: ctx.id.clone(),
+                run_at_ms: now_ms(),
+            }
+        }
+        Verdict::Snooze { reason, after } => {
+            tracing::info!(%reason, "snoozed for {after:?}; the attempt does not count");
+            finished("snoozed");
+            Outcome::Release {
+                id: ctx.id.clone(),
+                run_at_ms: now_ms() + after.as_millis() as i64,
+            }
+        }
+        Verdict::Failed { class, error } => failed(ctx, settings, class, &error, &finished),
+    }
+}
+
+fn failed(
+    ctx: &JobContext,
+    settings: &KindSettings,
+    class: &str,
+    error: &JobError,
+    finished: &dyn Fn(&str),
+) -> Outcome {
+    let now = now_ms();
+    let step = settings
+        .retry_policy()
+        .next_step(ctx.attempt, ctx.max_attempts, error);
+    let retry_at_ms = match step {
+        NextStep::RetryIn(d) => {
+            finished("retried");
+            tracing::warn!(class, error = %error, "attempt failed; retry in {d:?}");
+            Some(now + d.as_millis() as i64)
+        }
+        NextStep::Dead => {
+            finished("dead");
+            tracing::warn!(class, error = %error, "job failed for good: moved to the dead set");
+            None
+        }
+    };
+    Outcome::Failed(Failure {
+        id: ctx.id.clone(),
+        error: AttemptError {
+            attempt: ctx.attempt,
+            at_ms: now,
+            class: class.to_string(),
+            message: error.to_string(),
+        },
+        retry_at_ms,
+    })
+}
+
+/// A payload that does not decode into the kind's type: permanent, since no
+/// retry can fix it.
+pub(crate) fn undecodable(meta: &JobMeta, env: &KindEnv, e: &serde_json::Error) -> Outcome {
+    let _span = meta.span.enter();
+    crate::metrics::attempt_started(&meta.ctx.kind);
+    let error = JobError::permanent(format!("payload is not a valid {} job: {e}", meta.ctx.kind));
+    failed(&meta.ctx, &env.settings, "permanent", &error, &|label| {
+        crate::metrics::job_finished(&meta.ctx.kind, label, 0.0)
+    })
+}
+
+/// The backend's layer (apalis `BackendConfig::Layer`).
+#[derive(Clone)]
+pub(crate) struct AckLayer {
+    env: Arc<KindEnv>,
+}
+
+impl AckLayer {
+    pub(crate) fn new(env: Arc<KindEnv>) -> AckLayer {
+        AckLayer { env }
+    }
+}
+
+impl<S> Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> AckService<S> {
+        AckService {
+            inner,
+            env: self.env.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AckService<S> {
+    inner: S,
+    env: Arc<KindEnv>,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>>;
+
+impl<S, P> Service<Task<P>> for AckService<S>
+where
+    S: Service<Task<P>>,
+    S::Error: Into<BoxDynError>,
+    S::Response: Serialize,
+    S::Future: Send + 'static,
+{
+    // The outcome is ours to store: apalis gets `()` (nothing to box per job).
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = AckFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<P>) -> AckFuture {
+        let Some(meta) = task.ctx().data().get::<Arc<JobMeta>>().cloned() else {
+            return Box::pin(std::future::ready(Err(NoJobMeta.into())));
+        };
+        // Entered while the inner stack spawns the handler, so its task
+        // (apalis's parallelize) starts inside the job's span.
+        let inner = {
+            let _entered = meta.span.enter();
+            self.inner.call(task)
+        };
+        let env = self.env.clone();
+        let span = meta.span.clone();
+        Box::pin(
+            async move {
+                let guard = OutcomeGuard {
+                    env: env.clone(),
+                    id: Some(meta.ctx.id.clone()),
+                };
+                crate::metrics::attempt_started(&meta.ctx.kind);
+                let started = Instant::now();
+                let result = tokio::select! {
+                    biased;
+                    // Dropping `inner` aborts the handler's task.
+                    _ = env.hard_stop.cancelled() => None,
+                    r = inner => Some(r.map_err(Into::into)),
+                };
+                let outcome = decide(&meta.ctx, &env.settings, env.defer, result, started);
+                guard.settle(outcome);
+                Ok(())
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a task reached the ack layer without its job metadata")]
+struct NoJobMeta;
+
+/// Makes sure a job whose attempt was dropped undecided (its worker future
+/// dropped by a panic in the pool) still goes back to the queue and frees
+/// its slot.
+struct OutcomeGuard {
+    env: Arc<KindEnv>,
+    id: Option<String>,
+}
+
+impl OutcomeGuard {
+    fn settle(mut self, outcome: Outcome) {
+        self.id = None;
+        self.env.settle(outcome);
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            tracing::warn!(job_id = %id, "attempt dropped undecided: handing the job back");
+            self.env.settle(Outcome::Release {
+                id,
+                run_at_ms: now_ms(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30);
+    const D: Duration = Duration::from_secs(1);
+
+    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxDynError {
+        Box::new(e)
+    }
+
+    fn failed_as(v: Verdict) -> (&'static str, JobError) {
+        match v {
+            Verdict::Failed { class, error } => (class, error),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn our_errors_keep_their_class() {
+        let (c, e) = failed_as(classify(&boxed(JobError::transient("down")), T, D));
+        assert_eq!((c, e), ("transient", JobError::transient("down")));
+        let ra = JobError::retry_after("429", Duration::from_secs(7));
+        assert_eq!(
+            failed_as(classify(&boxed(ra.clone()), T, D)),
+            ("transient", ra)
+        );
+        let p = JobError::permanent("unknown SIREN");
+        assert_eq!(
+            failed_as(classify(&boxed(p.clone()), T, D)),
+            ("permanent", p)
+        );
+        assert_eq!(
+            classify(
+                &boxed(JobError::snooze("quota", Duration::from_secs(3))),
+                T,
+                D
+            ),
+            Verdict::Snooze {
+                reason: "quota".into(),
+                after: Duration::from_secs(3)
+            }
+        );
+    }
+
+    #[test]
+    fn apalis_errors_are_honoured() {
+        let io = || std::io::Error::other("429 from the registry");
+        let (c, e) = failed_as(classify(
+            &boxed(RetryAfterError::new(io(), Duration::from_secs(9))),
+            T,
+            D,
+        ));
+        assert_eq!(c, "transient");
+        assert_eq!(
+            e,
+            JobError::retry_after("429 from the registry", Duration::from_secs(9))
+        );
+        let (c, e) = failed_as(classify(&boxed(AbortError::new(io())), T, D));
+        assert_eq!(
+            (c, e),
+            ("permanent", JobError::permanent("429 from the registry"))
+        );
+        assert_eq!(
+            classify(&boxed(DeferredError::new(io())), T, D),
+            Verdict::Snooze {
+                reason: "429 from the registry".into(),
+                after: D
+            }
+        );
+        // apalis's default catch-panic makes a panic an AbortError; we count
+        // it as a panic (retried), not as permanent.
+        let (c, _) = failed_as(classify(
+            &boxed(AbortError::new(PanicError("boom".into()))),
+            T,
+            D,
+        ));
+        assert_eq!(c, "panic");
+    }
+
+    #[test]
+    fn panics_timeouts_and_the_rest() {
+        let (c, e) = failed_as(classify(&boxed(Panicked("boom".into())), T, D));
+        assert_eq!(
+            (c, e.to_string().as_str()),
+            ("panic", "handler panicked: boom")
+        );
+        let elapsed: BoxDynError = tower::timeout::error::Elapsed::new().into();
+        let (c, e) = failed_as(classify(&elapsed, T, D));
+        assert_eq!(c, "timeout");
+        assert_eq!(e.to_string(), "attempt timed out after 30s");
+        let (c, e) = failed_as(classify(&boxed(std::io::Error::other("disk full")), T, D));
+        assert_eq!((c, e), ("transient", JobError::transient("disk full")));
+        let (c, _) = failed_as(classify(&boxed(super::super::registry::NoJobContext), T, D));
+        assert_eq!(c, "transient");
+    }
+
+    fn ctx(attempt: u32, max_attempts: u32) -> JobContext {
+        JobContext {
+            id: "j1".into(),
+            kind: "k".into(),
+            attempt,
+            max_attempts,
+            trace_id: None,
+            worker: Arc::from("w"),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_retry_policy() {
+        let settings = KindSettings {
+            max_attempts: 3,
+            backoff_base_ms: 1_000,
+            jitter: 0.0,
+            ..KindSettings::default()
+        };
+        let started = Instant::now();
+        let ok = decide(
+            &ctx(1, 3),
+            &settings,
+            D,
+            Some(Ok(serde_json::json!({"n": 1}))),
+            started,
+        );
+        assert_eq!(
+            ok,
+            Outcome::Done(Completion {
+                id: "j1".into(),
+                result: serde_json::json!({"n": 1})
+            })
+        );
+        let before = now_ms();
+        let retry = decide::<()>(
+            &ctx(2, 3),
+            &settings,
+            D,
+            Some(Err(boxed(JobError::transient("x")))),
+            started,
+        );
+        let Outcome::Failed(f) = retry else {
+            panic!("a failure")
+        };
+        assert_eq!((f.error.attempt, f.error.class.as_str()), (2, "transient"));
+        let at = f.retry_at_ms.expect("retried");
+        assert!(
+            (before + 2_000..=now_ms() + 2_000).contains(&at),
+            "backoff 2 s after the 2nd attempt"
+        );
+        let last = decide::<()>(
+            &ctx(3, 3),
+            &settings,
+            D,
+            Some(Err(boxed(JobError::transient("x")))),
+            started,
+        );
+        assert!(matches!(
+            last,
+            Outcome::Failed(Failure {
+                retry_at_ms: None,
+                ..
+            })
+        ));
+        let retry_after = decide::<()>(
+            &ctx(1, 3),
+            &settings,
+            D,
+            Some(Err(boxed(RetryAfterError::new(
+                std::io::Error::other("429"),
+                Duration::from_secs(60),
+            )))),
+            started,
+        );
+        let Outcome::Failed(f) = retry_after else {
+            panic!("a failure")
+        };
+        assert!(f.retry_at_ms.expect("retried") >= before + 60_000);
+        let handed = decide::<()>(&ctx(1, 3), &settings, D, None, started);
+        assert!(matches!(handed, Outcome::Release { .. }));
+        let snoozed = decide::<()>(
+            &ctx(1, 3),
+            &settings,
+            D,
+            Some(Err(boxed(JobError::snooze("q", Duration::from_secs(5))))),
+            started,
+        );
+        let Outcome::Release { run_at_ms, .. } = snoozed else {
+            panic!("released")
+        };
+        assert!(run_at_ms >= before + 5_000);
+    }
+}
