@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use dossier_core::clock::now_ms;
-use dossier_core::job::{JobFilter, JobStatus, PushOutcome};
-use dossier_core::queue::AdminOutcome;
+use dossier_core::job::{AttemptError, JobFilter, JobStatus, PushOutcome, WorkerInfo};
+use dossier_core::queue::{AdminOutcome, Failure};
 use dossier_e2e::*;
 
 /// Generates one `#[tokio::test]` per backend for each scenario below.
@@ -61,6 +61,8 @@ conformance!(
     sigterm_drains_and_exits_zero,
     two_processes_share_a_queue_each_job_once,
     background_jobs_give_way_to_hook_requests,
+    lost_leases_come_back_through_the_retry_policy,
+    a_renewed_lease_is_not_rescued,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -627,6 +629,111 @@ async fn listings_and_counts_agree(kind: BackendKind) {
         .await
         .expect("list");
     assert_eq!(limited.len(), 2);
+    q.cleanup().await;
+}
+
+/// A worker that dies holding jobs: the rescuer records each lost attempt
+/// and brings it back through the kind's retry policy (backoff, then the
+/// dead set once out of attempts), not straight away.
+async fn lost_leases_come_back_through_the_retry_policy(kind: BackendKind) {
+    let mut settings = fast_settings();
+    settings.queue.defaults.backoff_base_ms = 1_500;
+    settings.queue.defaults.jitter = 0.0;
+    let q = TestQueue::with_settings(kind, settings).await;
+    let again = q.push(Probe::ok("again").job()).await;
+    let mut once = Probe::ok("once").job();
+    once.max_attempts = 1;
+    let once = q.push(once).await;
+    let leased = q
+        .backend
+        .fetch(PROBE, "ghost-worker", 10, Duration::from_millis(200))
+        .await
+        .expect("fetch");
+    assert_eq!(leased.len(), 2, "the ghost holds both, then never renews");
+    let recorder = Recorder::default();
+    let w = q.start_worker(probe_registry(recorder.clone()));
+    let back = q.wait_for(&again, LONG, |j| !j.errors.is_empty()).await;
+    assert_eq!(back.errors[0].class, "lost");
+    assert_eq!(back.errors[0].attempt, 1);
+    assert!(back.errors[0].message.contains("ghost-worker"));
+    let lost_at = back.errors[0].at_ms;
+    let dead = q
+        .wait_for(&once, LONG, |j| j.status == JobStatus::Dead)
+        .await;
+    assert_eq!(
+        dead.errors[0].class, "lost",
+        "out of attempts: dead, not retried"
+    );
+    let done = q
+        .wait_for(&again, LONG, |j| j.status == JobStatus::Done)
+        .await;
+    assert_eq!(done.attempts, 2);
+    let ran = recorder.times("again");
+    assert_eq!(ran.len(), 1);
+    assert!(
+        ran[0] >= lost_at + 1_500,
+        "the lost job waited its backoff: ran {} ms after the rescue",
+        ran[0] - lost_at
+    );
+    assert!(recorder.times("once").is_empty());
+    w.stop().await;
+    q.cleanup().await;
+}
+
+/// The rescuer's write is fenced by the lease it read: a worker that
+/// renewed meanwhile (slow, not dead) keeps its job.
+async fn a_renewed_lease_is_not_rescued(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let id = q.push(Probe::ok("slow").job()).await;
+    q.backend
+        .fetch(PROBE, "slow-worker", 1, Duration::from_millis(100))
+        .await
+        .expect("fetch");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let expired = q.backend.expired(10).await.expect("expired");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (expired[0].id.as_str(), expired[0].owner.as_str()),
+        (id.as_str(), "slow-worker")
+    );
+    assert_eq!(expired[0].attempts, 1);
+    let info = WorkerInfo {
+        name: "slow-worker".into(),
+        host: "h".into(),
+        pid: 1,
+        kinds: vec![PROBE.into()],
+        started_at_ms: now_ms(),
+        last_heartbeat_ms: now_ms(),
+        running: 1,
+    };
+    q.backend
+        .heartbeat(&info, std::slice::from_ref(&id), Duration::from_secs(30))
+        .await
+        .expect("heartbeat");
+    let rescued = q
+        .backend
+        .fail(
+            "slow-worker",
+            &Failure {
+                id: id.clone(),
+                error: AttemptError {
+                    attempt: 1,
+                    at_ms: now_ms(),
+                    class: "lost".into(),
+                    message: "lost".into(),
+                },
+                retry_at_ms: Some(now_ms()),
+                lease_expires_at_ms: Some(expired[0].lease_expires_at_ms),
+            },
+        )
+        .await
+        .expect("fail");
+    assert!(!rescued, "the renewed lease fences the rescuer out");
+    let job = q.job(&id).await;
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.lease_owner.as_deref(), Some("slow-worker"));
+    assert!(job.errors.is_empty());
+    assert!(q.backend.expired(10).await.expect("expired").is_empty());
     q.cleanup().await;
 }
 

@@ -1,14 +1,10 @@
 //! Database connections and migrations, for SQLite (embedded) and PostgreSQL.
 
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 
 use crate::write_gate::{self, Lane, WriteTurn};
 
@@ -17,11 +13,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot create the directory {path} for the SQLite database: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Sqlite(#[from] dossier_queue::sqlite_pool::ConnectError),
     #[error("cannot connect to {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migration failed: {0}")]
@@ -57,52 +50,12 @@ pub enum Database {
     Postgres(PgPool),
 }
 
-/// The file a `sqlite:` URL names, when it names one (not `:memory:`).
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(":memory:") {
-        None
-    } else {
-        Some(PathBuf::from(path))
-    }
-}
+pub use dossier_queue::sqlite_pool::sqlite_path;
 
-/// Opens a SQLite pool tuned for a job queue: WAL (readers never block the
-/// writer), `synchronous=NORMAL` (durable across process crashes, which is
-/// what a queue needs; apalis-sqlite's OFF is not), and a busy timeout so
-/// that several processes on one file wait rather than fail.
+/// Opens a SQLite pool tuned for a job queue and its business tables (see
+/// [`dossier_queue::sqlite_pool::connect`]).
 pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
-    if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(PathBuf::from))
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(&parent).map_err(|source| DbError::CreateDir {
-            path: parent.clone(),
-            source,
-        })?;
-    }
-    let redacted = crate::config::redact_url(url);
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(|source| DbError::Connect {
-            url: redacted.clone(),
-            source,
-        })?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await
-        .map_err(|source| DbError::Connect {
-            url: redacted,
-            source,
-        })
+    Ok(dossier_queue::sqlite_pool::connect(url, max_connections).await?)
 }
 
 impl Database {
@@ -181,7 +134,7 @@ pub async fn sqlite_write_turn(pool: &SqlitePool, lane: Lane) -> WriteTurn {
 pub async fn migrate_all(settings: &crate::config::Settings) -> Result<usize, DbError> {
     let mut urls = vec![settings.database.url.as_str()];
     if settings.queue.backend == crate::config::QueueBackendKind::Sqlite {
-        let queue_url = settings.queue.sqlite_url(&settings.database);
+        let queue_url = settings.queue.sqlite_url(&settings.database.url);
         if queue_url != settings.database.url {
             urls.push(queue_url);
         }
@@ -208,25 +161,6 @@ async fn applied_postgres(pool: &PgPool) -> usize {
         .await
         .map(|n| n as usize)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_path_reads_urls() {
-        assert_eq!(
-            sqlite_path("sqlite://var/x.db"),
-            Some(PathBuf::from("var/x.db"))
-        );
-        assert_eq!(
-            sqlite_path("sqlite:/tmp/x.db?mode=rwc"),
-            Some(PathBuf::from("/tmp/x.db"))
-        );
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-        assert_eq!(sqlite_path("postgres://h/db"), None);
-    }
 }
 
 /// A column of a [`BulkInsert`] and the type PostgreSQL reads it as.

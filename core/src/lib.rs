@@ -5,7 +5,6 @@ pub mod apps;
 pub mod bench;
 pub mod catalogue;
 pub mod clients;
-pub mod clock;
 pub mod collaborators;
 pub mod config;
 pub mod dashboard;
@@ -18,9 +17,7 @@ pub mod hooks_bench;
 pub mod http;
 pub mod import;
 pub mod import_bench;
-pub mod interactive;
 pub mod invitations;
-pub mod job;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
@@ -28,8 +25,6 @@ pub mod metrics;
 pub mod onboarding;
 pub mod outbox;
 pub mod queue;
-pub mod retry;
-pub mod runtime;
 pub mod schedule;
 pub mod secrets;
 pub mod sirene;
@@ -37,4 +32,7 @@ pub mod siret;
 pub mod submit;
 pub mod text;
 pub mod tree;
-pub mod write_gate;
+
+// The generic job runtime, a crate of its own; re-exported under the paths
+// the rest of the product has always used.
+pub use dossier_queue::{clock, interactive, job, retry, runtime, write_gate};

@@ -18,17 +18,7 @@ use prometheus_client::registry::Registry;
 use crate::db::{Database, on_pool};
 use crate::queue::QueueBackend;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindOutcome {
-    pub kind: String,
-    /// `done`, `retried`, `dead`, `snoozed`, `handed_back`.
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Kind {
-    pub kind: String,
-}
+pub use dossier_queue::metrics::{Kind, KindOutcome, attempt_started, job_finished};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindStatus {
@@ -74,14 +64,9 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
-type Seconds = Family<Kind, Histogram, fn() -> Histogram>;
-
 /// Everything this process exposes.
 pub struct Metrics {
     registry: Registry,
-    pub jobs: Family<KindOutcome, Counter>,
-    pub job_seconds: Seconds,
-    pub attempts: Family<Kind, Counter>,
     pub queue_jobs: Family<KindStatus, Gauge>,
     pub oldest_pending_seconds: Family<Kind, Gauge<f64, AtomicU64>>,
     pub dead_jobs: Family<Kind, Gauge>,
@@ -99,9 +84,6 @@ impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("dossier");
         let m = Metrics {
-            jobs: Family::default(),
-            job_seconds: Family::new_with_constructor(seconds_histogram),
-            attempts: Family::default(),
             queue_jobs: Family::default(),
             oldest_pending_seconds: Family::default(),
             dead_jobs: Family::default(),
@@ -115,21 +97,8 @@ impl Metrics {
             import_rows: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "jobs",
-            "Job attempts finished in this process, by kind and outcome",
-            m.jobs.clone(),
-        );
-        registry.register(
-            "job_duration_seconds",
-            "Time of one attempt, by kind",
-            m.job_seconds.clone(),
-        );
-        registry.register(
-            "job_attempts",
-            "Attempts started in this process, by kind",
-            m.attempts.clone(),
-        );
+        // What the pool records (attempts, outcomes, durations).
+        dossier_queue::metrics::register(&mut registry);
         registry.register(
             "queue_jobs",
             "Jobs in the queue by kind and status (read at scrape)",
@@ -194,30 +163,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// This process's metrics.
 pub fn get() -> &'static Metrics {
     &METRICS
-}
-
-pub fn job_finished(kind: &str, outcome: &str, seconds: f64) {
-    let m = get();
-    m.jobs
-        .get_or_create(&KindOutcome {
-            kind: kind.to_string(),
-            outcome: outcome.to_string(),
-        })
-        .inc();
-    m.job_seconds
-        .get_or_create(&Kind {
-            kind: kind.to_string(),
-        })
-        .observe(seconds);
-}
-
-pub fn attempt_started(kind: &str) {
-    get()
-        .attempts
-        .get_or_create(&Kind {
-            kind: kind.to_string(),
-        })
-        .inc();
 }
 
 pub fn quota_waited(provider: &str, seconds: f64) {

@@ -127,19 +127,7 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Sqlite> {
             self.bulk(&OUTBOX, &rows).await?;
             return Ok(staged);
         }
-        if !jobs.is_empty() {
-            let now = crate::clock::now_ms();
-            let ids: Vec<String> = jobs
-                .iter()
-                .map(|_| crate::queue::sqlite::new_id())
-                .collect();
-            let rows = crate::queue::sqlite::job_rows(jobs, &ids, now);
-            sqlx::query(crate::queue::sqlite::INSERT_JOBS)
-                .bind(serde_json::Value::Array(rows).to_string())
-                .bind(now)
-                .execute(&mut **self)
-                .await?;
-        }
+        crate::queue::sqlite::insert_in(self, jobs).await?;
         Ok(Vec::new())
     }
 }
@@ -155,27 +143,7 @@ impl StageJobs for sqlx::Transaction<'_, sqlx::Postgres> {
             self.bulk(&OUTBOX, &rows).await?;
             return Ok(staged);
         };
-        let now = crate::clock::now_ms();
-        let ids: Vec<String> = jobs
-            .iter()
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect();
-        let rows = crate::queue::postgres::job_rows(jobs, &ids, now);
-        sqlx::query(crate::queue::postgres::INSERT_JOBS)
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(now)
-            .execute(&mut **self)
-            .await?;
-        let mut kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-        kinds.sort_unstable();
-        kinds.dedup();
-        for kind in kinds {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::queue::postgres::channel(prefix))
-                .bind(kind)
-                .execute(&mut **self)
-                .await?;
-        }
+        crate::queue::postgres::insert_in(self, jobs, prefix).await?;
         Ok(Vec::new())
     }
 }

@@ -28,8 +28,8 @@ use super::ack::{self, AckLayer};
 use super::completer::Outcome;
 use super::registry::JobContext;
 use crate::clock::now_ms;
-use crate::config::KindSettings;
 use crate::job::LeasedJob;
+use crate::settings::KindSettings;
 
 /// What the pool shares with one kind's apalis worker.
 pub(crate) struct KindEnv {
@@ -92,8 +92,9 @@ pub(crate) struct JobMeta {
 
 impl JobMeta {
     pub(crate) fn new(job: &LeasedJob, worker: &Arc<str>) -> JobMeta {
-        // Every line a job logs carries these; `client_id` is filled from the
-        // payload here, or by the handler once it knows the client.
+        // Every line a job logs carries these. A payload's top-level
+        // `client_id` (the subject of most jobs: a customer, a tenant's
+        // client) is recorded too; a handler may record it once it knows.
         let span = tracing::info_span!(
             "job",
             job_id = %job.id,

@@ -27,7 +27,7 @@ use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AdminOutcome, Completion, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend, QueueError, Wakers,
+    AdminOutcome, Completion, ExpiredLease, Failure, QueueBackend, QueueError, Wakers,
     waiting_status,
 };
 use crate::clock::now_ms;
@@ -59,7 +59,7 @@ struct Scripts {
     fail: Script,
     release: Script,
     heartbeat: Script,
-    rescue: Script,
+    expired: Script,
     counts: Script,
     retry: Script,
     kill: Script,
@@ -192,11 +192,13 @@ return n
 "#;
 
 const FAIL: &str = r#"
-local p, worker, now, id, retry_at, err_json, message =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local p, worker, now, id, retry_at, err_json, message, lease_until =
+  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local key = p .. ':job:' .. id
-local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind')
+local f = redis.call('HMGET', key, 'state', 'lease_owner', 'kind', 'lease_expires_at')
 if f[1] ~= 'running' or f[2] ~= worker then return 0 end
+-- The rescuer's fence: the lease it found expired has not been renewed.
+if lease_until ~= '' and f[4] ~= lease_until then return 0 end
 local kind = f[3]
 append_error(key, err_json)
 redis.call('HSET', key, 'last_error', message, 'updated_at', now)
@@ -259,35 +261,27 @@ redis.call('ZADD', p .. ':beats', now, worker)
 return 1
 "#;
 
-const RESCUE: &str = r#"
-local p, now, lost_prefix, lost_suffix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local n = 0
+/// Running jobs whose lease ran out (ARGV[3] at most), read for the
+/// rescuer; ids left in a running set by a job no longer running are
+/// dropped from it on the way.
+const EXPIRED: &str = r#"
+local p, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
 for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  if #out >= limit then break end
   local running = p .. ':running:' .. kind
-  local expired = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now, 'LIMIT', 0, 1000)
+  local expired = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now, 'LIMIT', 0, limit - #out)
   for _, id in ipairs(expired) do
-    local key = p .. ':job:' .. id
-    local f = redis.call('HMGET', key, 'state', 'lease_owner', 'attempts', 'max_attempts')
-    redis.call('ZREM', running, id)
+    local f = redis.call('HMGET', p .. ':job:' .. id, 'state', 'lease_owner', 'attempts',
+      'max_attempts', 'lease_expires_at')
     if f[1] == 'running' then
-      local message = lost_prefix .. (f[2] or '?') .. lost_suffix
-      append_error(key, '{"attempt":' .. f[3] .. ',"at_ms":' .. ARGV[2] ..
-        ',"class":"lost","message":' .. cjson.encode(message) .. '}')
-      redis.call('HSET', key, 'last_error', message, 'updated_at', now, 'run_at', now)
-      redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
-      if tonumber(f[3]) >= tonumber(f[4]) then
-        redis.call('HSET', key, 'state', 'dead', 'finished_at', now)
-        redis.call('ZADD', p .. ':dead:' .. kind, now, id)
-      else
-        redis.call('HSET', key, 'state', 'queued')
-        redis.call('RPUSH', p .. ':ready:' .. kind, id)
-        redis.call('PUBLISH', p .. ':wake', kind)
-      end
-      n = n + 1
+      table.insert(out, {id, kind, f[2] or '', f[3], f[4], f[5] or '0'})
+    else
+      redis.call('ZREM', running, id)
     end
   end
 end
-return n
+return out
 "#;
 
 const COUNTS: &str = r#"
@@ -405,7 +399,7 @@ impl Scripts {
             fail: with_errors(FAIL),
             release: Script::new(RELEASE),
             heartbeat: Script::new(HEARTBEAT),
-            rescue: with_errors(RESCUE),
+            expired: Script::new(EXPIRED),
             counts: Script::new(COUNTS),
             retry: Script::new(RETRY),
             kill: with_errors(KILL),
@@ -694,13 +688,13 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
-    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<bool, QueueError> {
         let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
             id: failure.id.clone(),
             why: e.to_string(),
         })?;
         let mut conn = self.conn.clone();
-        let _: i64 = self
+        let changed: i64 = self
             .scripts
             .fail
             .prepare_invoke()
@@ -716,9 +710,15 @@ impl QueueBackend for RedisQueue {
             )
             .arg(error)
             .arg(&failure.error.message)
+            .arg(
+                failure
+                    .lease_expires_at_ms
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     async fn release(
@@ -778,19 +778,37 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
-    async fn rescue(&self) -> Result<u64, QueueError> {
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredLease>, QueueError> {
         let mut conn = self.conn.clone();
-        let n: u64 = self
+        let rows: Vec<Vec<String>> = self
             .scripts
-            .rescue
+            .expired
             .prepare_invoke()
             .arg(&self.prefix)
             .arg(now_ms())
-            .arg(LOST_PREFIX)
-            .arg(LOST_SUFFIX)
+            .arg(limit)
             .invoke_async(&mut conn)
             .await?;
-        Ok(n)
+        rows.into_iter()
+            .map(|r| {
+                let corrupt = |why: &str| QueueError::Corrupt {
+                    id: r.first().cloned().unwrap_or_default(),
+                    why: why.to_string(),
+                };
+                let [id, kind, owner, attempts, max_attempts, expires] =
+                    <[String; 6]>::try_from(r.clone()).map_err(|_| corrupt("short lease row"))?;
+                Ok(ExpiredLease {
+                    id,
+                    kind,
+                    owner,
+                    attempts: attempts.parse().map_err(|_| corrupt("attempts"))?,
+                    max_attempts: max_attempts.parse().map_err(|_| corrupt("max_attempts"))?,
+                    lease_expires_at_ms: expires
+                        .parse()
+                        .map_err(|_| corrupt("lease_expires_at"))?,
+                })
+            })
+            .collect()
     }
 
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {

@@ -19,10 +19,10 @@ use apalis_core::monitor::Monitor;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::clock::now_ms;
-use crate::config::QueueSettings;
 use crate::job::{QueueCounts, WorkerInfo};
 use crate::queue::{QueueBackend, QueueError};
 use crate::schedule::Scheduled;
+use crate::settings::QueueSettings;
 
 mod ack;
 mod backend;

@@ -12,8 +12,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::{
-    AdminOutcome, Completion, CountsRow, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend,
-    QueueError, Wakers, WorkerRow, counts_from_row, waiting_status, worker_from_row,
+    AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, QueueBackend, QueueError, Wakers,
+    WorkerRow, counts_from_row, waiting_status, worker_from_row,
 };
 use crate::clock::now_ms;
 use crate::job::{
@@ -81,6 +81,28 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Enqueues `jobs` inside the caller's transaction on the queue's own
+/// database (River's `InsertTx`): they exist exactly when the caller's
+/// business rows do. A job whose idempotency key is taken is skipped. The
+/// caller wakes the kinds' workers after commit (`Wakers`); other processes
+/// see the jobs at their next poll.
+pub async fn insert_in(
+    tx: &mut sqlx::SqliteConnection,
+    jobs: &[NewJob],
+) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let ids: Vec<String> = jobs.iter().map(|_| new_id()).collect();
+    sqlx::query(INSERT_JOBS)
+        .bind(serde_json::Value::Array(job_rows(jobs, &ids, now)).to_string())
+        .bind(now)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 fn status_of(state: &str, run_at: i64, attempts: u32, now: i64) -> Result<JobStatus, String> {
@@ -265,7 +287,7 @@ impl QueueBackend for SqliteQueue {
         Ok(())
     }
 
-    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<bool, QueueError> {
         let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
         let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
@@ -280,7 +302,8 @@ impl QueueBackend for SqliteQueue {
             "UPDATE jobs SET state = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3,
                     last_error = ?4, errors = json_insert(errors, '$[#]', json(?5)),
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?6
-             WHERE id = ?7 AND state = 'running' AND lease_owner = ?8",
+             WHERE id = ?7 AND state = 'running' AND lease_owner = ?8
+               AND (?9 IS NULL OR lease_expires_at = ?9)",
         )
         .bind(state)
         .bind(run_at)
@@ -290,6 +313,7 @@ impl QueueBackend for SqliteQueue {
         .bind(now)
         .bind(&failure.id)
         .bind(worker)
+        .bind(failure.lease_expires_at_ms)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -299,7 +323,7 @@ impl QueueBackend for SqliteQueue {
         {
             self.wakers.wake(&kind);
         }
-        Ok(())
+        Ok(changed > 0)
     }
 
     async fn release(
@@ -373,34 +397,29 @@ impl QueueBackend for SqliteQueue {
         Ok(())
     }
 
-    async fn rescue(&self) -> Result<u64, QueueError> {
-        let _turn = self.gate.turn(Lane::Background).await;
-        let now = now_ms();
-        let rows = sqlx::query(
-            "UPDATE jobs SET
-                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
-                run_at = ?1,
-                last_error = ?2 || COALESCE(lease_owner, '?') || ?3,
-                errors = json_insert(errors, '$[#]', json_object('attempt', attempts, 'at_ms', ?1,
-                    'class', 'lost', 'message', ?2 || COALESCE(lease_owner, '?') || ?3)),
-                lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredLease>, QueueError> {
+        let rows: Vec<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, kind, lease_owner, attempts, max_attempts, lease_expires_at FROM jobs
              WHERE state = 'running' AND lease_expires_at < ?1
-             RETURNING kind",
+             ORDER BY lease_expires_at LIMIT ?2",
         )
-        .bind(now)
-        .bind(LOST_PREFIX)
-        .bind(LOST_SUFFIX)
+        .bind(now_ms())
+        .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        let kinds: std::collections::BTreeSet<String> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>("kind").ok())
-            .collect();
-        for kind in kinds {
-            self.wakers.wake(&kind);
-        }
-        Ok(rows.len() as u64)
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, kind, owner, attempts, max_attempts, expires)| ExpiredLease {
+                    id,
+                    kind,
+                    owner: owner.unwrap_or_default(),
+                    attempts: attempts as u32,
+                    max_attempts: max_attempts as u32,
+                    lease_expires_at_ms: expires,
+                },
+            )
+            .collect())
     }
 
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {

@@ -13,11 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{QueueBackendKind, Settings};
 use crate::job::{
     AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
     WorkerInfo,
 };
+use crate::settings::{QueueBackendKind, QueueSettings};
 
 pub mod postgres;
 pub mod redis;
@@ -33,7 +33,7 @@ pub enum QueueError {
     #[error("Redis queue: {0}")]
     Redis(#[from] ::redis::RedisError),
     #[error("cannot open the queue: {0}")]
-    Open(#[from] crate::db::DbError),
+    Open(#[from] crate::sqlite_pool::ConnectError),
     #[error("stored job {id} is unreadable: {why}")]
     Corrupt { id: String, why: String },
 }
@@ -45,6 +45,24 @@ pub struct Failure {
     pub error: AttemptError,
     /// When to run again (epoch ms); `None` sends the job to the dead set.
     pub retry_at_ms: Option<i64>,
+    /// Only if the lease still ends at this time (epoch ms): the rescuer's
+    /// fence, so that a worker that renewed its lease meanwhile keeps its
+    /// job. `None` for an attempt's own outcome.
+    pub lease_expires_at_ms: Option<i64>,
+}
+
+/// A running job whose lease ran out: its worker stopped renewing it
+/// (killed, crashed, cut off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub id: String,
+    pub kind: String,
+    /// The worker that held it.
+    pub owner: String,
+    /// Attempts counted so far, the lost one included.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub lease_expires_at_ms: i64,
 }
 
 /// A successful attempt and what the handler returned.
@@ -105,8 +123,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Marks jobs done. Jobs whose lease `worker` no longer holds are left alone.
     async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError>;
 
-    /// Records a failed attempt: retry later or dead.
-    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError>;
+    /// Records a failed attempt: retry later or dead. Returns whether the
+    /// job was still `worker`'s (and, with `lease_expires_at_ms`, its lease
+    /// still ending then); if not, nothing is written.
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<bool, QueueError>;
 
     /// Hands leased jobs back without counting the attempt, due at
     /// `run_at_ms` (graceful shutdown: now; a snoozed job: later).
@@ -124,9 +144,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Forgets a worker that stopped cleanly.
     async fn deregister(&self, worker: &str) -> Result<(), QueueError>;
 
-    /// Re-queues (or, out of attempts, kills) jobs whose lease ran out;
-    /// returns how many it handled.
-    async fn rescue(&self) -> Result<u64, QueueError>;
+    /// Up to `limit` running jobs whose lease ran out, oldest first. The
+    /// rescuer decides each one through the kind's retry policy and records
+    /// it with [`QueueBackend::fail`], fenced by the lease it read.
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredLease>, QueueError>;
 
     /// Deletes finished jobs older than `retention`, and workers silent that long.
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError>;
@@ -155,26 +176,24 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
 }
 
-/// Opens the backend the settings name.
-pub async fn open(settings: &Settings) -> Result<Arc<dyn QueueBackend>, QueueError> {
-    let q = &settings.queue;
+/// Opens the backend `q` names. `database_url` is the application's
+/// database: the SQLite and PostgreSQL queues live in it unless `q.url`
+/// names another.
+pub async fn open(
+    q: &QueueSettings,
+    database_url: &str,
+    max_connections: u32,
+) -> Result<Arc<dyn QueueBackend>, QueueError> {
+    let max_connections = max_connections.max(2);
     Ok(match q.backend {
         QueueBackendKind::Sqlite => {
-            let url = q.sqlite_url(&settings.database);
             let pool =
-                crate::db::connect_sqlite(url, settings.database.max_connections.max(2)).await?;
+                crate::sqlite_pool::connect(q.sqlite_url(database_url), max_connections).await?;
             Arc::new(sqlite::SqliteQueue::new(pool))
         }
         QueueBackendKind::Postgres => {
-            let url = q.url.as_deref().unwrap_or(&settings.database.url);
-            Arc::new(
-                postgres::PostgresQueue::connect(
-                    url,
-                    &q.prefix,
-                    settings.database.max_connections.max(2),
-                )
-                .await?,
-            )
+            let url = q.url.as_deref().unwrap_or(database_url);
+            Arc::new(postgres::PostgresQueue::connect(url, &q.prefix, max_connections).await?)
         }
         QueueBackendKind::Redis => {
             let url = q.url.as_deref().unwrap_or_default();
@@ -229,8 +248,3 @@ pub(crate) fn worker_from_row(row: WorkerRow) -> WorkerInfo {
         running: running.max(0) as u64,
     }
 }
-
-/// The message recorded when a lease runs out: prefix, worker name, suffix.
-pub(crate) const LOST_PREFIX: &str = "worker ";
-pub(crate) const LOST_SUFFIX: &str =
-    " stopped renewing its lease (killed, crashed or cut off); job handed back";

@@ -11,8 +11,8 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AdminOutcome, Completion, CountsRow, Failure, LOST_PREFIX, LOST_SUFFIX, QueueBackend,
-    QueueError, Wakers, WorkerRow, counts_from_row, waiting_status, worker_from_row,
+    AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, QueueBackend, QueueError, Wakers,
+    WorkerRow, counts_from_row, waiting_status, worker_from_row,
 };
 use crate::clock::now_ms;
 use crate::job::{
@@ -62,6 +62,42 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
 /// The LISTEN/NOTIFY channel of a queue prefix.
 pub(crate) fn channel(prefix: &str) -> String {
     format!("{prefix}_wake")
+}
+
+/// Enqueues `jobs` inside the caller's transaction on the queue's own
+/// database (River's `InsertTx`): they exist exactly when the caller's
+/// business rows do, and the workers of the queue `prefix` are woken at
+/// commit (NOTIFY is transactional). A job whose idempotency key is taken
+/// is skipped.
+pub async fn insert_in(
+    tx: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+    prefix: &str,
+) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let ids: Vec<String> = jobs
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    sqlx::query(INSERT_JOBS)
+        .bind(serde_json::Value::Array(job_rows(jobs, &ids, now)).to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let mut kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel(prefix))
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 impl PostgresQueue {
@@ -297,7 +333,7 @@ impl QueueBackend for PostgresQueue {
         Ok(())
     }
 
-    async fn fail(&self, worker: &str, failure: &Failure) -> Result<(), QueueError> {
+    async fn fail(&self, worker: &str, failure: &Failure) -> Result<bool, QueueError> {
         let now = now_ms();
         let error = serde_json::to_string(&failure.error).map_err(|e| QueueError::Corrupt {
             id: failure.id.clone(),
@@ -311,7 +347,8 @@ impl QueueBackend for PostgresQueue {
             "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), finished_at = $3,
                     last_error = $4, errors = errors || jsonb_build_array($5::text::jsonb),
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $6
-             WHERE id = $7 AND state = 'running' AND lease_owner = $8",
+             WHERE id = $7 AND state = 'running' AND lease_owner = $8
+               AND ($9::bigint IS NULL OR lease_expires_at = $9)",
         )
         .bind(state)
         .bind(failure.retry_at_ms)
@@ -321,6 +358,7 @@ impl QueueBackend for PostgresQueue {
         .bind(now)
         .bind(&failure.id)
         .bind(worker)
+        .bind(failure.lease_expires_at_ms)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -330,7 +368,7 @@ impl QueueBackend for PostgresQueue {
         {
             self.notify(&kind).await;
         }
-        Ok(())
+        Ok(changed > 0)
     }
 
     async fn release(
@@ -405,29 +443,29 @@ impl QueueBackend for PostgresQueue {
         Ok(())
     }
 
-    async fn rescue(&self) -> Result<u64, QueueError> {
-        let now = now_ms();
-        let kinds: Vec<String> = sqlx::query_scalar(
-            "UPDATE jobs SET
-                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
-                run_at = $1,
-                last_error = $2 || COALESCE(lease_owner, '?') || $3,
-                errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempts,
-                    'at_ms', $1, 'class', 'lost', 'message', $2 || COALESCE(lease_owner, '?') || $3)),
-                lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredLease>, QueueError> {
+        let rows: Vec<(String, String, Option<String>, i32, i32, i64)> = sqlx::query_as(
+            "SELECT id, kind, lease_owner, attempts, max_attempts, lease_expires_at FROM jobs
              WHERE state = 'running' AND lease_expires_at < $1
-             RETURNING kind",
+             ORDER BY lease_expires_at LIMIT $2",
         )
-        .bind(now)
-        .bind(LOST_PREFIX)
-        .bind(LOST_SUFFIX)
+        .bind(now_ms())
+        .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        for kind in kinds.iter().collect::<std::collections::BTreeSet<_>>() {
-            self.notify(kind).await;
-        }
-        Ok(kinds.len() as u64)
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, kind, owner, attempts, max_attempts, expires)| ExpiredLease {
+                    id,
+                    kind,
+                    owner: owner.unwrap_or_default(),
+                    attempts: attempts as u32,
+                    max_attempts: max_attempts as u32,
+                    lease_expires_at_ms: expires,
+                },
+            )
+            .collect())
     }
 
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError> {

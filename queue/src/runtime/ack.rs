@@ -38,10 +38,10 @@ use super::completer::Outcome;
 use super::registry::JobContext;
 use super::stack::Panicked;
 use crate::clock::now_ms;
-use crate::config::KindSettings;
 use crate::job::{AttemptError, JobError};
 use crate::queue::{Completion, Failure};
 use crate::retry::NextStep;
+use crate::settings::KindSettings;
 
 /// How an attempt that did not return `Ok` ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +216,7 @@ fn failed(
             message: error.to_string(),
         },
         retry_at_ms,
+        lease_expires_at_ms: None,
     })
 }
 

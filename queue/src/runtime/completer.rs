@@ -95,7 +95,11 @@ async fn persist(shared: &Shared, batch: &[Outcome]) -> Result<(), QueueError> {
     backend.complete(&shared.name, &done).await?;
     for o in batch {
         match o {
-            Outcome::Failed(f) => backend.fail(&shared.name, f).await?,
+            // A job no longer ours (its lease ran out and was rescued) is
+            // left to its new owner.
+            Outcome::Failed(f) => {
+                backend.fail(&shared.name, f).await?;
+            }
             Outcome::Release { id, run_at_ms } => {
                 released += 1;
                 backend
