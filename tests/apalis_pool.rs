@@ -13,15 +13,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use apalis_core::backend::{FetchById, TaskSink};
+use apalis_core::backend::{Filter, ListQueues, ListTasks, ListWorkers, Metrics};
 use apalis_core::error::{AbortError, BoxDynError, DeferredError, RetryAfterError};
 use apalis_core::layers::Layer;
 use apalis_core::task::attempt::Attempt;
+use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::data::Data;
+use apalis_core::task::status::Status;
 use apalis_core::task::task_fn::task_fn;
 use dossier_core::clock::now_ms;
 use dossier_core::config::KindOverride;
 use dossier_core::job::{JobError, JobFilter, JobStatus, NewJob};
-use dossier_core::runtime::{JobContext, Registry};
+use dossier_core::runtime::{JobContext, KindQueue, Registry};
 use dossier_core::schedule::Scheduled;
 use dossier_e2e::*;
 use serde::{Deserialize, Serialize};
@@ -63,6 +67,7 @@ on_each_backend!(
     timeouts_leave_no_detached_task,
     a_blocking_handler_does_not_stall_other_kinds,
     schedules_on_the_same_second_all_fire,
+    apalis_producers_and_tools_use_our_queue,
 );
 
 const NATIVE: &str = "native";
@@ -442,5 +447,86 @@ async fn schedules_on_the_same_second_all_fire(kind: BackendKind) {
         jobs.len(),
         "one job per tick fired"
     );
+    q.cleanup().await;
+}
+
+/// Another Rust service pushes with apalis's `TaskSink` API, and tools read
+/// the queue through apalis's inspection traits.
+async fn apalis_producers_and_tools_use_our_queue(kind: BackendKind) {
+    let q = queue(kind, KindOverride::default()).await;
+    let seen = Seen::default();
+    let mut sink =
+        KindQueue::<Native>::new(q.backend.clone(), NATIVE, &q.settings.queue.kind(NATIVE));
+    let native = |label: &str| Native {
+        label: label.into(),
+        mode: "ok".into(),
+        fail_times: 0,
+        ms: 0,
+    };
+    sink.push(native("pushed")).await.expect("push");
+    sink.push_bulk(vec![native("bulk-1"), native("bulk-2")])
+        .await
+        .expect("push_bulk");
+    for _ in 0..2 {
+        let later = TaskBuilder::new(native("later"))
+            .idempotency_key("later-once")
+            .run_after(Duration::from_secs(3_600))
+            .build();
+        sink.push_task(later).await.expect("push_task");
+    }
+    let all = Filter {
+        status: None,
+        page: 1,
+        page_size: Some(50),
+    };
+    let listed = sink.list_tasks(&all).await.expect("list_tasks");
+    assert_eq!(listed.len(), 4, "the idempotency key enqueued once");
+    let later = listed
+        .iter()
+        .find(|t| t.args["label"] == "later")
+        .expect("listed");
+    assert_eq!(later.ctx().status(), Status::Queued, "scheduled in an hour");
+    assert_eq!(later.ctx().idempotency_key(), Some("later-once"));
+    let later_id = later.ctx().task_id().expect("id").clone();
+    let fetched = sink
+        .fetch_by_id(&later_id)
+        .await
+        .expect("fetch_by_id")
+        .expect("found");
+    assert_eq!(fetched.args.label, "later", "typed as the kind's payload");
+
+    let w = q.start_worker(native_registry(&seen));
+    for label in ["pushed", "bulk-1", "bulk-2"] {
+        let deadline = Instant::now() + WITHIN;
+        while seen.runs(label).is_empty() {
+            assert!(Instant::now() < deadline, "{label} ran");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let stats = sink.fetch_by_queue().await.expect("metrics");
+        let done = stats.iter().find(|s| s.title == "Done").expect("Done");
+        if done.value == "3" {
+            let scheduled = stats
+                .iter()
+                .find(|s| s.title == "Scheduled")
+                .expect("Scheduled");
+            assert_eq!(scheduled.value, "1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "3 done: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let workers = sink.list_workers().await.expect("list_workers");
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].queue, NATIVE);
+    let queues = sink.list_queues().await.expect("list_queues");
+    assert!(
+        queues
+            .iter()
+            .any(|qi| qi.name == NATIVE && qi.workers.len() == 1)
+    );
+    w.stop().await;
     q.cleanup().await;
 }

@@ -29,11 +29,13 @@ mod backend;
 mod completer;
 mod feeder;
 mod identity;
+mod kind_queue;
 mod registry;
 mod stack;
 mod upkeep;
 
 pub use identity::{host_name, worker_name};
+pub use kind_queue::{JsonCodec, KindQueue};
 pub use registry::{JobContext, NoJobContext, Registry};
 pub use tokio_util::sync::CancellationToken;
 
