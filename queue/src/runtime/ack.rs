@@ -31,7 +31,6 @@ use apalis_core::layers::{Layer, Service};
 use apalis_core::task::Task;
 use serde::Serialize;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::backend::{JobMeta, KindEnv};
 use super::completer::Outcome;
@@ -289,27 +288,28 @@ where
             self.inner.call(task)
         };
         let env = self.env.clone();
-        let span = meta.span.clone();
-        Box::pin(
-            async move {
-                let guard = OutcomeGuard {
-                    env: env.clone(),
-                    id: Some(meta.ctx.id.clone()),
-                };
-                crate::metrics::attempt_started(&meta.ctx.kind);
-                let started = Instant::now();
-                let result = tokio::select! {
-                    biased;
-                    // Dropping `inner` aborts the handler's task.
-                    _ = env.hard_stop.cancelled() => None,
-                    r = inner => Some(r.map_err(Into::into)),
-                };
-                let outcome = decide(&meta.ctx, &env.settings, env.defer, result, started);
-                guard.settle(outcome);
-                Ok(())
-            }
-            .instrument(span),
-        )
+        Box::pin(async move {
+            let guard = OutcomeGuard {
+                env: env.clone(),
+                id: Some(meta.ctx.id.clone()),
+            };
+            crate::metrics::attempt_started(&meta.ctx.kind);
+            let started = Instant::now();
+            let result = tokio::select! {
+                biased;
+                // Dropping `inner` aborts the handler's task.
+                _ = env.hard_stop.cancelled() => None,
+                r = inner => Some(r.map_err(Into::into)),
+            };
+            // Only the decision logs: the span is entered for it alone
+            // rather than at every poll of this future.
+            let outcome = {
+                let _entered = meta.span.enter();
+                decide(&meta.ctx, &env.settings, env.defer, result, started)
+            };
+            guard.settle(outcome);
+            Ok(())
+        })
     }
 }
 
