@@ -30,36 +30,7 @@ use dossier_core::schedule::Scheduled;
 use dossier_e2e::*;
 use serde::{Deserialize, Serialize};
 
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Sqlite).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Redis).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_each_backend!(
+dossier_e2e::on_each_backend!(
     apalis_handlers_and_error_types_are_honoured,
     apalis_contract_ack_outermost_and_attempts_counted_like_ours,
     undecodable_payloads_go_dead_and_the_worker_lives_on,

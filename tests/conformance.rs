@@ -10,37 +10,8 @@ use dossier_core::job::{AttemptError, JobFilter, JobStatus, PushOutcome, WorkerI
 use dossier_core::queue::{AdminOutcome, Failure};
 use dossier_e2e::*;
 
-/// Generates one `#[tokio::test]` per backend for each scenario below.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Sqlite).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Redis).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(dossier_e2e::BackendKind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+// One `#[tokio::test]` per backend for each scenario below.
+dossier_e2e::on_each_backend!(
     runs_jobs_and_stores_results,
     retries_with_exponential_backoff,
     honours_retry_after,

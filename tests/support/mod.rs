@@ -27,6 +27,39 @@ pub mod partner_stub;
 pub mod registry_stub;
 pub mod smtp;
 
+/// One `#[tokio::test]` per backend (modules `sqlite`, `redis`, `postgres`)
+/// for each named scenario, an `async fn(BackendKind)` of the calling file:
+/// the behaviour every backend must show.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BackendKind::Sqlite).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BackendKind::Redis).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BackendKind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 /// The probe kind every conformance test runs.
 pub const PROBE: &str = "probe";
 
