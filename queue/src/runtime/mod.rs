@@ -179,7 +179,6 @@ impl Worker {
             tracing::error!(worker = %worker.name(), %error, "an apalis worker failed; restarting it");
             true
         });
-        let mut envs = Vec::new();
         let mut fetchers = tokio::task::JoinSet::new();
         for (kind, mount) in self.registry.mounts() {
             let settings = q.kind(kind);
@@ -210,7 +209,6 @@ impl Worker {
                     leased: leased.clone(),
                 }));
             }
-            envs.push(env);
         }
         drop(outcomes);
         let ticks_stop = CancellationToken::new();
@@ -251,9 +249,9 @@ impl Worker {
             Ok(Err(e)) => tracing::error!(error = %e, "the apalis monitor ended with errors"),
             Err(e) => tracing::error!(error = %e, "the apalis monitor task failed"),
         }
-        // Every outcome sender is gone now (the Monitor dropped its workers):
-        // the completer drains what is left and ends.
-        drop(envs);
+        // Every outcome sender is gone now (the feeders ended, the Monitor
+        // dropped its workers and their kinds' environments): the
+        // completer drains what is left and ends.
         if let Err(e) = completer.await {
             tracing::error!(error = %e, "completer task failed");
         }
