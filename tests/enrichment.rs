@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::clients::{self, ClientError, EnrichmentStatus, Fields, NewClient};
+use dossier_core::config::QuotaStoreKind;
 use dossier_core::db::Database;
 use dossier_core::job::{JobStatus, NewJob};
 use dossier_core::jobs::{JobDeps, siret_enrichment};
@@ -342,22 +343,22 @@ fn sirets(n: usize) -> Vec<String> {
 
 /// Three worker processes enrich 200 clients through the 7 requests/s
 /// provider: no second of the stub's log holds more than 7 requests, and
-/// the run ends within 15% of the ideal (7 at once, then 7 per second).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_share_the_registry_quota() {
-    let mut q = TestQueue::new(BackendKind::Redis).await;
+/// the run ends within 15% of the ideal (7 at once, then 7 per second). On
+/// each deployment, with the quota counted where its setting says: the
+/// Redis fleet in Redis; the PostgreSQL-queue deployment without Redis and
+/// the embedded one in the business database.
+async fn three_processes_share_the_registry_quota(kind: BackendKind, store: QuotaStoreKind) {
+    let mut q = TestQueue::new(kind).await;
     let stub = RegistryStub::default();
     stub.answer_every_siret();
     let base = stub.start().await;
-    let db_url = format!("sqlite://{}", q.dir.path().join("business.db").display());
-    q.settings.database.url = db_url.clone();
+    let db = q.business_db().await;
+    q.settings.sirene.quota_store = store;
     q.settings.sirene.recherche_entreprises.base_url = base.clone();
     q.settings.sirene.recherche_entreprises.quota_requests = 7;
     q.settings.sirene.recherche_entreprises.quota_window_ms = 1_000;
     q.settings.sirene.max_quota_wait_ms = 60_000;
     q.settings.queue.defaults.concurrency = 8;
-    let db = Database::connect(&db_url, 2).await.expect("db");
-    db.migrate().await.expect("migrate");
     let mut jobs = Vec::new();
     for s in sirets(200) {
         let c = clients::create(
@@ -424,7 +425,22 @@ async fn three_processes_share_the_registry_quota() {
         elapsed <= ideal.mul_f64(1.15),
         "{elapsed:?} vs ideal {ideal:?}"
     );
-    q.cleanup().await;
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_registry_quota_in_redis() {
+    three_processes_share_the_registry_quota(BackendKind::Redis, QuotaStoreKind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_registry_quota_in_postgres_without_redis() {
+    three_processes_share_the_registry_quota(BackendKind::Postgres, QuotaStoreKind::Database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_registry_quota_in_the_sqlite_file() {
+    three_processes_share_the_registry_quota(BackendKind::Sqlite, QuotaStoreKind::Database).await;
 }
 
 /// Our shared quota used up: the job is snoozed, not failed, and still runs

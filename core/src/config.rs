@@ -345,6 +345,24 @@ pub struct SireneSettings {
     pub insee_api_key: Option<Secret>,
     /// The `sirene-file` provider's index, built by `dossier sirene index`.
     pub file_index: String,
+    /// Where the providers' request quotas are counted. Every worker process
+    /// and CLI that looks a company up must count in the same place, or N
+    /// processes send N times the quota.
+    pub quota_store: QuotaStoreKind,
+    /// The Redis server of `quota_store = "redis"`; absent: `queue.url`
+    /// when the queue is on Redis.
+    pub quota_redis_url: Option<String>,
+}
+
+/// Where registry quotas are counted (`crate::sirene::quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaStoreKind {
+    /// The business database (`database.url`, PostgreSQL or SQLite): shared
+    /// by every process that uses it, whatever carries the queue.
+    Database,
+    /// A Redis server: for fleets that have one (`quota_redis_url`).
+    Redis,
 }
 
 /// Provider names `sirene.providers` accepts.
@@ -370,6 +388,8 @@ impl Default for SireneSettings {
             },
             insee_api_key: None,
             file_index: "var/sirene-index.db".into(),
+            quota_store: QuotaStoreKind::Database,
+            quota_redis_url: None,
         }
     }
 }
@@ -438,6 +458,17 @@ impl Default for LogSettings {
 }
 
 impl Settings {
+    /// The Redis server registry quotas are counted on when
+    /// `sirene.quota_store = "redis"`.
+    pub fn sirene_quota_redis_url(&self) -> Option<&str> {
+        self.sirene.quota_redis_url.as_deref().or(
+            match (self.queue.backend, self.queue.url.as_deref()) {
+                (QueueBackendKind::Redis, Some(url)) => Some(url),
+                _ => None,
+            },
+        )
+    }
+
     /// Loads settings from the built-in defaults, then `file` (or the file
     /// named by `DOSSIER_CONFIG`), then `DOSSIER__…` variables; validates them.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -565,6 +596,23 @@ impl Settings {
                     ),
                 );
             }
+        }
+        if self.sirene.quota_store == QuotaStoreKind::Redis
+            && self.sirene_quota_redis_url().is_none()
+        {
+            bad(
+                "sirene.quota_redis_url",
+                "quota_store = \"redis\" needs a Redis server: set sirene.quota_redis_url to a redis:// URL (or put the queue on Redis)".into(),
+            );
+        }
+        if let Some(url) = &self.sirene.quota_redis_url
+            && !url.starts_with("redis://")
+            && !url.starts_with("rediss://")
+        {
+            bad(
+                "sirene.quota_redis_url",
+                format!("{} is not a redis:// URL", redact_url(url)),
+            );
         }
         if self.sirene.providers.iter().any(|p| p == "insee")
             && self
@@ -885,6 +933,39 @@ mod tests {
         let text = include_str!("../../config/production.example.toml");
         let s = Settings::from_figment(&figment_with(text)).expect("production example is valid");
         assert_eq!(s.queue.backend, QueueBackendKind::Redis);
+    }
+
+    /// The setting picks where registry quotas are counted, whatever
+    /// carries the queue: the database by default, Redis when asked, with a
+    /// clear error when there is no Redis to count on.
+    #[test]
+    fn the_quota_store_is_chosen_by_a_setting() {
+        let s = Settings::from_figment(&figment_with(
+            "[queue]\nbackend = 'postgres'\n[database]\nurl = 'postgres://db/x'\n",
+        ))
+        .expect("valid");
+        assert_eq!(s.sirene.quota_store, QuotaStoreKind::Database);
+        let err = Settings::from_figment(&figment_with("[sirene]\nquota_store = 'redis'\n"))
+            .expect_err("no Redis to count on")
+            .to_string();
+        assert!(err.contains("sirene.quota_redis_url"), "{err}");
+        let err = Settings::from_figment(&figment_with(
+            "[sirene]\nquota_store = 'redis'\nquota_redis_url = 'http://user:pw@host/'\n",
+        ))
+        .expect_err("not a Redis URL")
+        .to_string();
+        assert!(err.contains("is not a redis:// URL"), "{err}");
+        assert!(!err.contains("pw"), "the password is not shown: {err}");
+        let s = Settings::from_figment(&figment_with(
+            "[sirene]\nquota_store = 'redis'\nquota_redis_url = 'redis://127.0.0.1:6379'\n",
+        ))
+        .expect("valid");
+        assert_eq!(s.sirene_quota_redis_url(), Some("redis://127.0.0.1:6379"));
+        let s = Settings::from_figment(&figment_with(
+            "[queue]\nbackend = 'redis'\nurl = 'redis://q:6379'\n[sirene]\nquota_store = 'redis'\n",
+        ))
+        .expect("the queue's Redis counts");
+        assert_eq!(s.sirene_quota_redis_url(), Some("redis://q:6379"));
     }
 
     #[test]

@@ -570,7 +570,18 @@ async fn client_show(settings: &Settings, id: &str, json: bool) -> anyhow::Resul
 async fn siret_lookup(settings: &Settings, input: &str, json: bool) -> anyhow::Result<()> {
     let siret = dossier_core::siret::Siret::parse(input)
         .map_err(|e| user(format!("invalid SIRET {input:?}: {e}")))?;
-    let sirene = dossier_core::sirene::from_settings(settings).await?;
+    // The lookup spends the registry quota the workers count in the
+    // business database (or Redis): it must count there too.
+    let db = Database::connect(&settings.database.url, 1).await?;
+    if db.missing_migrations().await > 0 {
+        if !settings.worker.migrate_on_start {
+            return Err(user(
+                "the database is not migrated (the registry quota is counted in it) and worker.migrate_on_start is off: run `dossier migrate` first",
+            ));
+        }
+        migrate_all(settings).await?;
+    }
+    let sirene = dossier_core::sirene::from_settings(settings, &db).await?;
     let facts = sirene.lookup(&siret).await.map_err(|e| Invalid {
         message: e.to_string(),
         shown: false,

@@ -118,10 +118,11 @@ impl JobDeps {
         settings: &crate::config::Settings,
         queue: Arc<dyn crate::queue::QueueBackend>,
     ) -> Result<JobDeps, DepsError> {
+        let db =
+            Database::connect(&settings.database.url, settings.database.max_connections).await?;
         Ok(JobDeps {
-            db: Database::connect(&settings.database.url, settings.database.max_connections)
-                .await?,
-            sirene: crate::sirene::from_settings(settings).await?,
+            sirene: crate::sirene::from_settings(settings, &db).await?,
+            db,
             mail: Mailer::from_settings(settings)?,
             queue,
             queue_settings: settings.queue.clone(),

@@ -282,9 +282,13 @@ pub enum SetupError {
     Config(String),
 }
 
-/// The providers the settings name, in order, with the quota store that
-/// matches the deployment (Redis when the queue is on Redis).
-pub async fn from_settings(settings: &crate::config::Settings) -> Result<Sirene, SetupError> {
+/// The providers the settings name, in order, counting their quotas where
+/// `sirene.quota_store` says: in `db` (the business database, migrated) or
+/// on Redis.
+pub async fn from_settings(
+    settings: &crate::config::Settings,
+    db: &crate::db::Database,
+) -> Result<Sirene, SetupError> {
     let s = &settings.sirene;
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     for name in &s.providers {
@@ -314,11 +318,20 @@ pub async fn from_settings(settings: &crate::config::Settings) -> Result<Sirene,
         };
         providers.push(provider);
     }
-    let quota = match (settings.queue.backend, settings.queue.url.as_deref()) {
-        (crate::config::QueueBackendKind::Redis, Some(url)) => Quota::new(Arc::new(
-            quota::RedisQuota::connect(url, &settings.queue.prefix).await?,
-        )),
-        _ => Quota::local(),
+    let quota = match settings.sirene.quota_store {
+        crate::config::QuotaStoreKind::Database => {
+            Quota::new(Arc::new(quota::DatabaseQuota::new(db.clone())))
+        }
+        crate::config::QuotaStoreKind::Redis => {
+            let url = settings.sirene_quota_redis_url().ok_or_else(|| {
+                SetupError::Config(
+                    "sirene.quota_store = \"redis\" needs sirene.quota_redis_url".into(),
+                )
+            })?;
+            Quota::new(Arc::new(
+                quota::RedisQuota::connect(url, &settings.queue.prefix).await?,
+            ))
+        }
     };
     Ok(Sirene::new(
         providers,

@@ -1,6 +1,9 @@
 //! Request quotas shared by every worker process: a sliding-window log per
-//! provider, in Redis when the queue is on Redis (so all machines count
-//! together), in process memory on the embedded deployment.
+//! provider, counted where the setting `sirene.quota_store` says — the
+//! business database ([`DatabaseQuota`], PostgreSQL or SQLite: every
+//! process that uses the database counts together, whatever carries the
+//! queue) or a Redis server ([`RedisQuota`]). [`LocalQuota`] counts in one
+//! process's memory, for tests and one-off tools.
 //!
 //! Waiting for quota happens before a request and inside one attempt: it
 //! never counts as a failed attempt.
@@ -9,18 +12,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Script;
-use redis::aio::ConnectionManager;
-
 use crate::clock::now_ms;
+
+mod database;
+mod redis;
+
+pub use database::DatabaseQuota;
+pub use redis::RedisQuota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
     /// The next free slot is further away than the caller accepts.
     #[error("next free slot in {0:?}")]
     WaitTooLong(Duration),
-    #[error("quota store: {0}")]
-    Store(#[from] redis::RedisError),
+    #[error("quota store (Redis): {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("quota store (database): {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Takes one slot if the window has one; otherwise says how long until one frees.
@@ -34,7 +42,7 @@ pub trait QuotaStore: Send + Sync {
     ) -> Result<Option<Duration>, QuotaError>;
 }
 
-/// One process's count (the embedded deployment runs one worker process).
+/// One process's count: for tests and tools that run alone.
 #[derive(Default)]
 pub struct LocalQuota {
     windows: Mutex<HashMap<String, VecDeque<i64>>>,
@@ -63,62 +71,6 @@ impl QuotaStore for LocalQuota {
         Ok(Some(Duration::from_millis(
             (oldest + window_ms - now).max(1) as u64,
         )))
-    }
-}
-
-/// Every process on one Redis counts in the same sorted set.
-pub struct RedisQuota {
-    conn: ConnectionManager,
-    prefix: String,
-    script: Script,
-}
-
-/// Sliding-window log: drop entries older than the window, take a slot if
-/// fewer than `limit` remain, else answer the wait until the oldest leaves.
-/// Redis's own clock (`TIME`) is used so that machines' clocks do not matter.
-const TAKE: &str = r#"
-local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-if redis.call('ZCARD', key) < limit then
-  redis.call('ZADD', key, now, now .. '-' .. t[2] .. '-' .. redis.call('INCR', key .. ':seq'))
-  redis.call('PEXPIRE', key, window)
-  redis.call('PEXPIRE', key .. ':seq', window)
-  return -1
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return math.max(tonumber(oldest[2]) + window - now, 1)
-"#;
-
-impl RedisQuota {
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisQuota, QuotaError> {
-        let client = redis::Client::open(url)?;
-        Ok(RedisQuota {
-            conn: ConnectionManager::new(client).await?,
-            prefix: prefix.to_string(),
-            script: Script::new(TAKE),
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl QuotaStore for RedisQuota {
-    async fn try_take(
-        &self,
-        name: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Option<Duration>, QuotaError> {
-        let mut conn = self.conn.clone();
-        let wait: i64 = self
-            .script
-            .key(format!("{}:quota:{name}", self.prefix))
-            .arg(limit)
-            .arg(window.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok((wait >= 0).then(|| Duration::from_millis(wait as u64)))
     }
 }
 

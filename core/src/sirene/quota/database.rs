@@ -1,0 +1,150 @@
+//! The quota log in the business database's `quota_slots` table.
+//!
+//! One take is one short transaction, serialised per provider: on
+//! PostgreSQL by a transaction-scoped advisory lock (machines' clocks do not
+//! matter: the database's clock stamps the slots); on SQLite by
+//! `BEGIN IMMEDIATE`, the file's one writer at a time (all its processes
+//! share this machine's clock). Registry quotas are a few requests a
+//! second, so a few round trips per take cost nothing that matters.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, SqlitePool};
+
+use super::{QuotaError, QuotaStore};
+use crate::clock::now_ms;
+use crate::db::Database;
+use crate::write_gate::Lane;
+
+/// Every process on one business database counts in the same table.
+pub struct DatabaseQuota {
+    db: Database,
+}
+
+impl DatabaseQuota {
+    /// Counts in `db`, which must be migrated (`quota_slots`).
+    pub fn new(db: Database) -> DatabaseQuota {
+        DatabaseQuota { db }
+    }
+}
+
+/// What one take found: the window's slots and its oldest.
+struct Window {
+    now_ms: i64,
+    taken: i64,
+    oldest_ms: Option<i64>,
+}
+
+impl Window {
+    /// `None`: a slot is free (and the caller takes it); else the wait
+    /// until the oldest slot leaves the window.
+    fn verdict(&self, limit: u32, window_ms: i64) -> Option<Duration> {
+        if self.taken < i64::from(limit) {
+            return None;
+        }
+        let oldest = self.oldest_ms.unwrap_or(self.now_ms);
+        Some(Duration::from_millis(
+            (oldest + window_ms - self.now_ms).max(1) as u64,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl QuotaStore for DatabaseQuota {
+    async fn try_take(
+        &self,
+        name: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<Duration>, QuotaError> {
+        let window_ms = window.as_millis() as i64;
+        match &self.db {
+            Database::Postgres(pool) => take_postgres(pool, name, limit, window_ms).await,
+            Database::Sqlite(pool) => {
+                let _turn = self.db.write_turn(Lane::Background).await;
+                take_sqlite(pool, name, limit, window_ms).await
+            }
+        }
+    }
+}
+
+async fn take_postgres(
+    pool: &PgPool,
+    name: &str,
+    limit: u32,
+    window_ms: i64,
+) -> Result<Option<Duration>, QuotaError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dossier.quota:' || $1, 0))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let (now_ms, taken, oldest_ms): (i64, i64, Option<i64>) = sqlx::query_as(
+        "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
+         SELECT clock.ms, count(s.taken_at_ms), min(s.taken_at_ms)
+         FROM clock LEFT JOIN quota_slots s
+           ON s.name = $1 AND s.taken_at_ms > clock.ms - $2
+         GROUP BY clock.ms",
+    )
+    .bind(name)
+    .bind(window_ms)
+    .fetch_one(&mut *tx)
+    .await?;
+    let found = Window {
+        now_ms,
+        taken,
+        oldest_ms,
+    };
+    let verdict = found.verdict(limit, window_ms);
+    if verdict.is_none() {
+        sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
+            .bind(name)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND taken_at_ms <= $2")
+        .bind(name)
+        .bind(now_ms - window_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(verdict)
+}
+
+async fn take_sqlite(
+    pool: &SqlitePool,
+    name: &str,
+    limit: u32,
+    window_ms: i64,
+) -> Result<Option<Duration>, QuotaError> {
+    // IMMEDIATE: the write lock from the start, so that two processes
+    // cannot both count a free slot and both take it.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let now_ms = now_ms();
+    sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND taken_at_ms <= $2")
+        .bind(name)
+        .bind(now_ms - window_ms)
+        .execute(&mut *tx)
+        .await?;
+    let (taken, oldest_ms): (i64, Option<i64>) =
+        sqlx::query_as("SELECT count(*), min(taken_at_ms) FROM quota_slots WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+    let found = Window {
+        now_ms,
+        taken,
+        oldest_ms,
+    };
+    let verdict = found.verdict(limit, window_ms);
+    if verdict.is_none() {
+        sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
+            .bind(name)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(verdict)
+}
