@@ -60,6 +60,55 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
+/// The outcomes an attempt ends in (the `outcome` label).
+const OUTCOMES: [&str; 5] = ["done", "retried", "dead", "snoozed", "handed_back"];
+
+/// One kind's series, looked up once when its worker starts: an attempt
+/// then touches atomics only, with no label strings to build, lock or hash
+/// per job (the hot path of a drain). The series exist from the start, at 0.
+#[derive(Clone)]
+pub struct KindMetrics {
+    kind: String,
+    attempts: Counter,
+    seconds: Histogram,
+    outcomes: [Counter; OUTCOMES.len()],
+}
+
+impl KindMetrics {
+    pub fn new(kind: &str) -> KindMetrics {
+        let label = Kind {
+            kind: kind.to_string(),
+        };
+        KindMetrics {
+            kind: kind.to_string(),
+            attempts: POOL.attempts.get_or_create(&label).clone(),
+            seconds: POOL.job_seconds.get_or_create(&label).clone(),
+            outcomes: OUTCOMES.map(|outcome| {
+                POOL.jobs
+                    .get_or_create(&KindOutcome {
+                        kind: kind.to_string(),
+                        outcome: outcome.to_string(),
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    pub fn attempt_started(&self) {
+        self.attempts.inc();
+    }
+
+    pub fn job_finished(&self, outcome: &str, seconds: f64) {
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => {
+                self.outcomes[i].inc();
+                self.seconds.observe(seconds);
+            }
+            None => job_finished(&self.kind, outcome, seconds),
+        }
+    }
+}
+
 pub fn job_finished(kind: &str, outcome: &str, seconds: f64) {
     POOL.jobs
         .get_or_create(&KindOutcome {

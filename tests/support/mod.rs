@@ -246,7 +246,7 @@ async fn probe(
         label: job.label.clone(),
         attempt: ctx.attempt,
         at_ms: now_ms(),
-        job_id: ctx.id.clone(),
+        job_id: ctx.id.to_string(),
     });
     if job.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;

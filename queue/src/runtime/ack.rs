@@ -31,6 +31,7 @@ use apalis_core::layers::{Layer, Service};
 use apalis_core::task::Task;
 use serde::Serialize;
 use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::backend::{JobMeta, KindEnv};
 use super::completer::Outcome;
@@ -38,6 +39,7 @@ use super::registry::JobContext;
 use super::stack::Panicked;
 use crate::clock::now_ms;
 use crate::job::{AttemptError, JobError};
+use crate::metrics::KindMetrics;
 use crate::queue::{Completion, Failure};
 use crate::retry::NextStep;
 use crate::settings::KindSettings;
@@ -138,11 +140,12 @@ pub(crate) fn decide<R: Serialize>(
     ctx: &JobContext,
     settings: &KindSettings,
     defer: Duration,
+    metrics: &KindMetrics,
     result: Option<Result<R, BoxDynError>>,
     started: Instant,
 ) -> Outcome {
     let finished = |label: &str| {
-        crate::metrics::job_finished(&ctx.kind, label, started.elapsed().as_secs_f64());
+        metrics.job_finished(label, started.elapsed().as_secs_f64());
     };
     let verdict = match result {
         None => Verdict::HandBack,
@@ -151,7 +154,7 @@ pub(crate) fn decide<R: Serialize>(
                 tracing::debug!("done");
                 finished("done");
                 return Outcome::Done(Completion {
-                    id: ctx.id.clone(),
+                    id: ctx.id.to_string(),
                     result,
                 });
             }
@@ -167,7 +170,7 @@ pub(crate) fn decide<R: Serialize>(
             tracing::info!("handed back unfinished at shutdown");
             finished("handed_back");
             Outcome::Release {
-                id: ctx.id.clone(),
+                id: ctx.id.to_string(),
                 run_at_ms: now_ms(),
             }
         }
@@ -175,7 +178,7 @@ pub(crate) fn decide<R: Serialize>(
             tracing::info!(%reason, "snoozed for {after:?}; the attempt does not count");
             finished("snoozed");
             Outcome::Release {
-                id: ctx.id.clone(),
+                id: ctx.id.to_string(),
                 run_at_ms: now_ms() + after.as_millis() as i64,
             }
         }
@@ -207,7 +210,7 @@ fn failed(
         }
     };
     Outcome::Failed(Failure {
-        id: ctx.id.clone(),
+        id: ctx.id.to_string(),
         error: AttemptError {
             attempt: ctx.attempt,
             at_ms: now,
@@ -223,10 +226,10 @@ fn failed(
 /// retry can fix it.
 pub(crate) fn undecodable(meta: &JobMeta, env: &KindEnv, e: &serde_json::Error) -> Outcome {
     let _span = meta.span.enter();
-    crate::metrics::attempt_started(&meta.ctx.kind);
+    env.metrics.attempt_started();
     let error = JobError::permanent(format!("payload is not a valid {} job: {e}", meta.ctx.kind));
     failed(&meta.ctx, &env.settings, "permanent", &error, &|label| {
-        crate::metrics::job_finished(&meta.ctx.kind, label, 0.0)
+        env.metrics.job_finished(label, 0.0)
     })
 }
 
@@ -259,27 +262,24 @@ pub(crate) struct AckService<S> {
     env: Arc<KindEnv>,
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>>;
-
 impl<S, P> Service<Task<P>> for AckService<S>
 where
     S: Service<Task<P>>,
     S::Error: Into<BoxDynError>,
     S::Response: Serialize,
-    S::Future: Send + 'static,
 {
     // The outcome is ours to store: apalis gets `()` (nothing to box per job).
     type Response = ();
     type Error = BoxDynError;
-    type Future = AckFuture;
+    type Future = AckFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, task: Task<P>) -> AckFuture {
+    fn call(&mut self, task: Task<P>) -> AckFuture<S::Future> {
         let Some(meta) = task.ctx().data().get::<Arc<JobMeta>>().cloned() else {
-            return Box::pin(std::future::ready(Err(NoJobMeta.into())));
+            return AckFuture::NoMeta;
         };
         // Entered while the inner stack spawns the handler, so its task
         // (apalis's parallelize) starts inside the job's span.
@@ -287,29 +287,91 @@ where
             let _entered = meta.span.enter();
             self.inner.call(task)
         };
-        let env = self.env.clone();
-        Box::pin(async move {
-            let guard = OutcomeGuard {
-                env: env.clone(),
-                id: Some(meta.ctx.id.clone()),
-            };
-            crate::metrics::attempt_started(&meta.ctx.kind);
-            let started = Instant::now();
-            let result = tokio::select! {
-                biased;
-                // Dropping `inner` aborts the handler's task.
-                _ = env.hard_stop.cancelled() => None,
-                r = inner => Some(r.map_err(Into::into)),
-            };
-            // Only the decision logs: the span is entered for it alone
-            // rather than at every poll of this future.
-            let outcome = {
-                let _entered = meta.span.enter();
-                decide(&meta.ctx, &env.settings, env.defer, result, started)
-            };
-            guard.settle(outcome);
-            Ok(())
-        })
+        self.env.metrics.attempt_started();
+        AckFuture::Running {
+            inner: Some(inner),
+            hard_stop: self.env.hard_stop.clone().cancelled_owned(),
+            guard: Some(OutcomeGuard {
+                env: self.env.clone(),
+                meta,
+                armed: true,
+            }),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt in flight: the inner stack raced against the hard stop,
+    /// decided and settled as soon as either ends. A named future rather
+    /// than a boxed `async` block: it is on every job's path.
+    #[project = AckProj]
+    pub(crate) enum AckFuture<F> {
+        Running {
+            // Dropped the moment the attempt is decided: at a hard stop
+            // that aborts the handler's task.
+            #[pin]
+            inner: Option<F>,
+            #[pin]
+            hard_stop: WaitForCancellationFutureOwned,
+            guard: Option<OutcomeGuard>,
+            started: Instant,
+        },
+        NoMeta,
+    }
+}
+
+impl<F, R, E> Future for AckFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxDynError>,
+    R: Serialize,
+{
+    type Output = Result<(), BoxDynError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let AckProj::Running {
+            mut inner,
+            hard_stop,
+            guard,
+            started,
+        } = self.project()
+        else {
+            return Poll::Ready(Err(NoJobMeta.into()));
+        };
+        // Hard stop first, as a biased select: it wins over a result that
+        // lands in the same poll.
+        let result = if hard_stop.poll(cx).is_ready() {
+            None
+        } else {
+            match inner.as_mut().as_pin_mut() {
+                Some(f) => match f.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => Some(r.map_err(Into::into)),
+                },
+                None => return Poll::Ready(Ok(())),
+            }
+        };
+        inner.set(None);
+        let Some(guard) = guard.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        // Only the decision logs: the span is entered for it alone rather
+        // than at every poll of this future.
+        let outcome = {
+            let _entered = guard.meta.span.enter();
+            let env = &guard.env;
+            decide(
+                &guard.meta.ctx,
+                &env.settings,
+                env.defer,
+                &env.metrics,
+                result,
+                *started,
+            )
+        };
+        guard.settle(outcome);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -320,21 +382,23 @@ struct NoJobMeta;
 /// Makes sure a job whose attempt was dropped undecided (its worker future
 /// dropped by a panic in the pool) still goes back to the queue and frees
 /// its slot.
-struct OutcomeGuard {
+pub(crate) struct OutcomeGuard {
     env: Arc<KindEnv>,
-    id: Option<String>,
+    meta: Arc<JobMeta>,
+    armed: bool,
 }
 
 impl OutcomeGuard {
     fn settle(mut self, outcome: Outcome) {
-        self.id = None;
+        self.armed = false;
         self.env.settle(outcome);
     }
 }
 
 impl Drop for OutcomeGuard {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
+        if self.armed {
+            let id = self.meta.ctx.id.to_string();
             tracing::warn!(job_id = %id, "attempt dropped undecided: handing the job back");
             self.env.settle(Outcome::Release {
                 id,
@@ -465,6 +529,7 @@ mod tests {
             &ctx(1, 3),
             &settings,
             D,
+            &KindMetrics::new("test"),
             Some(Ok(serde_json::json!({"n": 1}))),
             started,
         );
@@ -480,6 +545,7 @@ mod tests {
             &ctx(2, 3),
             &settings,
             D,
+            &KindMetrics::new("test"),
             Some(Err(boxed(JobError::transient("x")))),
             started,
         );
@@ -496,6 +562,7 @@ mod tests {
             &ctx(3, 3),
             &settings,
             D,
+            &KindMetrics::new("test"),
             Some(Err(boxed(JobError::transient("x")))),
             started,
         );
@@ -510,6 +577,7 @@ mod tests {
             &ctx(1, 3),
             &settings,
             D,
+            &KindMetrics::new("test"),
             Some(Err(boxed(RetryAfterError::new(
                 std::io::Error::other("429"),
                 Duration::from_secs(60),
@@ -520,12 +588,20 @@ mod tests {
             panic!("a failure")
         };
         assert!(f.retry_at_ms.expect("retried") >= before + 60_000);
-        let handed = decide::<()>(&ctx(1, 3), &settings, D, None, started);
+        let handed = decide::<()>(
+            &ctx(1, 3),
+            &settings,
+            D,
+            &KindMetrics::new("test"),
+            None,
+            started,
+        );
         assert!(matches!(handed, Outcome::Release { .. }));
         let snoozed = decide::<()>(
             &ctx(1, 3),
             &settings,
             D,
+            &KindMetrics::new("test"),
             Some(Err(boxed(JobError::snooze("q", Duration::from_secs(5))))),
             started,
         );

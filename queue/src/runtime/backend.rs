@@ -29,11 +29,12 @@ use super::completer::Outcome;
 use super::registry::JobContext;
 use crate::clock::now_ms;
 use crate::job::LeasedJob;
+use crate::metrics::KindMetrics;
 use crate::settings::KindSettings;
 
 /// What the pool shares with one kind's apalis worker.
 pub(crate) struct KindEnv {
-    pub(crate) kind: String,
+    pub(crate) kind: Arc<str>,
     pub(crate) settings: KindSettings,
     pub(crate) worker: Arc<str>,
     /// The kind's slots: one permit per job leased and not yet decided.
@@ -44,6 +45,7 @@ pub(crate) struct KindEnv {
     pub(crate) hard_stop: CancellationToken,
     /// How long an apalis `DeferredError` ("run again soon") waits.
     pub(crate) defer: Duration,
+    pub(crate) metrics: KindMetrics,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// The leased jobs' channel, held by the live backend; a backend
     /// rebuilt by a Monitor restart takes it from here.
@@ -63,12 +65,13 @@ impl KindEnv {
         leased: mpsc::Receiver<LeasedJob>,
     ) -> KindEnv {
         KindEnv {
-            kind: kind.to_string(),
+            kind: Arc::from(kind),
             settings,
             worker,
             slots,
             hard_stop,
             defer,
+            metrics: KindMetrics::new(kind),
             outcomes,
             leased: Mutex::new(Some(leased)),
         }
@@ -91,7 +94,7 @@ pub(crate) struct JobMeta {
 }
 
 impl JobMeta {
-    pub(crate) fn new(job: &LeasedJob, worker: &Arc<str>) -> JobMeta {
+    pub(crate) fn new(job: &LeasedJob, env: &KindEnv) -> JobMeta {
         // Every line a job logs carries these. A payload's top-level
         // `client_id` (the subject of most jobs: a customer, a tenant's
         // client) is recorded too; a handler may record it once it knows.
@@ -108,12 +111,12 @@ impl JobMeta {
         }
         JobMeta {
             ctx: JobContext {
-                id: job.id.clone(),
-                kind: job.kind.clone(),
+                id: Arc::from(job.id.as_str()),
+                kind: env.kind.clone(),
                 attempt: job.attempt,
                 max_attempts: job.max_attempts,
                 trace_id: job.trace_id.clone(),
-                worker: worker.clone(),
+                worker: env.worker.clone(),
             },
             span,
         }
@@ -173,7 +176,7 @@ impl<P: DeserializeOwned + Send + 'static> Backend for DossierBackend<P> {
             let Some(job) = ready!(rx.poll_recv(cx)) else {
                 return Poll::Ready(None);
             };
-            let meta = JobMeta::new(&job, &self.env.worker);
+            let meta = JobMeta::new(&job, &self.env);
             match serde_json::from_value::<P>(job.payload) {
                 Ok(args) => {
                     let task = TaskBuilder::new(args)

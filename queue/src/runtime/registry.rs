@@ -27,8 +27,10 @@ use crate::job::JobError;
 /// handler asks for it as an argument.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    pub id: String,
-    pub kind: String,
+    // Shared, not owned: the context is cloned for every handler that asks
+    // for it, on every job's path.
+    pub id: Arc<str>,
+    pub kind: Arc<str>,
     /// This attempt's number, from 1 (apalis's `Attempt` says the same).
     pub attempt: u32,
     pub max_attempts: u32,
