@@ -75,41 +75,44 @@ async fn take_postgres(
     window_ms: i64,
 ) -> Result<Option<Duration>, QuotaError> {
     let mut tx = pool.begin().await?;
+    // Taken before the statement below, whose snapshot then sees every
+    // slot committed by whoever held the lock before us.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dossier.quota:' || $1, 0))")
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    // One statement: read the window, take a slot if one is free, drop the
+    // slots that left the window. Only the commit remains between the
+    // slot's stamp and the request it lets through (the registry counts
+    // arrivals: the later the stamp, the smaller the gap).
     let (now_ms, taken, oldest_ms): (i64, i64, Option<i64>) = sqlx::query_as(
-        "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
-         SELECT clock.ms, count(s.taken_at_ms), min(s.taken_at_ms)
-         FROM clock LEFT JOIN quota_slots s
-           ON s.name = $1 AND s.taken_at_ms > clock.ms - $2
-         GROUP BY clock.ms",
+        "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
+         found AS (
+           SELECT count(s.taken_at_ms) AS taken, min(s.taken_at_ms) AS oldest
+           FROM clock LEFT JOIN quota_slots s
+             ON s.name = $1 AND s.taken_at_ms > clock.ms - $2),
+         take AS (
+           INSERT INTO quota_slots (name, taken_at_ms)
+           SELECT $1, clock.ms FROM clock, found WHERE found.taken < $3
+           RETURNING 1),
+         gone AS (
+           DELETE FROM quota_slots s USING clock
+           WHERE s.name = $1 AND s.taken_at_ms <= clock.ms - $2
+           RETURNING 1)
+         SELECT clock.ms, found.taken, found.oldest FROM clock, found",
     )
     .bind(name)
     .bind(window_ms)
+    .bind(i64::from(limit))
     .fetch_one(&mut *tx)
     .await?;
-    let found = Window {
+    tx.commit().await?;
+    Ok(Window {
         now_ms,
         taken,
         oldest_ms,
-    };
-    let verdict = found.verdict(limit, window_ms);
-    if verdict.is_none() {
-        sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
-            .bind(name)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
     }
-    sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND taken_at_ms <= $2")
-        .bind(name)
-        .bind(now_ms - window_ms)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(verdict)
+    .verdict(limit, window_ms))
 }
 
 async fn take_sqlite(
@@ -121,10 +124,10 @@ async fn take_sqlite(
     // IMMEDIATE: the write lock from the start, so that two processes
     // cannot both count a free slot and both take it.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let now_ms = now_ms();
+    let now = now_ms();
     sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND taken_at_ms <= $2")
         .bind(name)
-        .bind(now_ms - window_ms)
+        .bind(now - window_ms)
         .execute(&mut *tx)
         .await?;
     let (taken, oldest_ms): (i64, Option<i64>) =
@@ -133,15 +136,16 @@ async fn take_sqlite(
             .fetch_one(&mut *tx)
             .await?;
     let found = Window {
-        now_ms,
+        now_ms: now,
         taken,
         oldest_ms,
     };
     let verdict = found.verdict(limit, window_ms);
     if verdict.is_none() {
+        // Stamped as late as it can be (see `take_postgres`).
         sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
             .bind(name)
-            .bind(now_ms)
+            .bind(now_ms().max(found.now_ms))
             .execute(&mut *tx)
             .await?;
     }
