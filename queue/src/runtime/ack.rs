@@ -610,4 +610,147 @@ mod tests {
         };
         assert!(run_at_ms >= before + 5_000);
     }
+
+    /// One kind's environment with its one slot taken (as the feeder
+    /// leaves it), and the outcomes the ack settles.
+    fn one_slot_env() -> (
+        Arc<KindEnv>,
+        tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+        tokio_util::sync::CancellationToken,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_leased_tx, leased_rx) = tokio::sync::mpsc::channel(1);
+        let hard_stop = tokio_util::sync::CancellationToken::new();
+        let env = Arc::new(KindEnv::new(
+            "k",
+            KindSettings::default(),
+            Arc::from("w"),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+            hard_stop.clone(),
+            D,
+            tx,
+            leased_rx,
+        ));
+        (env, rx, hard_stop)
+    }
+
+    fn task(env: &KindEnv) -> Task<u32> {
+        let job = crate::job::LeasedJob {
+            id: "j1".into(),
+            kind: "k".into(),
+            payload: serde_json::json!(7),
+            attempt: 1,
+            max_attempts: 3,
+            trace_id: None,
+        };
+        apalis_core::task::builder::TaskBuilder::new(7)
+            .data(Arc::new(JobMeta::new(&job, env)))
+            .build()
+    }
+
+    /// The inner stack of these tests: each call returns what `make` makes.
+    #[derive(Clone)]
+    struct Inner<F>(F);
+
+    impl<F, Fut> Service<Task<u32>> for Inner<F>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<u32, BoxDynError>>,
+    {
+        type Response = u32;
+        type Error = BoxDynError;
+        type Future = Fut;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Task<u32>) -> Fut {
+            (self.0)()
+        }
+    }
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_result_is_settled_once_and_frees_the_slot() {
+        let (env, mut outcomes, _) = one_slot_env();
+        let mut ack = AckLayer::new(env.clone()).layer(Inner(|| std::future::ready(Ok(42))));
+        let mut fut = std::pin::pin!(ack.call(task(&env)));
+        assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Ok(()))));
+        assert_eq!(
+            outcomes.try_recv().expect("settled"),
+            Outcome::Done(Completion {
+                id: "j1".into(),
+                result: serde_json::json!(42)
+            })
+        );
+        assert_eq!(env.slots.available_permits(), 1);
+        // Polled again (a misbehaving caller): nothing is settled twice.
+        assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Ok(()))));
+        assert!(outcomes.try_recv().is_err());
+        assert_eq!(env.slots.available_permits(), 1);
+    }
+
+    /// Dropped before it ends (the worker's future dropped by a panic in
+    /// the pool): the job goes back uncounted and its slot is freed.
+    #[test]
+    fn an_attempt_dropped_undecided_is_handed_back() {
+        let (env, mut outcomes, _) = one_slot_env();
+        let mut ack = AckLayer::new(env.clone()).layer(Inner(std::future::pending));
+        let mut fut = Box::pin(ack.call(task(&env)));
+        assert!(poll_once(fut.as_mut()).is_pending());
+        assert!(outcomes.try_recv().is_err(), "nothing decided yet");
+        drop(fut);
+        assert!(matches!(
+            outcomes.try_recv().expect("handed back"),
+            Outcome::Release { id, .. } if id == "j1"
+        ));
+        assert_eq!(env.slots.available_permits(), 1);
+    }
+
+    /// A hard stop decides the attempt (handed back, uncounted) and drops
+    /// the handler's future at once, not when the ack's future goes.
+    #[test]
+    fn a_hard_stop_hands_back_and_drops_the_handler_at_once() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let (env, mut outcomes, hard_stop) = one_slot_env();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let mut ack = AckLayer::new(env.clone()).layer(Inner(move || {
+            let guard = Flag(flag.clone());
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                Ok(0)
+            }
+        }));
+        let mut fut = std::pin::pin!(ack.call(task(&env)));
+        assert!(poll_once(fut.as_mut()).is_pending());
+        hard_stop.cancel();
+        assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Ok(()))));
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(
+            outcomes.try_recv().expect("handed back"),
+            Outcome::Release { id, .. } if id == "j1"
+        ));
+        assert_eq!(env.slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_task_without_job_metadata_is_refused() {
+        let (env, mut outcomes, _) = one_slot_env();
+        let mut ack = AckLayer::new(env.clone()).layer(Inner(|| std::future::ready(Ok(1))));
+        let mut fut =
+            std::pin::pin!(ack.call(apalis_core::task::builder::TaskBuilder::new(1).build()));
+        assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Err(_))));
+        assert!(outcomes.try_recv().is_err());
+    }
 }
