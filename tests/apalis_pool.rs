@@ -2,7 +2,8 @@
 //! apalis way (extractors, `Data`, apalis's error types), attempt numbering
 //! as apalis and we count it, undecodable payloads, hard stops and timeouts
 //! that leave no task behind, a blocking handler beside other kinds, and
-//! schedules on apalis-cron.
+//! schedules on apalis-cron, and a worker that fails inside the pool
+//! rebuilt by the Monitor with no job lost.
 //!
 //! `apalis_contract_*` fails if an apalis upgrade moves the backend's layer
 //! (the ack would no longer see panics and timeouts as ours) or changes how
@@ -39,6 +40,7 @@ dossier_e2e::on_each_backend!(
     a_blocking_handler_does_not_stall_other_kinds,
     schedules_on_the_same_second_all_fire,
     apalis_producers_and_tools_use_our_queue,
+    a_failed_apalis_worker_is_rebuilt_and_its_jobs_go_on,
 );
 
 const NATIVE: &str = "native";
@@ -498,6 +500,85 @@ async fn apalis_producers_and_tools_use_our_queue(kind: BackendKind) {
             .iter()
             .any(|qi| qi.name == NATIVE && qi.workers.len() == 1)
     );
+    w.stop().await;
+    q.cleanup().await;
+}
+
+/// A fault inside the pool itself, outside any handler (which catch-panic
+/// would turn into a failed attempt): the stack's readiness panics once.
+#[derive(Clone)]
+struct PanicsWhenReady<S> {
+    inner: S,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: apalis_core::layers::Service<apalis_core::task::Task<Native>>>
+    apalis_core::layers::Service<apalis_core::task::Task<Native>> for PanicsWhenReady<S>
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("a fault inside the pool, not in a handler");
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, task: apalis_core::task::Task<Native>) -> S::Future {
+        self.inner.call(task)
+    }
+}
+
+/// The Monitor restarts a worker whose future panicked: the attempt that
+/// was in flight goes back to the queue uncounted (the ack's outcome
+/// guard) and runs again, the jobs already leased reach the rebuilt
+/// worker (its backend takes the kind's channel back), and the kind is
+/// served afterwards.
+async fn a_failed_apalis_worker_is_rebuilt_and_its_jobs_go_on(kind: BackendKind) {
+    let q = queue(kind, KindOverride::default()).await;
+    let seen = Seen::default();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut registry = Registry::new();
+    registry.register_service(
+        NATIVE,
+        PanicsWhenReady {
+            inner: Data::new(seen.clone()).layer(task_fn(native)),
+            armed: armed.clone(),
+        },
+    );
+    let w = q.start_worker(registry);
+    let long = q.push(Native::job("long", "sleep", 0, 1_500)).await;
+    // Its handler runs (leased is not enough: it could still wait in the
+    // backend's channel, and a fault then interrupts nothing).
+    let deadline = Instant::now() + WITHIN;
+    while seen.runs("long").is_empty() {
+        assert!(Instant::now() < deadline, "the long job starts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    armed.store(true, Ordering::SeqCst);
+    let next = q.push(Native::job("next", "ok", 0, 0)).await;
+    let done = q
+        .wait_for(&long, WITHIN, |j| j.status == JobStatus::Done)
+        .await;
+    assert_eq!(
+        done.attempts, 1,
+        "the interrupted attempt was handed back uncounted"
+    );
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the fault did fire (the test tests something)"
+    );
+    assert_eq!(seen.runs("long").len(), 2, "run again after the restart");
+    q.wait_for(&next, WITHIN, |j| j.status == JobStatus::Done)
+        .await;
+    let after = q.push(Native::job("after", "ok", 0, 0)).await;
+    q.wait_for(&after, WITHIN, |j| j.status == JobStatus::Done)
+        .await;
     w.stop().await;
     q.cleanup().await;
 }

@@ -281,21 +281,24 @@ where
         let Some(meta) = task.ctx().data().get::<Arc<JobMeta>>().cloned() else {
             return AckFuture::NoMeta;
         };
+        // Armed before the inner stack is called: should a layer's `call`
+        // panic, the job still goes back to the queue as it unwinds.
+        let guard = OutcomeGuard {
+            env: self.env.clone(),
+            meta,
+            armed: true,
+        };
         // Entered while the inner stack spawns the handler, so its task
         // (apalis's parallelize) starts inside the job's span.
         let inner = {
-            let _entered = meta.span.enter();
+            let _entered = guard.meta.span.enter();
             self.inner.call(task)
         };
         self.env.metrics.attempt_started();
         AckFuture::Running {
             inner: Some(inner),
             hard_stop: self.env.hard_stop.clone().cancelled_owned(),
-            guard: Some(OutcomeGuard {
-                env: self.env.clone(),
-                meta,
-                armed: true,
-            }),
+            guard: Some(guard),
             started: Instant::now(),
         }
     }
@@ -752,5 +755,24 @@ mod tests {
             std::pin::pin!(ack.call(apalis_core::task::builder::TaskBuilder::new(1).build()));
         assert!(matches!(poll_once(fut.as_mut()), Poll::Ready(Err(_))));
         assert!(outcomes.try_recv().is_err());
+    }
+
+    /// A layer under the ack that panics in `call`: the job goes back as
+    /// the panic unwinds (the Monitor then rebuilds the worker).
+    #[test]
+    fn a_panic_in_a_layers_call_hands_the_job_back() {
+        let (env, mut outcomes, _) = one_slot_env();
+        let mut ack = AckLayer::new(env.clone()).layer(Inner(
+            || -> std::future::Ready<Result<u32, BoxDynError>> { panic!("a layer's call panics") },
+        ));
+        let t = task(&env);
+        let unwound =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ack.call(t))));
+        assert!(unwound.is_err());
+        assert!(matches!(
+            outcomes.try_recv().expect("handed back"),
+            Outcome::Release { id, .. } if id == "j1"
+        ));
+        assert_eq!(env.slots.available_permits(), 1);
     }
 }
