@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, SqlitePool};
 
-use super::{QuotaError, QuotaStore};
+use super::{QuotaError, QuotaStore, Window};
 use crate::clock::now_ms;
 use crate::db::Database;
 use crate::write_gate::Lane;
@@ -25,27 +25,6 @@ impl DatabaseQuota {
     /// Counts in `db`, which must be migrated (`quota_slots`).
     pub fn new(db: Database) -> DatabaseQuota {
         DatabaseQuota { db }
-    }
-}
-
-/// What one take found: the window's slots and its oldest.
-struct Window {
-    now_ms: i64,
-    taken: i64,
-    oldest_ms: Option<i64>,
-}
-
-impl Window {
-    /// `None`: a slot is free (and the caller takes it); else the wait
-    /// until the oldest slot leaves the window.
-    fn verdict(&self, limit: u32, window_ms: i64) -> Option<Duration> {
-        if self.taken < i64::from(limit) {
-            return None;
-        }
-        let oldest = self.oldest_ms.unwrap_or(self.now_ms);
-        Some(Duration::from_millis(
-            (oldest + window_ms - self.now_ms).max(1) as u64,
-        ))
     }
 }
 

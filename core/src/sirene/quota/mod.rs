@@ -63,14 +63,37 @@ impl QuotaStore for LocalQuota {
         while log.front().is_some_and(|&t| t <= now - window_ms) {
             log.pop_front();
         }
-        if log.len() < limit as usize {
-            log.push_back(now);
-            return Ok(None);
+        let verdict = Window {
+            now_ms: now,
+            taken: log.len() as i64,
+            oldest_ms: log.front().copied(),
         }
-        let oldest = log.front().copied().unwrap_or(now);
-        Ok(Some(Duration::from_millis(
-            (oldest + window_ms - now).max(1) as u64,
-        )))
+        .verdict(limit, window_ms);
+        if verdict.is_none() {
+            log.push_back(now);
+        }
+        Ok(verdict)
+    }
+}
+
+/// What one take found in a provider's window: its slots and the oldest.
+struct Window {
+    now_ms: i64,
+    taken: i64,
+    oldest_ms: Option<i64>,
+}
+
+impl Window {
+    /// `None`: a slot is free (and the caller takes it); else the wait
+    /// until the oldest slot leaves the window.
+    fn verdict(&self, limit: u32, window_ms: i64) -> Option<Duration> {
+        if self.taken < i64::from(limit) {
+            return None;
+        }
+        let oldest = self.oldest_ms.unwrap_or(self.now_ms);
+        Some(Duration::from_millis(
+            (oldest + window_ms - self.now_ms).max(1) as u64,
+        ))
     }
 }
 
