@@ -71,6 +71,7 @@ impl Setup {
         let settings = settings_with_keys(dossier_e2e::fast_settings());
         let mut q = TestQueue::with_settings(kind, settings).await;
         let db = q.business_db().await;
+        dossier_e2e::add_firm(&db, "cabinet-1").await;
         let stub = PartnerStub::default();
         let base = stub.start().await;
         let list = apps::parse_catalogue("test.toml", &catalogue(&base)).expect("catalogue");

@@ -73,6 +73,7 @@ impl Setup {
     }
 
     async fn client(&self, firm: &str) -> String {
+        dossier_e2e::add_firm(&self.db, firm).await;
         clients::create(
             &self.db,
             NewClient {

@@ -24,6 +24,7 @@ async fn server(kind: BackendKind) -> Server {
 async fn server_with(kind: BackendKind, accept_failures_per_minute: u32) -> Server {
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-h").await;
     let mut settings = dossier_e2e::with_token(q.settings.clone(), BEARER);
     settings.http.accept_failures_per_minute = accept_failures_per_minute;
     let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
@@ -341,7 +342,7 @@ async fn every_private_route_refuses_a_missing_or_wrong_token(kind: BackendKind)
                 r = r.header("authorization", a);
             }
             let status = r.send().await.expect("request").status().as_u16();
-            if *private {
+            if private.needs_token() {
                 assert_eq!(status, 401, "{method} {path} with {auth:?}");
             } else {
                 assert_ne!(status, 401, "{method} {path} is public");
@@ -492,6 +493,7 @@ async fn connections_are_capped_and_cut(kind: BackendKind) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-h").await;
     let mut settings = dossier_e2e::with_token(q.settings.clone(), BEARER);
     settings.http.max_connections = 20;
     settings.http.header_timeout_ms = 500;

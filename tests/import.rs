@@ -29,6 +29,7 @@ struct Fixture {
 async fn fixture(kind: BackendKind) -> Fixture {
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, FIRM).await;
     Fixture {
         q,
         db,

@@ -61,6 +61,7 @@ impl Setup {
         std::mem::forget(dir);
         let mut q = TestQueue::with_settings(kind, settings).await;
         let db = q.business_db().await;
+        dossier_e2e::add_firm(&db, "cabinet-durand").await;
         Setup { q, db, smtp }
     }
 

@@ -72,6 +72,7 @@ async fn created_with_everything(kind: BackendKind) {
     q.settings.mail.transport = MailTransportKind::File;
     q.settings.mail.outbox_dir = outbox_dir.display().to_string();
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-1").await;
     let catalogue = apps::parse_catalogue("t.toml", CATALOGUE).expect("catalogue");
     apps::load_catalogue(&db, "cabinet-1", &catalogue)
         .await
@@ -166,6 +167,7 @@ async fn created_with_everything_on_postgres_with_the_redis_queue() {
 async fn an_invalid_form_lists_every_problem_and_writes_nothing() {
     let mut q = TestQueue::new(BackendKind::Sqlite).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-1").await;
     let keys = KeyRing::new(&[]).expect("ring");
     let mut bad = form();
     bad.siret = Some("732 829 320 00075".into());
@@ -218,6 +220,7 @@ async fn an_invalid_form_lists_every_problem_and_writes_nothing() {
 async fn http_hooks(kind: BackendKind) {
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-1").await;
     let bearer = "hook-token-abcdefghijklmnop";
     let settings = dossier_e2e::with_token(q.settings.clone(), bearer);
     let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
@@ -439,7 +442,11 @@ async fn http_hooks(kind: BackendKind) {
             op.is_object(),
             "{method} {path} missing from the OpenAPI document"
         );
-        assert_eq!(op["security"].is_array(), *auth, "{method} {path} security");
+        assert_eq!(
+            op["security"].is_array(),
+            auth.needs_token(),
+            "{method} {path} security"
+        );
     }
     assert_eq!(
         doc["paths"].as_object().map(|p| p.len()),
@@ -526,6 +533,7 @@ async fn fifty_clients(kind: BackendKind) {
         s.invitations.wait_for_enrichment_secs = 20;
     }
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-1").await;
     let catalogue = format!(
         r#"
 [[apps]]
@@ -695,6 +703,7 @@ async fn the_hooks_load_generator_counts_exactly() {
     use dossier_core::hooks_bench::{LoadOptions, Mode, run};
     let mut q = TestQueue::new(BackendKind::Sqlite).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "charge").await;
     let bearer = "load-token-abcdefghijklmnop";
     let settings = dossier_e2e::with_token(q.settings.clone(), bearer);
     let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;

@@ -25,6 +25,7 @@ fn check(siret: &str) -> NewJob {
 async fn metrics_tell_outcomes_depth_and_imports(kind: BackendKind) {
     let mut q = TestQueue::new(kind).await;
     let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "ops").await;
     let settings = dossier_e2e::with_token(q.settings.clone(), BEARER);
     let (base, stop) = dossier_e2e::serve_api(&db, q.backend.clone(), &settings).await;
 

@@ -11,6 +11,21 @@ pub enum CatalogueError {
     BadPayload { kind: String, message: String },
 }
 
+/// What a job of a kind acts on: how a firm's token is confined to its own
+/// firm when it enqueues one (`POST /v1/jobs/{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// Nothing stored: a computation on the payload alone.
+    Nothing,
+    /// The client named by the payload's `client_id`.
+    Client,
+    /// The invitation named by the payload's `invitation_id`.
+    Invitation,
+    /// Every firm (rollover, housekeeping, scans, imports): admin only.
+    /// What a kind is unless it says otherwise.
+    Platform,
+}
+
 /// One job kind as the catalogue describes it.
 #[derive(Clone)]
 pub struct KindSpec {
@@ -18,6 +33,7 @@ pub struct KindSpec {
     pub description: &'static str,
     /// Payload fields (top level) that hold secrets: shown as `***`.
     pub secret_fields: &'static [&'static str],
+    pub subject: Subject,
     check: fn(&serde_json::Value) -> Result<(), String>,
 }
 
@@ -44,8 +60,16 @@ impl KindSpec {
             kind,
             description,
             secret_fields,
+            subject: Subject::Platform,
             check: decodes_as::<P>,
         }
+    }
+
+    /// This kind acts on `subject` (a firm's token may enqueue it for its
+    /// own clients) rather than on the whole platform.
+    pub fn acting_on(mut self, subject: Subject) -> KindSpec {
+        self.subject = subject;
+        self
     }
 
     pub fn check(&self, payload: &serde_json::Value) -> Result<(), CatalogueError> {

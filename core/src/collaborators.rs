@@ -21,13 +21,18 @@ pub enum MemberError {
     Invalid(String),
     #[error("no client with id {0}")]
     ClientNotFound(String),
+    #[error(transparent)]
+    Firm(#[from] crate::firms::FirmError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
 
 impl MemberError {
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, MemberError::Db(_))
+        match self {
+            MemberError::Firm(e) => e.is_user_error(),
+            e => !matches!(e, MemberError::Db(_)),
+        }
     }
 }
 
@@ -61,6 +66,7 @@ pub async fn add_member(
     ] {
         crate::text::check(value, max).map_err(|e| MemberError::Invalid(format!("{what}: {e}")))?;
     }
+    crate::firms::require(db, firm).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let _turn = db.write_turn(Lane::Interactive).await;
     let inserted = on_pool!(db, pool => sqlx::query(

@@ -714,15 +714,18 @@ impl Settings {
                     ),
                 );
             }
+            // None is fine: callers may present tokens issued by
+            // `dossier token create` only. A short one is a guessable key
+            // to every firm.
             if self
                 .http
                 .tokens
                 .iter()
-                .all(|t| t.expose().trim().len() < 16)
+                .any(|t| t.expose().trim().len() < 16)
             {
                 bad(
                     "http.tokens",
-                    "the hooks need at least one bearer token of 16 characters or more: DOSSIER__HTTP__TOKENS='[\"…\"]'".into(),
+                    "each configured token is platform-wide and must have 16 characters or more (or issue tokens with `dossier token create`): DOSSIER__HTTP__TOKENS='[\"…\"]'".into(),
                 );
             }
         }

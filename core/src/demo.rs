@@ -31,6 +31,8 @@ pub enum DemoError {
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
+    Firm(#[from] crate::firms::FirmError),
+    #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
@@ -186,6 +188,10 @@ pub async fn run(
     settings.queue.url = None;
     let db = Database::connect(&url, 2).await?;
     db.migrate().await?;
+    match crate::firms::add(&db, "cabinet-demo", "Cabinet Démo").await {
+        Ok(_) | Err(crate::firms::FirmError::Exists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let backend: Arc<dyn QueueBackend> = queue::open(&settings).await?;
 
     // Enrichment runs offline, from the extract shipped in the repository.

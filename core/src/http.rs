@@ -1,6 +1,10 @@
 //! The HTTP hooks `dossier-worker run` serves when `http.listen` is set.
-//! Every route but `/healthz`, `/readyz` and `/openapi.json` needs
-//! `Authorization: Bearer <token>` with one of `http.tokens`. Errors are
+//! Every route but `/healthz`, `/readyz`, `/openapi.json` and the
+//! dashboard's static files needs `Authorization: Bearer <token>`: one of
+//! `http.tokens` or an admin token (platform-wide, every route), or a
+//! firm's token from `dossier token create` ([`crate::api_tokens`]), which
+//! reaches the hooks only ([`Auth`]) and sees its own firm only: another
+//! firm's client answers 404, exactly like one that does not exist. Errors are
 //! JSON `{"error": code, "message": text}`, with `"problems": [{"pointer":
 //! "/director/email", "message": …}]` when a request is refused for its
 //! content. The routes are described in [`openapi`].
@@ -21,6 +25,8 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::routing::get;
 
+use crate::api_tokens::{self, Access, AuthError, Refusal};
+use crate::catalogue::Subject;
 use crate::config::Settings;
 use crate::db::{Database, on_pool};
 use crate::invitations;
@@ -250,34 +256,68 @@ pub(crate) fn plausible_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Longest bearer token looked at; anything longer is refused unread.
+const MAX_BEARER: usize = 256;
+
 async fn authenticate(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| digest(t.trim()));
-    // Every configured token is compared, match or not.
-    let ok = presented.is_some_and(|p| {
-        state
-            .tokens
-            .iter()
-            .fold(false, |found, t| same(&p, t) | found)
-    });
-    if ok {
-        // Background work of this process gives way while it is answered.
-        let _in_flight = crate::interactive::begin();
-        next.run(req).await
-    } else {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send Authorization: Bearer <token> with a token from http.tokens",
-        )
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= MAX_BEARER);
+    let access = match presented {
+        None => Err(AuthError::Refused(Refusal::Unknown)),
+        Some(token) => {
+            // Every configured token is compared, match or not.
+            let d = digest(token);
+            let configured = state
+                .tokens
+                .iter()
+                .fold(false, |found, t| same(&d, t) | found);
+            if configured {
+                Ok(Access::Platform)
+            } else {
+                api_tokens::authenticate(&state.db, token).await
+            }
+        }
+    };
+    match access {
+        Ok(access) => {
+            req.extensions_mut().insert(access);
+            // Background work of this process gives way while it is answered.
+            let _in_flight = crate::interactive::begin();
+            next.run(req).await
+        }
+        Err(AuthError::Refused(why)) => {
+            error(StatusCode::UNAUTHORIZED, "unauthorized", &why.to_string())
+        }
+        Err(AuthError::Db(e)) => {
+            // A token that cannot be checked is not taken for a bad one.
+            tracing::error!(error = %e, "checking an API token failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot check tokens now; try again shortly",
+            )
+        }
+    }
+}
+
+/// The admin routes: platform-wide callers only.
+async fn admin_only(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Access>() {
+        Some(Access::Platform) => next.run(req).await,
+        _ => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token is a firm's (scope hooks): /metrics, the dashboard's data and the admin API need an admin token (`dossier token create --scope admin`)",
+        ),
     }
 }
 
@@ -294,6 +334,7 @@ struct AcceptRequest {
         (status = 429, description = "too many wrong tokens from this caller in the last minute", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn accept(
     State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -319,7 +360,7 @@ async fn accept(
     let token = serde_json::from_slice::<AcceptRequest>(&body)
         .map(|b| b.token)
         .unwrap_or_default();
-    match invitations::accept(&state.db, token.trim()).await {
+    match invitations::accept(&state.db, token.trim(), access.firm()).await {
         Ok(Some(inv)) => Json(serde_json::json!({
             "invitation_id": inv.id,
             "client_id": inv.client_id,
@@ -351,35 +392,53 @@ async fn accept(
     }
 }
 
-/// Every route: (method, path, needs the bearer token). The OpenAPI
-/// document is checked against this list by a test.
-pub const ROUTES: &[(&str, &str, bool)] = &[
-    ("get", "/healthz", false),
-    ("get", "/readyz", false),
-    ("get", "/openapi.json", false),
-    ("post", "/v1/clients", true),
-    ("get", "/v1/clients/{id}", true),
-    ("post", "/v1/jobs/{kind}", true),
-    ("post", "/v1/invitations/accept", true),
-    ("get", "/metrics", true),
-    ("get", "/dashboard", false),
-    ("get", "/dashboard.js", false),
-    ("get", "/dashboard.css", false),
-    ("get", "/v1/admin/queues", true),
-    ("get", "/v1/admin/workers", true),
-    ("get", "/v1/admin/jobs", true),
-    ("get", "/v1/admin/jobs/{id}", true),
-    ("post", "/v1/admin/jobs/{id}/retry", true),
-    ("post", "/v1/admin/jobs/{id}/kill", true),
-    ("post", "/v1/admin/queues/{kind}/retry-dead", true),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone: health, the OpenAPI document, the dashboard's static files.
+    Public,
+    /// Any accepted token; a firm's token within its firm.
+    Hooks,
+    /// Platform-wide tokens only (configured, or scope admin).
+    Admin,
+}
+
+impl Auth {
+    pub fn needs_token(self) -> bool {
+        self != Auth::Public
+    }
+}
+
+/// Every route: (method, path, who may call it). The OpenAPI document and
+/// the router are checked against this list by tests.
+pub const ROUTES: &[(&str, &str, Auth)] = &[
+    ("get", "/healthz", Auth::Public),
+    ("get", "/readyz", Auth::Public),
+    ("get", "/openapi.json", Auth::Public),
+    ("post", "/v1/clients", Auth::Hooks),
+    ("get", "/v1/clients/{id}", Auth::Hooks),
+    ("post", "/v1/jobs/{kind}", Auth::Hooks),
+    ("post", "/v1/invitations/accept", Auth::Hooks),
+    ("get", "/metrics", Auth::Admin),
+    ("get", "/dashboard", Auth::Public),
+    ("get", "/dashboard.js", Auth::Public),
+    ("get", "/dashboard.css", Auth::Public),
+    ("get", "/v1/admin/queues", Auth::Admin),
+    ("get", "/v1/admin/workers", Auth::Admin),
+    ("get", "/v1/admin/jobs", Auth::Admin),
+    ("get", "/v1/admin/jobs/{id}", Auth::Admin),
+    ("post", "/v1/admin/jobs/{id}/retry", Auth::Admin),
+    ("post", "/v1/admin/jobs/{id}/kill", Auth::Admin),
+    ("post", "/v1/admin/queues/{kind}/retry-dead", Auth::Admin),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
-    let private = Router::new()
+    let hooks = Router::new()
         .route("/v1/clients", post(create_client))
         .route("/v1/clients/{id}", get(get_client))
         .route("/v1/jobs/{kind}", post(enqueue))
-        .route("/v1/invitations/accept", post(accept))
+        .route("/v1/invitations/accept", post(accept));
+    let admin = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/admin/queues", get(crate::dashboard::queues))
         .route("/v1/admin/workers", get(crate::dashboard::workers))
@@ -391,6 +450,9 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/v1/admin/queues/{kind}/retry-dead",
             post(crate::dashboard::retry_dead),
         )
+        .layer(middleware::from_fn(admin_only));
+    let private = hooks
+        .merge(admin)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -544,7 +606,9 @@ struct AppIn {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ClientIn {
-    firm_id: String,
+    /// The client's firm; a firm's token may leave it out.
+    #[serde(default)]
+    firm_id: Option<String>,
     #[serde(default)]
     siret: Option<String>,
     #[serde(default)]
@@ -580,6 +644,7 @@ fn yes() -> bool {
         (status = 422, description = "refused, every problem listed; nothing was created", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn create_client(
     State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -587,8 +652,23 @@ async fn create_client(
         Ok(v) => v,
         Err(e) => return refused(&[format!(": the body is not a client form: {e}")]),
     };
+    // A firm's token names its own firm or none; any other firm reads as
+    // one that does not exist.
+    let firm_id = match (access.firm(), input.firm_id) {
+        (Some(own), None) => own.to_string(),
+        (Some(own), Some(named)) if named == own => named,
+        (Some(_), Some(named)) => {
+            return refused(&[format!("firm_id: {}", crate::firms::unknown(&named))]);
+        }
+        (None, Some(named)) => named,
+        (None, None) => {
+            return refused(&[
+                "firm_id: missing: give the client's firm (`dossier firm list`)".into(),
+            ]);
+        }
+    };
     let form = ClientForm {
-        firm_id: input.firm_id,
+        firm_id: firm_id.clone(),
         siret: input.siret,
         company: input.company,
         exercice_start: input.exercice.start,
@@ -632,7 +712,9 @@ async fn create_client(
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.trim().is_empty())
         .map(|k| RequestKey {
-            key: format!("POST /v1/clients {}", k.trim()),
+            // Keys are the firm's own: another firm's key never finds
+            // this firm's answer.
+            key: format!("POST /v1/clients {firm_id} {}", k.trim()),
             request_hash: crate::digest::sha256_hex(&body),
         });
     // A replay is recognised when it fails: its SIRET is taken by the first
@@ -742,12 +824,16 @@ async fn stored_answer(db: &Database, r: &RequestKey) -> Option<Response> {
     params(("id" = String, Path, description = "the client's id")),
     responses((status = 200, description = "the client with each onboarding step", body = Object),
         (status = 404, description = "no such client", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
-async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn get_client(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    Path(id): Path<String>,
+) -> Response {
     if !plausible_id(&id) {
         return error(StatusCode::NOT_FOUND, "not_found", "no client with this id");
     }
     match crate::clients::get(&state.db, &id).await {
-        Ok(Some(client)) => {
+        Ok(Some(client)) if access.sees(&client.firm_id) => {
             match onboarding::steps(&state.db, Some(state.queue.as_ref()), &id).await {
                 Ok(steps) => Json(serde_json::json!({ "client": client, "onboarding": steps }))
                     .into_response(),
@@ -761,7 +847,7 @@ async fn get_client(State(state): State<ApiState>, Path(id): Path<String>) -> Re
                 }
             }
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no client with this id"),
+        Ok(_) => error(StatusCode::NOT_FOUND, "not_found", "no client with this id"),
         Err(e) => {
             tracing::error!(error = %e, "reading a client failed");
             error(
@@ -807,6 +893,7 @@ pub struct EnqueueOut {
         (status = 422, description = "refused", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
 async fn enqueue(
     State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
     Path(kind): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -815,18 +902,29 @@ async fn enqueue(
         Ok(v) => v,
         Err(e) => return refused(&[format!(": the body is not an enqueue request: {e}")]),
     };
+    let catalogue = crate::catalogue::Catalogue::product();
+    if let (Some(firm), Some(spec)) = (access.firm(), catalogue.get(&kind))
+        && let Some(refusal) =
+            confined(&state.db, firm, spec.kind, spec.subject, &input.payload).await
+    {
+        return refusal;
+    }
+    let key = input.idempotency_key.or_else(|| {
+        headers
+            .get("Idempotency-Key")
+            .and_then(|v| v.to_str().ok())
+            .map(|k| k.trim().to_string())
+    });
     let options = crate::submit::SubmitOptions {
         run_at: input.run_at,
         max_attempts: input.max_attempts,
-        idempotency_key: input.idempotency_key.or_else(|| {
-            headers
-                .get("Idempotency-Key")
-                .and_then(|v| v.to_str().ok())
-                .map(|k| k.trim().to_string())
-        }),
+        // A firm's keys are its own, like its clients.
+        idempotency_key: match access.firm() {
+            Some(firm) => key.map(|k| format!("firm:{firm}:{k}")),
+            None => key,
+        },
         trace_id: input.trace_id,
     };
-    let catalogue = crate::catalogue::Catalogue::product();
     let job = match crate::submit::prepare(
         &catalogue,
         &state.settings.queue,
@@ -861,6 +959,72 @@ async fn enqueue(
                 "unavailable",
                 "the queue cannot take jobs now; try again shortly",
             )
+        }
+    }
+}
+
+/// Why a firm's token may not enqueue this job, if it may not: a platform
+/// kind is a 403; a client or invitation of another firm, or none, a 404,
+/// the answer a client that does not exist gets.
+async fn confined(
+    db: &Database,
+    firm: &str,
+    kind: &str,
+    subject: Subject,
+    payload: &serde_json::Value,
+) -> Option<Response> {
+    let named = |field: &str| {
+        payload
+            .get(field)
+            .and_then(|v| v.as_str())
+            .filter(|id| plausible_id(id))
+            .map(str::to_string)
+    };
+    let owner: Result<Option<String>, sqlx::Error> = match subject {
+        Subject::Nothing => return None,
+        Subject::Platform => {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("`{kind}` works on every firm's data: only an admin token may enqueue it"),
+            ));
+        }
+        Subject::Client => match named("client_id") {
+            None => Ok(None),
+            Some(id) => on_pool!(db, pool => sqlx::query_scalar(
+                "SELECT firm_id FROM clients WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await),
+        },
+        Subject::Invitation => match named("invitation_id") {
+            None => Ok(None),
+            Some(id) => on_pool!(db, pool => sqlx::query_scalar(
+                "SELECT c.firm_id FROM invitations i JOIN clients c ON c.id = i.client_id WHERE i.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await),
+        },
+    };
+    match owner {
+        Ok(Some(owner)) if owner == firm => None,
+        Ok(_) => Some(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            match subject {
+                Subject::Invitation => "no invitation with this id",
+                _ => "no client with this id",
+            },
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "checking a job's subject failed");
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service cannot answer now; try again shortly",
+            ))
         }
     }
 }

@@ -115,6 +115,9 @@ pub async fn run(options: &ImportBenchOptions) -> Result<ImportBenchResult, Impo
         providers: None,
         trace_id: None,
     };
+    crate::firms::add(&db, &request.firm_id, "import bench")
+        .await
+        .map_err(|e| ImportBenchError::Other(e.to_string()))?;
     let id = store::new_id();
     store::create(&db, &id, &request, csv.as_bytes(), None).await?;
 
@@ -179,6 +182,7 @@ async fn cleanup(db: &Database, settings: &Settings, firm: &str) {
             "DELETE FROM exercices WHERE client_id IN (SELECT id FROM clients WHERE firm_id = $1)",
             "DELETE FROM clients WHERE firm_id = $1",
             "DELETE FROM imports WHERE firm_id = $1",
+            "DELETE FROM firms WHERE id = $1",
         ] {
             sqlx::query(sql).bind(firm).execute(pool).await?;
         }

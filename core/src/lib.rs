@@ -1,6 +1,7 @@
 //! Dossier's shared library: everything both binaries (`dossier-worker` and
 //! `dossier`) need. See `docs/architecture.md` for the map.
 
+pub mod api_tokens;
 pub mod apps;
 pub mod bench;
 pub mod catalogue;
@@ -12,6 +13,7 @@ pub mod db;
 pub mod demo;
 pub mod digest;
 pub mod exercice;
+pub mod firms;
 pub mod folder_bench;
 pub mod hooks_bench;
 pub mod http;

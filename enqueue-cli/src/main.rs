@@ -24,6 +24,7 @@ macro_rules! eprintln {
 }
 
 mod apps;
+mod firms;
 mod folders;
 mod import;
 mod invitations;
@@ -96,6 +97,12 @@ enum Command {
     /// Partner applications: the firm's catalogue, each client's access.
     #[command(subcommand)]
     App(apps::AppCommand),
+    /// Firms (cabinets) of the platform.
+    #[command(subcommand)]
+    Firm(firms::FirmCommand),
+    /// API tokens: a firm's hooks tokens, platform-wide admin tokens.
+    #[command(subcommand)]
+    Token(firms::TokenCommand),
     /// The firm's members (accountants).
     #[command(subcommand)]
     Member(onboard::MemberCommand),
@@ -453,6 +460,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
         Command::Invitation(cmd) => invitations::run(cmd, &settings).await,
         Command::App(cmd) => apps::run(cmd, &settings).await,
+        Command::Firm(cmd) => firms::firm(cmd, &settings).await,
+        Command::Token(cmd) => firms::token(cmd, &settings).await,
         Command::Member(cmd) => onboard::member(cmd, &settings).await,
         Command::Collaborator(cmd) => onboard::collaborator(cmd, &settings).await,
         Command::Import(args) => import::run(*args, &settings).await,

@@ -67,6 +67,13 @@ impl Env {
             .expect("dossier runs")
     }
 
+    /// Records the firms these tests name (`dossier firm add`).
+    fn add_firms(&self) {
+        for id in ["c1", "cabinet-7", "cabinet-9", "f", "f1", "f2"] {
+            self.ok(&["firm", "add", id, "--name", id]);
+        }
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -573,6 +580,7 @@ async fn trees_exercices_and_client_folders() {
     use dossier_core::db::Database;
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     let url = env.vars[0].1.clone();
     let db = Database::connect(&url, 1).await.expect("db");
     let client = clients::create(
@@ -713,6 +721,7 @@ async fn invitations_from_the_command_line() {
     use dossier_core::db::Database;
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     let db = Database::connect(&env.vars[0].1, 1).await.expect("db");
     let client = clients::create(
         &db,
@@ -786,6 +795,7 @@ async fn partner_apps_from_the_command_line_never_show_secrets() {
         format!("[\"{}\"]", key("k1", "01")),
     ));
     env.ok(&["migrate"]);
+    env.add_firms();
     let db = Database::connect(&env.vars[0].1, 1).await.expect("db");
     let client = clients::create(
         &db,
@@ -890,6 +900,7 @@ async fn partner_apps_from_the_command_line_never_show_secrets() {
 fn client_create_checks_everything_then_queues_its_jobs() {
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     let err = env.refused(&[
         "client",
         "create",
@@ -967,6 +978,7 @@ fn client_create_checks_everything_then_queues_its_jobs() {
 fn members_follow_clients_as_collaborators() {
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     let err = env.refused(&[
         "member", "add", "--firm", "c1", "--email", "nope", "--name", "X",
     ]);
@@ -1085,6 +1097,7 @@ async fn crash_after_commit(queue_elsewhere: bool) {
             .push(("DOSSIER__QUEUE__URL".into(), queue_url.clone()));
     }
     env.ok(&["migrate"]);
+    env.add_firms();
     env.vars
         .push(("DOSSIER_TEST_FAULT".into(), "after_commit".into()));
     let out = env.run(&[
@@ -1156,6 +1169,7 @@ fn siret(n: u64) -> String {
 fn import_checks_every_row_then_creates_or_refuses_whole() {
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     let template = env.ok(&["import", "template"]);
     assert!(
         template.starts_with('\u{feff}') && template.contains("Raison sociale;Début d'exercice")
@@ -1247,6 +1261,7 @@ async fn a_large_import_runs_in_the_worker_with_progress() {
     use dossier_core::jobs::{self, JobDeps};
     let mut env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     env.vars
         .push(("DOSSIER__IMPORTS__INLINE_MAX_ROWS".into(), "100".into()));
     env.vars
@@ -1300,6 +1315,7 @@ async fn a_large_import_runs_in_the_worker_with_progress() {
 fn queues_watch_redraws_every_second() {
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     env.ok(&[
         "enqueue",
         "siret_check",
@@ -1338,6 +1354,7 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
             .expect("dossier runs")
     };
     assert!(run(&["migrate"]).status.success());
+    assert!(run(&["firm", "add", "f", "--name", "f"]).status.success());
     let long = "x".repeat(100_000);
     let cases: Vec<Vec<&str>> = vec![
         vec!["enqueue", "siret_check", "--json", "{"],
@@ -1457,7 +1474,8 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
-    // Nothing was written: every table but the migrations' is empty.
+    // Nothing was written: every table but the migrations' and the firms
+    // recorded above is empty.
     let db_url = url.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let after_counts = rt.block_on(async {
@@ -1465,7 +1483,9 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
         dossier_e2e::dump(&db).await
     });
     for (table, rows) in after_counts {
-        if table != "_sqlx_migrations" {
+        if table == "firms" {
+            assert_eq!(rows.lines().count(), 2, "default and f only: {rows}");
+        } else if table != "_sqlx_migrations" {
             assert!(rows.is_empty(), "{table} holds {rows}");
         }
     }
@@ -1477,6 +1497,7 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
 fn what_the_command_prints_cannot_drive_the_terminal() {
     let env = Env::sqlite();
     env.ok(&["migrate"]);
+    env.add_firms();
     env.ok(&[
         "client",
         "create",
@@ -1507,4 +1528,169 @@ fn what_the_command_prints_cannot_drive_the_terminal() {
         "{list:?}"
     );
     assert!(list.contains("Boul\\u{1b}[2J\\u{7}angerie"), "{list}");
+}
+
+/// Firms are records, and tokens are issued, listed and revoked from the
+/// command line: shown once, stored hashed, a typo in a firm refused.
+#[test]
+fn firms_and_tokens_from_the_command_line() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let out = env.ok(&["firm", "add", "cabinet-durand", "--name", "Cabinet Durand"]);
+    assert!(
+        out.contains("firm cabinet-durand (Cabinet Durand) added"),
+        "{out}"
+    );
+    let err = env.refused(&["firm", "add", "cabinet-durand", "--name", "Again"]);
+    assert!(err.contains("exists already"), "{err}");
+    let err = env.refused(&["firm", "add", "cabinet durand", "--name", "X"]);
+    assert!(err.contains("letters, digits"), "{err}");
+    let err = env.refused(&["firm", "add", "c2", "--name", " "]);
+    assert!(err.contains("firm name: it is empty"), "{err}");
+    let list = env.json(&["firm", "list", "--json"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["cabinet-durand", "default"]);
+    let err = env.refused(&["firm", "show", "cabinet-dupont"]);
+    assert!(err.contains("no firm \"cabinet-dupont\""), "{err}");
+
+    // A client of a firm that is not recorded is refused, naming the field.
+    let out = env.run(&[
+        "client",
+        "create",
+        "--firm",
+        "cabinet-durant",
+        "--name",
+        "Garage Martin",
+        "--exercice-start",
+        "2026-01-01",
+        "--no-invite",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("firm_id: no firm \"cabinet-durant\": check the spelling"),
+        "{err}"
+    );
+    let err = env.refused(&[
+        "member",
+        "add",
+        "--firm",
+        "cabinet-durant",
+        "--email",
+        "a@b.fr",
+        "--name",
+        "A",
+    ]);
+    assert!(err.contains("no firm \"cabinet-durant\""), "{err}");
+
+    // Tokens.
+    let out = env.ok(&[
+        "token",
+        "create",
+        "--firm",
+        "cabinet-durand",
+        "--expires",
+        "30d",
+    ]);
+    let secret = out
+        .split_whitespace()
+        .find(|w| w.starts_with("dsk_"))
+        .expect("the token is printed")
+        .to_string();
+    assert_eq!(secret.len(), 68, "{out}");
+    assert!(out.contains("shown this once"), "{out}");
+    assert!(
+        out.contains("Scope hooks: firm cabinet-durand's clients"),
+        "{out}"
+    );
+    let quiet = env.ok(&[
+        "token", "create", "--scope", "admin", "--name", "ops", "--quiet",
+    ]);
+    assert!(
+        quiet.trim().starts_with("dsk_") && quiet.trim().len() == 68,
+        "{quiet}"
+    );
+    for (args, says) in [
+        (vec!["token", "create"], "give --firm"),
+        (
+            vec![
+                "token",
+                "create",
+                "--scope",
+                "admin",
+                "--firm",
+                "cabinet-durand",
+            ],
+            "platform-wide",
+        ),
+        (
+            vec!["token", "create", "--firm", "cabinet-durant"],
+            "no firm \"cabinet-durant\"",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--firm",
+                "cabinet-durand",
+                "--expires",
+                "2020-01-01",
+            ],
+            "in the future",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--firm",
+                "cabinet-durand",
+                "--expires",
+                "soon",
+            ],
+            "in the future",
+        ),
+        (vec!["token", "revoke", "tok-nope"], "no token \"tok-nope\""),
+    ] {
+        let err = env.refused(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let listed = env.ok(&["token", "list"]);
+    assert!(
+        !listed.contains(&secret) && !listed.contains(quiet.trim()),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("cabinet-durand-hooks") && listed.contains("ops"),
+        "{listed}"
+    );
+    let list = env.json(&["token", "list", "--firm", "cabinet-durand", "--json"]);
+    let tokens = list.as_array().expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["state"], "active");
+    assert_eq!(tokens[0]["scope"], "hooks");
+    let id = tokens[0]["id"].as_str().expect("id").to_string();
+    let out = env.ok(&["token", "revoke", &id]);
+    assert!(out.contains("revoked"), "{out}");
+    let list = env.json(&["token", "list", "--firm", "cabinet-durand", "--json"]);
+    assert_eq!(list[0]["state"], "revoked");
+    let shown = env.ok(&["firm", "show", "cabinet-durand"]);
+    assert!(shown.contains("active tokens  0"), "{shown}");
+
+    // At rest: hashes only.
+    let url = env.vars[0].1.clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dump = rt.block_on(async {
+        let db = dossier_core::db::Database::connect(&url, 1)
+            .await
+            .expect("db");
+        dossier_e2e::dump(&db).await
+    });
+    let everything: String = dump.values().cloned().collect();
+    assert!(!everything.contains(&secret) && !everything.contains(quiet.trim()));
+    assert!(everything.contains(&dossier_core::digest::sha256_hex(secret.as_bytes())));
 }

@@ -811,3 +811,12 @@ pub async fn serve_api(
     );
     (base, stop)
 }
+
+/// Records `id` as a firm (clients, templates, apps, members and imports
+/// name a recorded firm); a firm already there is fine.
+pub async fn add_firm(db: &Database, id: &str) {
+    match dossier_core::firms::add(db, id, id).await {
+        Ok(_) | Err(dossier_core::firms::FirmError::Exists(_)) => {}
+        Err(e) => panic!("adding firm {id}: {e}"),
+    }
+}

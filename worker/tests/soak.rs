@@ -120,6 +120,9 @@ impl Fleet {
 
         let db = Database::connect(&pg_url, 8).await.expect("db");
         db.migrate().await.expect("migrate");
+        dossier_core::firms::add(&db, "soak", "soak")
+            .await
+            .expect("firm");
         let catalogue = format!(
             r#"
 [[apps]]

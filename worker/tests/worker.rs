@@ -233,6 +233,9 @@ async fn json_logs_carry_the_job_and_the_trace_id_given_at_enqueue() {
     let db = dossier_core::db::Database::connect(&url, 1)
         .await
         .expect("db");
+    dossier_core::firms::add(&db, "f1", "f1")
+        .await
+        .expect("firm");
     let keys = dossier_core::secrets::KeyRing::new(&[]).expect("ring");
     let form = ClientForm {
         firm_id: "f1".into(),

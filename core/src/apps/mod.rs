@@ -97,6 +97,8 @@ pub enum AppError {
     NotEnabled { client: String, app: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Firm(#[from] crate::firms::FirmError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stored app data is unreadable: {0}")]
@@ -105,7 +107,10 @@ pub enum AppError {
 
 impl AppError {
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, AppError::Db(_) | AppError::Corrupt(_))
+        match self {
+            AppError::Firm(e) => e.is_user_error(),
+            e => !matches!(e, AppError::Db(_) | AppError::Corrupt(_)),
+        }
     }
 }
 
@@ -190,6 +195,7 @@ pub fn parse_catalogue(file: &str, text: &str) -> Result<Vec<App>, AppError> {
 /// Replaces the firm's catalogue with these apps (clients keep their
 /// activations of apps that leave it; they can still be disabled).
 pub async fn load_catalogue(db: &Database, firm: &str, apps: &[App]) -> Result<(), AppError> {
+    crate::firms::require(db, firm).await?;
     let now = now_ms();
     let _turn = db.write_turn(Lane::Interactive).await;
     on_pool!(db, pool => {

@@ -305,7 +305,10 @@ pub async fn analyse(
     }
     let ctx = Context::load(db, &request.firm_id)
         .await
-        .map_err(|e| ImportError::Other(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::onboarding::OnboardingError::Invalid(problems) => ImportError::File(problems),
+            e => ImportError::Other(e.to_string()),
+        })?;
     let have = existing(db, &request.firm_id, import_id).await?;
     let mut a = Analysis {
         plans: Vec::new(),

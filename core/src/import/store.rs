@@ -54,6 +54,12 @@ pub async fn create(
     content: &[u8],
     schedule: Option<(&str, &str)>,
 ) -> Result<(), ImportError> {
+    crate::firms::require(db, &request.firm_id)
+        .await
+        .map_err(|e| match e {
+            crate::firms::FirmError::Db(e) => ImportError::Db(e),
+            e => ImportError::File(vec![format!("firm: {e}")]),
+        })?;
     let now = now_ms();
     let options = serde_json::to_string(request).map_err(|e| ImportError::Other(e.to_string()))?;
     let _turn = db.write_turn(Lane::Background).await;

@@ -742,19 +742,38 @@ pub async fn mark_failed(
 /// token is used once even when two requests race. `None` whatever the
 /// reason (unknown, expired, revoked, already used): callers must not be
 /// able to tell those apart.
-pub async fn accept(db: &Database, token: &str) -> Result<Option<Invitation>, InvitationError> {
+///
+/// With `firm`, only an invitation to one of that firm's clients is
+/// accepted: another firm's link reads as unknown and stays valid.
+pub async fn accept(
+    db: &Database,
+    token: &str,
+    firm: Option<&str>,
+) -> Result<Option<Invitation>, InvitationError> {
     if token.len() != 64 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(None);
     }
     let hash = crate::digest::sha256_hex(token.to_ascii_lowercase().as_bytes());
     let now = now_ms();
+    let of_firm = if firm.is_some() {
+        " AND client_id IN (SELECT id FROM clients WHERE firm_id = $3)"
+    } else {
+        ""
+    };
     let sql = format!(
         "UPDATE invitations SET status = 'accepted', accepted_at = $1, updated_at = $1, token_hash = NULL
-         WHERE token_hash = $2 AND status = 'sent' AND expires_at > $1
+         WHERE token_hash = $2 AND status = 'sent' AND expires_at > $1{of_firm}
          RETURNING {COLUMNS}"
     );
     let _turn = db.write_turn(Lane::Interactive).await;
-    let row: Option<Flat> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(&hash).fetch_optional(pool).await?);
+    let row: Option<Flat> = on_pool!(db, pool => {
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(&hash);
+        let q = match firm {
+            Some(f) => q.bind(f),
+            None => q,
+        };
+        q.fetch_optional(pool).await?
+    });
     row.map(decode).transpose()
 }
 

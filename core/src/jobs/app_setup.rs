@@ -244,4 +244,5 @@ pub fn spec() -> KindSpec {
         "give a client access to a partner app; provision automation apps",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Client)
 }

@@ -56,4 +56,5 @@ pub fn spec() -> KindSpec {
         "de-provision a client at a partner after `app disable`",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Client)
 }

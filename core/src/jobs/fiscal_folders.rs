@@ -65,4 +65,5 @@ pub fn spec() -> KindSpec {
         "create an exercice's folder and monthly folders in the client's tree",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Client)
 }

@@ -188,4 +188,5 @@ pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
 
 pub fn spec() -> KindSpec {
     KindSpec::of::<SendInvitation>(KIND, "send an invitation email, exactly once", &[])
+        .acting_on(crate::catalogue::Subject::Invitation)
 }

@@ -49,4 +49,5 @@ pub fn spec() -> KindSpec {
         "validate a SIRET and derive its SIREN, NIC and VAT number",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Nothing)
 }

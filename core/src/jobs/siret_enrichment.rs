@@ -103,4 +103,5 @@ pub fn spec() -> KindSpec {
         "fill a client's company facts from the registries",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Client)
 }

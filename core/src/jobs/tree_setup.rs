@@ -51,4 +51,5 @@ pub fn spec() -> KindSpec {
         "create a client's folder tree from the firm's template",
         &[],
     )
+    .acting_on(crate::catalogue::Subject::Client)
 }

@@ -71,8 +71,14 @@ fn prepared_builtin() -> Result<&'static (String, PreparedTree), OnboardingError
 }
 
 impl Context {
+    /// What `firm_id` has; a firm not recorded is a refusal naming the field.
     pub async fn load(db: &Database, firm_id: &str) -> Result<Context, OnboardingError> {
         let other = |e: &dyn std::fmt::Display| OnboardingError::Other(e.to_string());
+        match crate::firms::require(db, firm_id).await {
+            Ok(_) => {}
+            Err(crate::firms::FirmError::Db(e)) => return Err(OnboardingError::Db(e)),
+            Err(e) => return Err(OnboardingError::Invalid(vec![format!("firm_id: {e}")])),
+        }
         let mut trees = HashMap::new();
         let mut default_tree = None;
         for stored in templates::list(db, firm_id).await.map_err(|e| other(&e))? {

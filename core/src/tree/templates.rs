@@ -36,6 +36,8 @@ pub struct StoredTemplate {
 pub enum StoreError {
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Firm(#[from] crate::firms::FirmError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stored template {name} of firm {firm} is unreadable: {why}")]
@@ -86,6 +88,7 @@ pub async fn load(
     source: &str,
     make_default: bool,
 ) -> Result<Loaded, StoreError> {
+    crate::firms::require(db, firm_id).await?;
     let definition = serde_json::to_string(template).map_err(|e| StoreError::Corrupt {
         firm: firm_id.into(),
         name: template.name.clone(),
