@@ -34,6 +34,7 @@ dossier_e2e::on_each_backend!(
     background_jobs_give_way_to_hook_requests,
     lost_leases_come_back_through_the_retry_policy,
     a_renewed_lease_is_not_rescued,
+    a_paused_kind_is_fetched_by_no_worker,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -944,5 +945,123 @@ async fn workers_are_listed_with_their_heartbeat(kind: BackendKind) {
     assert!(now_ms() - me.last_heartbeat_ms < 5_000);
     assert!(me.name.contains(&format!("-{}-", std::process::id())));
     w.stop().await;
+    q.cleanup().await;
+}
+
+/// A paused kind is fetched by no worker — one in this process, one in a
+/// child process, one started while paused — while its running job
+/// finishes; jobs pushed meanwhile wait, and run once it is resumed.
+async fn a_paused_kind_is_fetched_by_no_worker(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let recorder = Recorder::default();
+    let here = q.start_worker(probe_registry(recorder.clone()));
+    let events = tempfile::tempdir().expect("dir");
+    let mut child = spawn_child_worker(&q.child_env(events.path()));
+    let deadline = Instant::now() + LONG;
+    while q.backend.workers().await.expect("workers").len() < 2 {
+        assert!(Instant::now() < deadline, "both workers register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let long = q
+        .push(
+            Probe {
+                label: "running-at-pause".into(),
+                sleep_ms: 1_500,
+                ..Probe::default()
+            }
+            .job(),
+        )
+        .await;
+    q.wait_for(&long, LONG, |j| j.status == JobStatus::Running)
+        .await;
+
+    let pause = dossier_core::job::Pause {
+        kind: PROBE.into(),
+        reason: "partner down".into(),
+        by: "ops".into(),
+        at_ms: now_ms(),
+    };
+    assert!(q.backend.pause(&pause).await.expect("pause"));
+    let again = dossier_core::job::Pause {
+        reason: "second".into(),
+        ..pause.clone()
+    };
+    assert!(
+        !q.backend.pause(&again).await.expect("pause"),
+        "paused already"
+    );
+    assert_eq!(
+        q.backend.paused().await.expect("paused"),
+        vec![pause.clone()]
+    );
+    let late = q.start_worker(probe_registry(recorder.clone()));
+    // Every worker reads the pauses twice a second: past a second, none
+    // fetches the kind.
+    tokio::time::sleep(2 * dossier_core::runtime::PAUSE_REFRESH + Duration::from_millis(100)).await;
+    let waiting: Vec<String> = q
+        .backend
+        .push_bulk(
+            (0..20)
+                .map(|i| {
+                    Probe {
+                        label: format!("while-paused-{i}"),
+                        ..Probe::default()
+                    }
+                    .job()
+                })
+                .collect(),
+        )
+        .await
+        .expect("push while paused")
+        .into_iter()
+        .map(|o| o.id().to_string())
+        .collect();
+    q.wait_for(&long, LONG, |j| j.status == JobStatus::Done)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ran = |label: &str| {
+        recorder.times(label).len()
+            + std::fs::read_dir(events.path())
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                        .map(|t| {
+                            t.lines()
+                                .filter(|l| l.ends_with(&format!(" {label}")))
+                                .count()
+                        })
+                        .sum::<usize>()
+                })
+                .unwrap_or(0)
+    };
+    for i in 0..20 {
+        assert_eq!(
+            ran(&format!("while-paused-{i}")),
+            0,
+            "job {i} ran while paused"
+        );
+    }
+    let counts = dossier_core::queue::counts_and_pauses(&*q.backend)
+        .await
+        .expect("counts");
+    assert_eq!(counts[0].pending, 20, "{counts:?}");
+    assert_eq!(counts[0].paused.as_ref(), Some(&pause));
+
+    assert!(q.backend.resume(PROBE).await.expect("resume"));
+    assert!(
+        !q.backend.resume(PROBE).await.expect("resume"),
+        "not paused"
+    );
+    q.drain(LONG).await;
+    for id in &waiting {
+        assert_eq!(q.job(id).await.status, JobStatus::Done);
+    }
+    for i in 0..20 {
+        assert_eq!(ran(&format!("while-paused-{i}")), 1, "job {i} ran once");
+    }
+    terminate(&child);
+    assert!(child.wait().expect("exit").success());
+    here.stop().await;
+    late.stop().await;
     q.cleanup().await;
 }

@@ -144,6 +144,12 @@ async fn dashboard(kind: BackendKind) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("paused label: suspendu : registre en panne") && said.contains("resumed"),
+        "{said}"
+    );
+    assert!(q.backend.paused().await.expect("paused").is_empty());
     let job = q.job(&killed).await;
     assert_eq!(job.status, JobStatus::Done, "{job:?}");
     assert_eq!(

@@ -69,6 +69,11 @@ impl Access {
     }
 }
 
+/// The name of the token a request came with, for the record of what an
+/// operator did (`http.tokens` for a configured one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(pub String);
+
 /// A token as listed: never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenRecord {
@@ -288,7 +293,10 @@ pub async fn revoke(db: &Database, id: &str) -> Result<TokenRecord, TokenError> 
 
 /// The access `presented` grants, or why it grants none. A token that is
 /// not one of ours by its shape is refused without a query.
-pub async fn authenticate(db: &Database, presented: &str) -> Result<Access, AuthError> {
+pub async fn authenticate(
+    db: &Database,
+    presented: &str,
+) -> Result<(Access, TokenName), AuthError> {
     let plausible = presented.len() == PREFIX.len() + 64
         && presented
             .strip_prefix(PREFIX)
@@ -318,12 +326,13 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<Access, Auth
             tracing::warn!(error = %e, "recording a token's last use failed");
         }
     }
-    Ok(match (token.scope, token.firm_id) {
+    let access = match (token.scope, token.firm_id) {
         (Scope::Hooks, Some(firm)) => Access::Firm(firm),
         (Scope::Admin, None) => Access::Platform,
         // Impossible under the table's CHECK; refused rather than guessed.
         _ => return Err(AuthError::Refused(Refusal::Unknown)),
-    })
+    };
+    Ok((access, TokenName(token.name)))
 }
 
 async fn record_use(db: &Database, id: &str, now: i64) -> Result<(), sqlx::Error> {

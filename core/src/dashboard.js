@@ -47,6 +47,22 @@ async function retryDead(kind) {
   refresh();
 }
 
+// A paused kind's jobs wait; its running ones finish. The reason is asked
+// for, and shown to every operator.
+async function pause(kind) {
+  const reason = window.prompt("Suspendre " + kind + " : pourquoi ?", "");
+  if (reason === null) return;
+  await api("POST", "/v1/admin/queues/" + encodeURIComponent(kind) + "/pause", { reason });
+  flash(kind + " suspendu");
+  refresh();
+}
+
+async function resume(kind) {
+  await api("POST", "/v1/admin/queues/" + encodeURIComponent(kind) + "/resume");
+  flash(kind + " repris");
+  refresh();
+}
+
 async function act(id, what) {
   if (what === "kill" && !confirm("Arrêter définitivement le travail " + id + " ?")) return;
   await api("POST", "/v1/admin/jobs/" + encodeURIComponent(id) + "/" + what, what === "kill" ? { reason: "arrêté depuis le tableau de bord" } : undefined);
@@ -86,10 +102,17 @@ async function refresh() {
     const qb = $("#queues tbody"); qb.replaceChildren();
     for (const q of queues) {
       const cell = (status, n) => el("td", { class: "num" }, n ? el("a", { class: "count", onclick: () => filterBy(q.kind, status) }, n) : "0");
+      const name = el("td", {}, q.kind);
+      if (q.paused) name.append(" ", el("span", { class: "paused", "data-paused": q.kind, title: "par " + q.paused.by }, "suspendu" + (q.paused.reason ? " : " + q.paused.reason : "")));
+      const actions = el("td", {});
+      if (q.dead) actions.append(el("button", { "data-retry-dead": q.kind, onclick: () => retryDead(q.kind) }, "relancer les morts"), " ");
+      actions.append(q.paused
+        ? el("button", { "data-resume": q.kind, onclick: () => resume(q.kind) }, "reprendre")
+        : el("button", { "data-pause": q.kind, onclick: () => pause(q.kind) }, "suspendre"));
       qb.append(el("tr", { "data-kind": q.kind },
-        el("td", {}, q.kind), cell("pending", q.pending), cell("scheduled", q.scheduled), cell("running", q.running),
+        name, cell("pending", q.pending), cell("scheduled", q.scheduled), cell("running", q.running),
         cell("retrying", q.retrying), cell("done", q.done), cell("dead", q.dead), el("td", {}, age(q.oldest_pending_age_ms)),
-        el("td", {}, q.dead ? el("button", { "data-retry-dead": q.kind, onclick: () => retryDead(q.kind) }, "relancer les morts") : "")));
+        actions));
     }
     const jb = $("#jobs tbody"); jb.replaceChildren();
     for (const j of jobs) {

@@ -72,7 +72,7 @@ fn redacted(mut job: JobRecord) -> JobRecord {
 #[utoipa::path(get, path = "/v1/admin/queues", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "counts per kind and status, oldest waiting job", body = Vec<Object>), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn queues(State(state): State<ApiState>) -> Response {
-    match state.queue().counts().await {
+    match crate::queue::counts_and_pauses(state.queue()).await {
         Ok(c) => Json(c).into_response(),
         Err(e) => queue_error(e),
     }
@@ -228,5 +228,58 @@ pub async fn retry_dead(State(state): State<ApiState>, Path(kind): Path<String>)
             Json(serde_json::json!({ "kind": kind, "retried": n })).into_response()
         }
         Err(e) => queue_error(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    /// Why (shown in `dossier queues`, the dashboard and the metrics).
+    reason: Option<String>,
+}
+
+fn pause_error(e: crate::pausing::PauseError) -> Response {
+    use crate::pausing::PauseError;
+    match e {
+        PauseError::Kind(e) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        PauseError::Reason(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        PauseError::Queue(e) => queue_error(e),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/queues/{kind}/pause", tag = "admin", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "a job kind")),
+    request_body(content = Option<PauseBody>, description = "why"),
+    responses((status = 200, description = "paused (`changed` false: it was paused already, the first pause stays); no worker fetches the kind within a second", body = Object),
+        (status = 404, description = "no such kind", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn pause(
+    State(state): State<ApiState>,
+    axum::Extension(who): axum::Extension<crate::api_tokens::TokenName>,
+    Path(kind): Path<String>,
+    body: Option<Json<PauseBody>>,
+) -> Response {
+    let reason = body.and_then(|b| b.0.reason).unwrap_or_default();
+    match crate::pausing::pause(state.queue(), &kind, &reason, &format!("{} (API)", who.0)).await {
+        Ok(changed) => {
+            tracing::info!(%kind, "kind paused from the admin API");
+            Json(serde_json::json!({ "kind": kind, "paused": true, "changed": changed }))
+                .into_response()
+        }
+        Err(e) => pause_error(e),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/queues/{kind}/resume", tag = "admin", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "a job kind")),
+    responses((status = 200, description = "resumed (`changed` false: it was not paused)", body = Object),
+        (status = 404, description = "no such kind", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn resume(State(state): State<ApiState>, Path(kind): Path<String>) -> Response {
+    match crate::pausing::resume(state.queue(), &kind).await {
+        Ok(changed) => {
+            tracing::info!(%kind, "kind resumed from the admin API");
+            Json(serde_json::json!({ "kind": kind, "paused": false, "changed": changed }))
+                .into_response()
+        }
+        Err(e) => pause_error(e),
     }
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::routing::get;
 
-use crate::api_tokens::{self, Access, AuthError, Refusal};
+use crate::api_tokens::{self, Access, AuthError, Refusal, TokenName};
 use crate::catalogue::Subject;
 use crate::config::Settings;
 use crate::db::{Database, on_pool};
@@ -281,15 +281,16 @@ async fn authenticate(
                 .iter()
                 .fold(false, |found, t| same(&d, t) | found);
             if configured {
-                Ok(Access::Platform)
+                Ok((Access::Platform, TokenName("http.tokens".into())))
             } else {
                 api_tokens::authenticate(&state.db, token).await
             }
         }
     };
     match access {
-        Ok(access) => {
+        Ok((access, name)) => {
             req.extensions_mut().insert(access);
+            req.extensions_mut().insert(name);
             // Background work of this process gives way while it is answered.
             let _in_flight = crate::interactive::begin();
             next.run(req).await
@@ -430,6 +431,8 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("post", "/v1/admin/jobs/{id}/retry", Auth::Admin),
     ("post", "/v1/admin/jobs/{id}/kill", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/retry-dead", Auth::Admin),
+    ("post", "/v1/admin/queues/{kind}/pause", Auth::Admin),
+    ("post", "/v1/admin/queues/{kind}/resume", Auth::Admin),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -449,6 +452,14 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/admin/queues/{kind}/retry-dead",
             post(crate::dashboard::retry_dead),
+        )
+        .route(
+            "/v1/admin/queues/{kind}/pause",
+            post(crate::dashboard::pause),
+        )
+        .route(
+            "/v1/admin/queues/{kind}/resume",
+            post(crate::dashboard::resume),
         )
         .layer(middleware::from_fn(admin_only));
     let private = hooks
@@ -1040,7 +1051,7 @@ async fn confined(
         crate::dashboard::page, crate::dashboard::script, crate::dashboard::style,
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
-        crate::dashboard::retry_dead,
+        crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

@@ -26,6 +26,7 @@ pub mod mail;
 pub mod metrics;
 pub mod onboarding;
 pub mod outbox;
+pub mod pausing;
 pub mod queue;
 pub mod schedule;
 pub mod secrets;

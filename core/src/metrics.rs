@@ -70,6 +70,7 @@ pub struct Metrics {
     pub queue_jobs: Family<KindStatus, Gauge>,
     pub oldest_pending_seconds: Family<Kind, Gauge<f64, AtomicU64>>,
     pub dead_jobs: Family<Kind, Gauge>,
+    pub paused: Family<Kind, Gauge>,
     pub quota_waits: Family<Provider, Counter>,
     pub quota_wait_seconds: Family<Provider, Counter<f64, AtomicU64>>,
     pub registry_errors: Family<ProviderClass, Counter>,
@@ -87,6 +88,7 @@ impl Metrics {
             queue_jobs: Family::default(),
             oldest_pending_seconds: Family::default(),
             dead_jobs: Family::default(),
+            paused: Family::default(),
             quota_waits: Family::default(),
             quota_wait_seconds: Family::default(),
             registry_errors: Family::default(),
@@ -113,6 +115,11 @@ impl Metrics {
             "dead_jobs",
             "Jobs in the dead set, by kind (read at scrape)",
             m.dead_jobs.clone(),
+        );
+        registry.register(
+            "queue_paused",
+            "1 for a kind an operator paused: its jobs are not fetched (read at scrape)",
+            m.paused.clone(),
         );
         registry.register(
             "registry_quota_waits",
@@ -211,11 +218,12 @@ pub fn partner_failed(app: &str, class: &str) {
 /// leaves its gauges as last read; the render still succeeds.
 pub async fn render(queue: &dyn QueueBackend, db: &Database) -> String {
     let m = get();
-    match queue.counts().await {
+    match crate::queue::counts_and_pauses(queue).await {
         Ok(counts) => {
             m.queue_jobs.clear();
             m.oldest_pending_seconds.clear();
             m.dead_jobs.clear();
+            m.paused.clear();
             for c in counts {
                 for (status, n) in [
                     ("pending", c.pending),
@@ -236,6 +244,9 @@ pub async fn render(queue: &dyn QueueBackend, db: &Database) -> String {
                     kind: c.kind.clone(),
                 };
                 m.dead_jobs.get_or_create(&kind).set(c.dead as i64);
+                m.paused
+                    .get_or_create(&kind)
+                    .set(i64::from(c.paused.is_some()));
                 m.oldest_pending_seconds
                     .get_or_create(&kind)
                     .set(c.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0);

@@ -67,7 +67,8 @@ enum Command {
     Migrate,
     /// Submit a job of any kind.
     Enqueue(EnqueueArgs),
-    /// Per-queue counts: pending, scheduled, running, retrying, done, dead.
+    /// Per-queue counts: pending, scheduled, running, retrying, done, dead,
+    /// and paused kinds; `queues pause KIND` and `queues resume KIND`.
     Queues(QueuesArgs),
     /// List, show, retry or kill jobs.
     #[command(subcommand)]
@@ -179,6 +180,8 @@ enum SiretCommand {
 
 #[derive(Args)]
 struct QueuesArgs {
+    #[command(subcommand)]
+    action: Option<QueuesCommand>,
     /// Machine-readable output.
     #[arg(long, conflicts_with = "watch")]
     json: bool,
@@ -188,6 +191,20 @@ struct QueuesArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, requires = "watch", hide = true)]
     count: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum QueuesCommand {
+    /// Stop every worker fetching this kind's jobs (running ones finish;
+    /// new jobs still queue up) until `queues resume`.
+    Pause {
+        kind: String,
+        /// Why, shown in `dossier queues`, the dashboard and the metrics.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let workers fetch this kind's jobs again.
+    Resume { kind: String },
 }
 
 #[derive(Args)]
@@ -290,6 +307,21 @@ fn queues_table(counts: &[dossier_core::job::QueueCounts]) -> String {
                 .unwrap_or_else(|| "-".into())
         ));
     }
+    for c in counts {
+        if let Some(p) = &c.paused {
+            out.push_str(&format!(
+                "paused: {} since {} by {}{}\n",
+                c.kind,
+                format_ms(p.at_ms),
+                p.by,
+                if p.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", p.reason)
+                }
+            ));
+        }
+    }
     out
 }
 
@@ -301,7 +333,7 @@ async fn watch_queues(q: &dyn QueueBackend, count: Option<u32>) -> anyhow::Resul
     let tty = std::io::stdout().is_terminal();
     let mut shown = 0u32;
     loop {
-        let body = match q.counts().await {
+        let body = match queue::counts_and_pauses(q).await {
             Ok(c) => queues_table(&c),
             Err(e) => format!("the queue does not answer: {e}\n"),
         };
@@ -406,12 +438,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Queues(a) => {
             let q = open_queue(&settings).await?;
+            let pause_error = |e: dossier_core::pausing::PauseError| {
+                if e.is_user_error() {
+                    user(e.to_string())
+                } else {
+                    e.into()
+                }
+            };
+            match a.action {
+                Some(QueuesCommand::Pause { kind, reason }) => {
+                    let by = dossier_core::pausing::command_line_user();
+                    let new = dossier_core::pausing::pause(q.as_ref(), &kind, &reason, &by)
+                        .await
+                        .map_err(pause_error)?;
+                    if new {
+                        println!(
+                            "{kind} paused: no worker fetches its jobs within {} ms; running ones finish (`dossier queues resume {kind}`)",
+                            2 * dossier_core::runtime::PAUSE_REFRESH.as_millis()
+                        );
+                    } else {
+                        println!("{kind} was paused already: the first pause and its reason stay");
+                    }
+                    return Ok(());
+                }
+                Some(QueuesCommand::Resume { kind }) => {
+                    if dossier_core::pausing::resume(q.as_ref(), &kind)
+                        .await
+                        .map_err(pause_error)?
+                    {
+                        println!("{kind} resumed");
+                    } else {
+                        println!("{kind} was not paused: nothing to do");
+                    }
+                    return Ok(());
+                }
+                None => {}
+            }
             if a.json {
-                println!("{}", serde_json::to_string(&q.counts().await?)?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&queue::counts_and_pauses(q.as_ref()).await?)?
+                );
                 return Ok(());
             }
             if !a.watch {
-                print!("{}", queues_table(&q.counts().await?));
+                print!(
+                    "{}",
+                    queues_table(&queue::counts_and_pauses(q.as_ref()).await?)
+                );
                 return Ok(());
             }
             watch_queues(q.as_ref(), a.count).await

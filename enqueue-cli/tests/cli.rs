@@ -1694,3 +1694,52 @@ fn firms_and_tokens_from_the_command_line() {
     assert!(!everything.contains(&secret) && !everything.contains(quiet.trim()));
     assert!(everything.contains(&dossier_core::digest::sha256_hex(secret.as_bytes())));
 }
+
+/// An operator pauses a kind and resumes it from the command line; the
+/// pause, its reason and who made it show in `dossier queues`.
+#[test]
+fn queues_pause_and_resume() {
+    let mut env = Env::sqlite();
+    env.vars.push(("USER".into(), "camille".into()));
+    env.ok(&["migrate"]);
+    let out = env.ok(&[
+        "queues",
+        "pause",
+        "siret_check",
+        "--reason",
+        "registre en panne",
+    ]);
+    assert!(out.contains("siret_check paused"), "{out}");
+    let out = env.ok(&["queues", "pause", "siret_check", "--reason", "autre"]);
+    assert!(out.contains("paused already"), "{out}");
+    let table = env.ok(&["queues"]);
+    assert!(
+        table.contains("paused: siret_check since ")
+            && table.contains(" by camille (command line): registre en panne"),
+        "{table}"
+    );
+    let json = env.json(&["queues", "--json"]);
+    let row = json
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["kind"] == "siret_check"))
+        .expect("the paused kind is listed, even without jobs")
+        .clone();
+    assert_eq!(row["paused"]["reason"], "registre en panne");
+    assert_eq!(row["paused"]["by"], "camille (command line)");
+    let err = env.refused(&["queues", "pause", "siret_chek"]);
+    assert!(
+        err.contains("unknown job kind `siret_chek`; known kinds: siret_check"),
+        "{err}"
+    );
+    let err = env.refused(&["queues", "pause", "siret_check", "--reason", "a\u{1b}[2Jb"]);
+    assert!(err.contains("reason:"), "{err}");
+    assert!(
+        env.ok(&["queues", "resume", "siret_check"])
+            .contains("siret_check resumed")
+    );
+    assert!(
+        env.ok(&["queues", "resume", "siret_check"])
+            .contains("was not paused")
+    );
+    assert!(!env.ok(&["queues"]).contains("paused:"));
+}

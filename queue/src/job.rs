@@ -192,6 +192,9 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Age of the oldest job due now and not yet picked up.
     pub oldest_pending_age_ms: Option<i64>,
+    /// Set when an operator paused the kind ([`crate::queue::counts_and_pauses`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
 }
 
 impl QueueCounts {
@@ -199,6 +202,17 @@ impl QueueCounts {
     pub fn outstanding(&self) -> u64 {
         self.pending + self.scheduled + self.running + self.retrying
     }
+}
+
+/// A kind an operator paused: no worker fetches its jobs until it is
+/// resumed (running ones finish; pushes and schedules still enqueue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub kind: String,
+    pub reason: String,
+    /// Who paused it: a token's name, or the OS user of the command line.
+    pub by: String,
+    pub at_ms: i64,
 }
 
 /// A worker process as seen through its heartbeats.

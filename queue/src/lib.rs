@@ -41,7 +41,8 @@
 //! - [`metrics`]: the pool's Prometheus counters.
 //!
 //! The SQLite and PostgreSQL queues use the `jobs` and `workers` tables of
-//! the first migration in `migrations/{sqlite,postgres}/`.
+//! the first migration in `migrations/{sqlite,postgres}/`, and the
+//! `queue_pauses` table of `…_queue_pauses.sql`.
 
 pub mod clock;
 pub mod interactive;

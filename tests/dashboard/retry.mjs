@@ -1,7 +1,9 @@
 // Drives Debian's Chromium through the dashboard like an operator:
 // node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png
 // Logs in with the token, finds the dead job, clicks "relancer", waits
-// until the page shows it done, opens it, and takes a screenshot.
+// until the page shows it done, opens it, and takes a screenshot. Then
+// pauses the kind (answering the reason prompt), reads the label the
+// queues table shows, and resumes it.
 import { chromium } from "playwright-core";
 
 const [base, token, jobId, screenshot] = process.argv.slice(2);
@@ -27,6 +29,13 @@ try {
   await page.click(`tr[data-job="${jobId}"] a`);
   await page.waitForSelector("#detail:not([hidden]) h3");
   await page.screenshot({ path: screenshot, fullPage: true });
+  page.once("dialog", (d) => d.accept("registre en panne"));
+  await page.click('button[data-pause="siret_check"]');
+  const label = await page.waitForSelector('[data-paused="siret_check"]', { timeout: 10000 });
+  console.log("paused label: " + (await label.textContent()));
+  await page.click('button[data-resume="siret_check"]');
+  await page.waitForSelector('button[data-pause="siret_check"]', { timeout: 10000 });
+  console.log("resumed");
   if (failures.length) throw new Error("page errors: " + failures.join("; "));
   console.log("retried " + jobId);
 } finally {

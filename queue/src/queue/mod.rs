@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{
-    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
-    WorkerInfo,
+    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
+    QueueCounts, WorkerInfo,
 };
 use crate::settings::{QueueBackendKind, QueueSettings};
 
@@ -174,6 +174,54 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError>;
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
+
+    /// Pauses a kind for every worker of this queue: none fetches its jobs
+    /// until [`QueueBackend::resume`]. Returns `false` (and keeps the first
+    /// pause's reason) when the kind was paused already.
+    async fn pause(&self, pause: &Pause) -> Result<bool, QueueError>;
+
+    /// Resumes a paused kind; `false` when it was not paused.
+    async fn resume(&self, kind: &str) -> Result<bool, QueueError>;
+
+    /// The paused kinds, by kind. Each worker reads this every
+    /// [`crate::runtime::PAUSE_REFRESH`].
+    async fn paused(&self) -> Result<Vec<Pause>, QueueError>;
+}
+
+/// The per-kind counts with each paused kind's pause, paused kinds without
+/// jobs included: what `dossier queues`, the dashboard and the metrics show.
+pub async fn counts_and_pauses(q: &dyn QueueBackend) -> Result<Vec<QueueCounts>, QueueError> {
+    let mut counts = q.counts().await?;
+    for pause in q.paused().await? {
+        match counts.iter_mut().find(|c| c.kind == pause.kind) {
+            Some(c) => c.paused = Some(pause),
+            None => counts.push(QueueCounts {
+                kind: pause.kind.clone(),
+                pending: 0,
+                scheduled: 0,
+                running: 0,
+                retrying: 0,
+                done: 0,
+                dead: 0,
+                oldest_pending_age_ms: None,
+                paused: Some(pause),
+            }),
+        }
+    }
+    counts.sort_by(|a, b| a.kind.cmp(&b.kind));
+    Ok(counts)
+}
+
+/// A row of the `queue_pauses` table on both SQL backends.
+pub(crate) type PauseRow = (String, String, String, i64);
+
+pub(crate) fn pause_from_row((kind, reason, by, at_ms): PauseRow) -> Pause {
+    Pause {
+        kind,
+        reason,
+        by,
+        at_ms,
+    }
 }
 
 /// Opens the backend `q` names. `database_url` is the application's
@@ -229,6 +277,7 @@ pub(crate) fn counts_from_row(row: CountsRow, now_ms: i64) -> QueueCounts {
         done: n(done),
         dead: n(dead),
         oldest_pending_age_ms: oldest.map(|t| (now_ms - t).max(0)),
+        paused: None,
     }
 }
 

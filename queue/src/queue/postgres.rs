@@ -11,12 +11,12 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, QueueBackend, QueueError, Wakers,
-    WorkerRow, counts_from_row, waiting_status, worker_from_row,
+    AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, PauseRow, QueueBackend, QueueError,
+    Wakers, WorkerRow, counts_from_row, pause_from_row, waiting_status, worker_from_row,
 };
 use crate::clock::now_ms;
 use crate::job::{
-    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts, WorkerInfo,
+    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome, QueueCounts, WorkerInfo,
 };
 
 pub struct PostgresQueue {
@@ -611,5 +611,36 @@ impl QueueBackend for PostgresQueue {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(worker_from_row).collect())
+    }
+
+    async fn pause(&self, pause: &Pause) -> Result<bool, QueueError> {
+        let done = sqlx::query(
+            "INSERT INTO queue_pauses (kind, reason, paused_by, paused_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kind) DO NOTHING",
+        )
+        .bind(&pause.kind)
+        .bind(&pause.reason)
+        .bind(&pause.by)
+        .bind(pause.at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn resume(&self, kind: &str) -> Result<bool, QueueError> {
+        let done = sqlx::query("DELETE FROM queue_pauses WHERE kind = $1")
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn paused(&self) -> Result<Vec<Pause>, QueueError> {
+        let rows: Vec<PauseRow> = sqlx::query_as(
+            "SELECT kind, reason, paused_by, paused_at FROM queue_pauses ORDER BY kind",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(pause_from_row).collect())
     }
 }

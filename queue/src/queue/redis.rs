@@ -32,8 +32,8 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::job::{
-    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, PushOutcome, QueueCounts,
-    WorkerInfo,
+    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
+    QueueCounts, WorkerInfo,
 };
 
 /// Due jobs promoted per fetch: bounded so that `unpack` never overflows
@@ -847,6 +847,7 @@ impl QueueBackend for RedisQueue {
                     done,
                     dead,
                     oldest_pending_age_ms: oldest.parse::<i64>().ok().map(|t| (now - t).max(0)),
+                    paused: None,
                 },
             )
             .collect();
@@ -1010,6 +1011,41 @@ impl QueueBackend for RedisQueue {
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn pause(&self, pause: &Pause) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let value = serde_json::to_string(pause).map_err(|e| QueueError::Corrupt {
+            id: pause.kind.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(conn.hset_nx(self.key("paused"), &pause.kind, value).await?)
+    }
+
+    async fn resume(&self, kind: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = conn.hdel(self.key("paused"), kind).await?;
+        Ok(removed == 1)
+    }
+
+    async fn paused(&self) -> Result<Vec<Pause>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.key("paused")).await?;
+        // An entry that does not read still pauses its kind (the safe
+        // side), and says so where operators look.
+        let mut out: Vec<Pause> = all
+            .into_iter()
+            .map(|(kind, v)| {
+                serde_json::from_str::<Pause>(&v).unwrap_or_else(|_| Pause {
+                    kind,
+                    reason: "unreadable pause record: resume the kind to clear it".into(),
+                    by: String::new(),
+                    at_ms: 0,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.kind.cmp(&b.kind));
         Ok(out)
     }
 }

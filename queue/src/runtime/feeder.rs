@@ -64,7 +64,11 @@ pub(crate) async fn fetch_loop(ctx: FetchContext) {
     let poll = Duration::from_millis(q.poll_interval_ms);
     let target = ctx.batch;
     let mut error_backoff = Duration::from_millis(100);
+    let mut pauses = shared.pauses.subscribe();
     loop {
+        if !super::pauses::wait_while_paused(&mut pauses, kind, &ctx.soft_stop).await {
+            return;
+        }
         let first = tokio::select! {
             _ = ctx.soft_stop.cancelled() => return,
             p = semaphore.clone().acquire_owned() => match p {
@@ -104,6 +108,10 @@ pub(crate) async fn fetch_loop(ctx: FetchContext) {
                 },
                 _ = tokio::time::sleep_until(gather_until) => break,
             }
+        }
+        // Paused while the slots were gathered: fetch nothing.
+        if super::pauses::is_paused(&pauses, kind) {
+            continue;
         }
         let asked = permits.len();
         match shared.backend.fetch(kind, &shared.name, asked, lease).await {

@@ -30,12 +30,14 @@ mod completer;
 mod feeder;
 mod identity;
 mod kind_queue;
+mod pauses;
 mod registry;
 mod stack;
 mod upkeep;
 
 pub use identity::{host_name, worker_name};
 pub use kind_queue::{JsonCodec, KindQueue};
+pub use pauses::PAUSE_REFRESH;
 pub use registry::{JobContext, NoJobContext, Registry};
 pub use tokio_util::sync::CancellationToken;
 
@@ -75,6 +77,7 @@ struct Shared {
     running: Mutex<HashSet<String>>,
     stats: Stats,
     info: WorkerInfo,
+    pauses: pauses::PauseBoard,
 }
 
 impl Shared {
@@ -120,6 +123,7 @@ impl Worker {
                 running: Mutex::new(HashSet::new()),
                 stats: Stats::default(),
                 info,
+                pauses: pauses::PauseBoard::new(),
             }),
             registry,
             schedules: Vec::new(),
@@ -159,8 +163,13 @@ impl Worker {
         if let Err(e) = upkeep::heartbeat_once(&shared).await {
             tracing::warn!(error = %e, "first heartbeat failed; will keep trying");
         }
+        // A restarted worker never fetches a kind paused meanwhile.
+        if let Err(e) = shared.pauses.refresh(shared.backend.as_ref()).await {
+            tracing::warn!(error = %e, "reading the paused kinds failed; will keep trying");
+        }
         let mut bg = tokio::task::JoinSet::new();
         bg.spawn(upkeep::heartbeat_loop(shared.clone(), background.clone()));
+        bg.spawn(pauses::refresh_loop(shared.clone(), background.clone()));
         bg.spawn(upkeep::rescue_loop(shared.clone(), background.clone()));
         {
             let backend = shared.backend.clone();

@@ -1,0 +1,82 @@
+//! Pausing and resuming a kind, for the command line and the admin API
+//! alike: the kind must be one the product runs (a typo must not pause
+//! nothing and look done), the reason is checked like any text, and who did
+//! it is recorded with the pause.
+
+use crate::catalogue::Catalogue;
+use crate::clock::now_ms;
+use crate::job::Pause;
+use crate::queue::{QueueBackend, QueueError};
+
+/// Longest reason kept with a pause.
+pub const MAX_REASON: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error(transparent)]
+    Kind(#[from] crate::catalogue::CatalogueError),
+    #[error("reason: {0}")]
+    Reason(String),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl PauseError {
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, PauseError::Queue(_))
+    }
+}
+
+fn known(kind: &str) -> Result<(), PauseError> {
+    let catalogue = Catalogue::product();
+    if catalogue.get(kind).is_some() {
+        return Ok(());
+    }
+    Err(PauseError::Kind(
+        crate::catalogue::CatalogueError::UnknownKind {
+            kind: crate::text::for_terminal(&kind.chars().take(80).collect::<String>())
+                .into_owned(),
+            known: catalogue
+                .kinds()
+                .iter()
+                .map(|k| k.kind)
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    ))
+}
+
+/// Pauses `kind` for every worker; `Ok(false)` when it was paused already
+/// (the first pause and its reason stay).
+pub async fn pause(
+    q: &dyn QueueBackend,
+    kind: &str,
+    reason: &str,
+    by: &str,
+) -> Result<bool, PauseError> {
+    known(kind)?;
+    let reason = reason.trim();
+    crate::text::check(reason, MAX_REASON).map_err(|e| PauseError::Reason(e.to_string()))?;
+    Ok(q.pause(&Pause {
+        kind: kind.to_string(),
+        reason: reason.to_string(),
+        by: by.to_string(),
+        at_ms: now_ms(),
+    })
+    .await?)
+}
+
+/// Resumes `kind`; `Ok(false)` when it was not paused.
+pub async fn resume(q: &dyn QueueBackend, kind: &str) -> Result<bool, PauseError> {
+    known(kind)?;
+    Ok(q.resume(kind).await?)
+}
+
+/// Who runs this command line, for the record: the OS user.
+pub fn command_line_user() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let user: String = user.chars().take(64).filter(|c| !c.is_control()).collect();
+    format!("{user} (command line)")
+}
