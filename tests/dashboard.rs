@@ -150,6 +150,10 @@ async fn dashboard(kind: BackendKind) {
         "{said}"
     );
     assert!(q.backend.paused().await.expect("paused").is_empty());
+    assert!(
+        said.contains("http.tokens (API)queue.pausesiret_check{\"reason\":\"registre en panne\"}"),
+        "the journal shows who paused, why: {said}"
+    );
     let job = q.job(&killed).await;
     assert_eq!(job.status, JobStatus::Done, "{job:?}");
     assert_eq!(

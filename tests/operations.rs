@@ -157,3 +157,49 @@ async fn metrics_on_postgres_and_redis() {
 async fn metrics_on_postgres_with_its_queue() {
     metrics_tell_outcomes_depth_and_imports(BackendKind::Postgres).await;
 }
+
+/// The audit trail keeps entries for its retention, then the purge
+/// deletes them; on the embedded deployment and on PostgreSQL.
+async fn the_audit_trail_is_kept_for_its_retention(kind: BackendKind) {
+    use dossier_core::audit;
+    let mut q = TestQueue::new(kind).await;
+    let db = q.business_db().await;
+    for target in ["siret_check", "app_setup"] {
+        audit::record(
+            &db,
+            "ops (API)",
+            audit::action::QUEUE_PAUSE,
+            target,
+            serde_json::json!({}),
+        )
+        .await
+        .expect("record");
+    }
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        audit::purge(&db, day).await.expect("purge"),
+        0,
+        "within retention"
+    );
+    assert_eq!(audit::list(&db, None, 10).await.expect("list").len(), 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        audit::purge(&db, Duration::from_millis(10))
+            .await
+            .expect("purge"),
+        2,
+        "past retention"
+    );
+    assert!(audit::list(&db, None, 10).await.expect("list").is_empty());
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_kept_for_its_retention_on_sqlite() {
+    the_audit_trail_is_kept_for_its_retention(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_kept_for_its_retention_on_postgres() {
+    the_audit_trail_is_kept_for_its_retention(BackendKind::Redis).await;
+}

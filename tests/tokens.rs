@@ -465,6 +465,49 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         }
     }
 
+    // What the admin token did is on record under its name; what was
+    // refused, or touched nothing, is not.
+    let trail = dossier_core::audit::list(&db, None, 100)
+        .await
+        .expect("audit");
+    let done: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .rev()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        done.iter().filter(|d| d.1 == "job.enqueue").count(),
+        1,
+        "the maintenance job the admin token queued: {done:?}"
+    );
+    assert!(
+        done.contains(&("platform-admin (API)", "queue.pause", "siret_check")),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&("platform-admin (API)", "queue.resume", "siret_check")),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&(
+            "platform-admin (API)",
+            "queue.retry_dead",
+            "dead jobs of siret_check"
+        )),
+        "{done:?}"
+    );
+    assert!(
+        !done.iter().any(|d| d.2 == "no-such-job"),
+        "nothing was retried or killed: {done:?}"
+    );
+    assert!(
+        done.iter().all(|d| d.0 == "platform-admin (API)"),
+        "{done:?}"
+    );
+    let (st, body) = call("get", "/v1/admin/audit?since=1d", &t.admin, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(body.as_array().map(Vec::len), Some(trail.len()));
+
     // Only hashes are stored, and uses are recorded.
     let list = api_tokens::list(&db, None).await.expect("list");
     assert_eq!(list.len(), 5);

@@ -42,6 +42,23 @@ pub struct Settings {
     pub http: HttpSettings,
     pub apps: AppsSettings,
     pub imports: ImportSettings,
+    pub audit: AuditSettings,
+}
+
+/// The operators' audit trail (`crate::audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Entries older than this are deleted by the workers (hourly).
+    pub retention_days: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention_days: 365,
+        }
+    }
 }
 
 /// Bulk imports (`crate::import`).
@@ -731,6 +748,12 @@ impl Settings {
         }
         if let Err(e) = crate::secrets::KeyRing::new(&self.apps.encryption_keys) {
             bad("apps.encryption_keys", e.to_string());
+        }
+        if self.audit.retention_days == 0 {
+            bad(
+                "audit.retention_days",
+                "must be at least 1: the audit trail is what operators did".into(),
+            );
         }
         if self.apps.timeout_ms == 0 {
             bad("apps.timeout_ms", "must be greater than 0".into());

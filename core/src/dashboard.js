@@ -91,10 +91,11 @@ async function showJob(id) {
 
 async function refresh() {
   try {
-    const [queues, jobs, workers] = await Promise.all([
+    const [queues, jobs, workers, audit] = await Promise.all([
       api("GET", "/v1/admin/queues"),
       api("GET", "/v1/admin/jobs?" + new URLSearchParams({ kind: $("#f-kind").value, status: $("#f-status").value, limit: "100" })),
       api("GET", "/v1/admin/workers"),
+      api("GET", "/v1/admin/audit?limit=20"),
     ]);
     const kinds = $("#f-kind"); const chosen = kinds.value;
     for (const q of queues) if (![...kinds.options].some((o) => o.value === q.kind)) kinds.append(el("option", { value: q.kind }, q.kind));
@@ -129,6 +130,10 @@ async function refresh() {
     const now = Date.now();
     for (const w of workers) wb.append(el("tr", {}, el("td", {}, w.name), el("td", {}, w.host), el("td", { class: "num" }, w.running),
       el("td", {}, "il y a " + age(now - w.last_heartbeat_ms)), el("td", {}, w.kinds.join(", "))));
+    const ab = $("#audit tbody"); ab.replaceChildren();
+    for (const a of audit) ab.append(el("tr", { "data-action": a.action, "data-target": a.target },
+      el("td", {}, new Date(a.at_ms).toLocaleString()), el("td", {}, a.actor), el("td", {}, a.action),
+      el("td", {}, a.target), el("td", {}, Object.keys(a.detail || {}).length ? JSON.stringify(a.detail) : "")));
     if (selected) await showJob(selected);
     $("#status").dataset.refreshed = String(now);
   } catch (e) {

@@ -5,12 +5,14 @@
 //! payload (secrets redacted), attempts and errors, workers and their
 //! heartbeats, retry or kill a job, retry every dead job of a kind.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use crate::api_tokens::TokenName;
+use crate::audit::{self, action};
 use crate::catalogue::Catalogue;
 use crate::http::ApiState;
 use crate::job::{JobFilter, JobRecord, JobStatus};
@@ -164,13 +166,27 @@ fn outcome(id: &str, what: &str, o: AdminOutcome) -> Response {
     responses((status = 200, description = "the job runs now", body = Object),
         (status = 404, description = "no such job", body = crate::http::ErrorBody),
         (status = 409, description = "the job cannot be retried in its state", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
-pub async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+pub async fn retry(
+    State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
+    Path(id): Path<String>,
+) -> Response {
     if !crate::http::plausible_id(&id) {
         return error(StatusCode::NOT_FOUND, "not_found", "no such job");
     }
     match state.queue().retry(&id).await {
         Ok(o) => {
             tracing::info!(job_id = %id, "retried from the dashboard");
+            if o == AdminOutcome::Applied {
+                audit::note(
+                    &state.db,
+                    &audit::api_actor(&who),
+                    action::JOB_RETRY,
+                    &id,
+                    serde_json::json!({}),
+                )
+                .await;
+            }
             outcome(&id, "retried", o)
         }
         Err(e) => queue_error(e),
@@ -191,6 +207,7 @@ pub struct KillBody {
         (status = 409, description = "the job cannot be killed in its state", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn kill(
     State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
     Path(id): Path<String>,
     body: Option<Json<KillBody>>,
 ) -> Response {
@@ -209,6 +226,16 @@ pub async fn kill(
     match state.queue().kill(&id, &reason).await {
         Ok(o) => {
             tracing::info!(job_id = %id, "killed from the dashboard");
+            if o == AdminOutcome::Applied {
+                audit::note(
+                    &state.db,
+                    &audit::api_actor(&who),
+                    action::JOB_KILL,
+                    &id,
+                    serde_json::json!({ "reason": reason }),
+                )
+                .await;
+            }
             outcome(&id, "killed", o)
         }
         Err(e) => queue_error(e),
@@ -218,13 +245,25 @@ pub async fn kill(
 #[utoipa::path(post, path = "/v1/admin/queues/{kind}/retry-dead", tag = "admin", security(("bearer" = [])),
     params(("kind" = String, Path, description = "a job kind")),
     responses((status = 200, description = "how many dead jobs of the kind were retried", body = Object), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
-pub async fn retry_dead(State(state): State<ApiState>, Path(kind): Path<String>) -> Response {
+pub async fn retry_dead(
+    State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
+    Path(kind): Path<String>,
+) -> Response {
     if !crate::http::plausible_id(&kind) {
         return error(StatusCode::NOT_FOUND, "not_found", "no such kind");
     }
     match state.queue().retry_all_dead(Some(&kind)).await {
         Ok(n) => {
             tracing::info!(%kind, jobs = n, "dead jobs retried from the dashboard");
+            audit::note(
+                &state.db,
+                &audit::api_actor(&who),
+                action::DEAD_RETRY,
+                &format!("dead jobs of {kind}"),
+                serde_json::json!({ "retried": n }),
+            )
+            .await;
             Json(serde_json::json!({ "kind": kind, "retried": n })).into_response()
         }
         Err(e) => queue_error(e),
@@ -254,14 +293,25 @@ fn pause_error(e: crate::pausing::PauseError) -> Response {
         (status = 404, description = "no such kind", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn pause(
     State(state): State<ApiState>,
-    axum::Extension(who): axum::Extension<crate::api_tokens::TokenName>,
+    Extension(who): Extension<TokenName>,
     Path(kind): Path<String>,
     body: Option<Json<PauseBody>>,
 ) -> Response {
     let reason = body.and_then(|b| b.0.reason).unwrap_or_default();
-    match crate::pausing::pause(state.queue(), &kind, &reason, &format!("{} (API)", who.0)).await {
+    let actor = audit::api_actor(&who);
+    match crate::pausing::pause(state.queue(), &kind, &reason, &actor).await {
         Ok(changed) => {
             tracing::info!(%kind, "kind paused from the admin API");
+            if changed {
+                audit::note(
+                    &state.db,
+                    &actor,
+                    action::QUEUE_PAUSE,
+                    &kind,
+                    serde_json::json!({ "reason": reason }),
+                )
+                .await;
+            }
             Json(serde_json::json!({ "kind": kind, "paused": true, "changed": changed }))
                 .into_response()
         }
@@ -273,13 +323,65 @@ pub async fn pause(
     params(("kind" = String, Path, description = "a job kind")),
     responses((status = 200, description = "resumed (`changed` false: it was not paused)", body = Object),
         (status = 404, description = "no such kind", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
-pub async fn resume(State(state): State<ApiState>, Path(kind): Path<String>) -> Response {
+pub async fn resume(
+    State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
+    Path(kind): Path<String>,
+) -> Response {
     match crate::pausing::resume(state.queue(), &kind).await {
         Ok(changed) => {
             tracing::info!(%kind, "kind resumed from the admin API");
+            if changed {
+                audit::note(
+                    &state.db,
+                    &audit::api_actor(&who),
+                    action::QUEUE_RESUME,
+                    &kind,
+                    serde_json::json!({}),
+                )
+                .await;
+            }
             Json(serde_json::json!({ "kind": kind, "paused": false, "changed": changed }))
                 .into_response()
         }
         Err(e) => pause_error(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries since: 7d, 12h, a date (2026-12-01) or an RFC 3339 time.
+    since: Option<String>,
+    /// At most this many (1 to 1,000; 100).
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "operators' actions, newest first: who, what, when, on what", body = Vec<Object>),
+        (status = 400, description = "an unreadable `since`", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn audit_trail(State(state): State<ApiState>, Query(q): Query<AuditQuery>) -> Response {
+    let since = match q
+        .since
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(audit::parse_since)
+    {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+    };
+    match audit::list(&state.db, since, q.limit.unwrap_or(100).clamp(1, 1_000)).await {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the audit trail failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the audit trail cannot be read now",
+            )
+        }
     }
 }

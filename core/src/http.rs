@@ -433,6 +433,7 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("post", "/v1/admin/queues/{kind}/retry-dead", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/pause", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/resume", Auth::Admin),
+    ("get", "/v1/admin/audit", Auth::Admin),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -461,6 +462,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/v1/admin/queues/{kind}/resume",
             post(crate::dashboard::resume),
         )
+        .route("/v1/admin/audit", get(crate::dashboard::audit_trail))
         .layer(middleware::from_fn(admin_only));
     let private = hooks
         .merge(admin)
@@ -905,6 +907,7 @@ pub struct EnqueueOut {
 async fn enqueue(
     State(state): State<ApiState>,
     axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
     Path(kind): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -946,7 +949,29 @@ async fn enqueue(
         Ok(j) => j,
         Err(e) => return refused(&[format!("payload: {e}")]),
     };
+    // Maintenance jobs touch every firm: who queued one is on record.
+    let maintenance = catalogue
+        .get(&kind)
+        .is_some_and(|spec| spec.subject == Subject::Platform);
     match state.queue.push(job).await {
+        Ok(crate::job::PushOutcome::Created(id)) if maintenance => {
+            crate::audit::note(
+                &state.db,
+                &crate::audit::api_actor(&who),
+                crate::audit::action::JOB_ENQUEUE,
+                &id,
+                serde_json::json!({ "kind": kind }),
+            )
+            .await;
+            (
+                StatusCode::ACCEPTED,
+                Json(EnqueueOut {
+                    job_id: id,
+                    duplicate: false,
+                }),
+            )
+                .into_response()
+        }
         Ok(crate::job::PushOutcome::Created(id)) => (
             StatusCode::ACCEPTED,
             Json(EnqueueOut {
@@ -1052,6 +1077,7 @@ async fn confined(
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
         crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
+        crate::dashboard::audit_trail,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

@@ -3,6 +3,7 @@
 
 pub mod api_tokens;
 pub mod apps;
+pub mod audit;
 pub mod bench;
 pub mod catalogue;
 pub mod clients;

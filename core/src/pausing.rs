@@ -71,12 +71,3 @@ pub async fn resume(q: &dyn QueueBackend, kind: &str) -> Result<bool, PauseError
     known(kind)?;
     Ok(q.resume(kind).await?)
 }
-
-/// Who runs this command line, for the record: the OS user.
-pub fn command_line_user() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let user: String = user.chars().take(64).filter(|c| !c.is_control()).collect();
-    format!("{user} (command line)")
-}

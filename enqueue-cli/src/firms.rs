@@ -4,6 +4,7 @@
 
 use clap::Subcommand;
 use dossier_core::api_tokens::{self, NewToken, Scope, TokenError, TokenRecord};
+use dossier_core::audit::action;
 use dossier_core::clock::{format_ms, now_ms};
 use dossier_core::config::Settings;
 use dossier_core::db::Database;
@@ -89,6 +90,13 @@ pub async fn firm(cmd: FirmCommand, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         FirmCommand::Add { id, name } => {
             let f = firms::add(&db, &id, &name).await.map_err(firm_error)?;
+            crate::audited(
+                settings,
+                action::FIRM_ADD,
+                &f.id,
+                serde_json::json!({ "name": f.name }),
+            )
+            .await;
             println!("firm {} ({}) added", f.id, f.name);
             println!(
                 "next: `dossier token create --firm {}` for its hooks token",
@@ -153,6 +161,18 @@ pub async fn token(cmd: TokenCommand, settings: &Settings) -> anyhow::Result<()>
             )
             .await
             .map_err(token_error)?;
+            crate::audited(
+                settings,
+                action::TOKEN_CREATE,
+                &record.id,
+                serde_json::json!({
+                    "name": record.name,
+                    "firm": record.firm_id,
+                    "scope": record.scope.as_str(),
+                    "expires_at_ms": record.expires_at_ms,
+                }),
+            )
+            .await;
             if quiet {
                 println!("{secret}");
                 return Ok(());
@@ -189,6 +209,13 @@ pub async fn token(cmd: TokenCommand, settings: &Settings) -> anyhow::Result<()>
         }
         TokenCommand::Revoke { id } => {
             let t = api_tokens::revoke(&db, &id).await.map_err(token_error)?;
+            crate::audited(
+                settings,
+                action::TOKEN_REVOKE,
+                &t.id,
+                serde_json::json!({ "name": t.name, "firm": t.firm_id }),
+            )
+            .await;
             println!(
                 "token {} ({}) revoked at {}: its next request is refused",
                 t.id,

@@ -35,6 +35,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use dossier_core::audit::action;
 use dossier_core::catalogue::Catalogue;
 use dossier_core::clock::{format_ms, now_ms};
 use dossier_core::config::QueueBackendKind;
@@ -104,6 +105,9 @@ enum Command {
     /// API tokens: a firm's hooks tokens, platform-wide admin tokens.
     #[command(subcommand)]
     Token(firms::TokenCommand),
+    /// What operators did: retries, kills, pauses, enqueues, firms, tokens.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// The firm's members (accountants).
     #[command(subcommand)]
     Member(onboard::MemberCommand),
@@ -191,6 +195,20 @@ struct QueuesArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, requires = "watch", hide = true)]
     count: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Operators' actions, newest first: when, who, what, on what.
+    List {
+        /// Since: 7d, 12h, a date (2026-12-01) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -429,7 +447,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| user(e.to_string()))?;
             let q = open_queue(&settings).await?;
             match q.push(job).await? {
-                PushOutcome::Created(id) => println!("enqueued {id}"),
+                PushOutcome::Created(id) => {
+                    println!("enqueued {id}");
+                    audited(
+                        &settings,
+                        action::JOB_ENQUEUE,
+                        &id,
+                        serde_json::json!({ "kind": a.kind }),
+                    )
+                    .await;
+                }
                 PushOutcome::Duplicate(id) => {
                     println!("already enqueued {id} (same idempotency key): nothing added")
                 }
@@ -447,11 +474,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             match a.action {
                 Some(QueuesCommand::Pause { kind, reason }) => {
-                    let by = dossier_core::pausing::command_line_user();
+                    let by = dossier_core::audit::command_line_actor();
                     let new = dossier_core::pausing::pause(q.as_ref(), &kind, &reason, &by)
                         .await
                         .map_err(pause_error)?;
                     if new {
+                        audited(
+                            &settings,
+                            action::QUEUE_PAUSE,
+                            &kind,
+                            serde_json::json!({ "reason": reason }),
+                        )
+                        .await;
                         println!(
                             "{kind} paused: no worker fetches its jobs within {} ms; running ones finish (`dossier queues resume {kind}`)",
                             2 * dossier_core::runtime::PAUSE_REFRESH.as_millis()
@@ -466,6 +500,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await
                         .map_err(pause_error)?
                     {
+                        audited(
+                            &settings,
+                            action::QUEUE_RESUME,
+                            &kind,
+                            serde_json::json!({}),
+                        )
+                        .await;
                         println!("{kind} resumed");
                     } else {
                         println!("{kind} was not paused: nothing to do");
@@ -536,6 +577,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App(cmd) => apps::run(cmd, &settings).await,
         Command::Firm(cmd) => firms::firm(cmd, &settings).await,
         Command::Token(cmd) => firms::token(cmd, &settings).await,
+        Command::Audit(AuditCommand::List { since, limit, json }) => {
+            let since = since
+                .as_deref()
+                .map(dossier_core::audit::parse_since)
+                .transpose()
+                .map_err(|e| user(e.to_string()))?;
+            let db = Database::connect(&settings.database.url, 1).await?;
+            let entries = dossier_core::audit::list(&db, since, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&entries)?);
+            } else {
+                for e in entries {
+                    let detail = if e.detail.as_object().is_some_and(|o| o.is_empty()) {
+                        String::new()
+                    } else {
+                        format!("  {}", e.detail)
+                    };
+                    println!(
+                        "{}  {:<28} {:<18} {}{detail}",
+                        format_ms(e.at_ms),
+                        e.actor,
+                        e.action,
+                        e.target
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Member(cmd) => onboard::member(cmd, &settings).await,
         Command::Collaborator(cmd) => onboard::collaborator(cmd, &settings).await,
         Command::Import(args) => import::run(*args, &settings).await,
@@ -878,22 +947,66 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
             if all_dead {
                 let n = q.retry_all_dead(kind.as_deref()).await?;
                 println!("retried {n} dead job(s)");
+                let filter = format!("dead jobs of {}", kind.as_deref().unwrap_or("every kind"));
+                audited(
+                    settings,
+                    action::DEAD_RETRY,
+                    &filter,
+                    serde_json::json!({ "retried": n }),
+                )
+                .await;
                 return Ok(());
             }
             let id = id.unwrap_or_default();
+            let outcome = q.retry(&id).await?;
+            if outcome == AdminOutcome::Applied {
+                audited(settings, action::JOB_RETRY, &id, serde_json::json!({})).await;
+            }
             admin_result(
-                q.retry(&id).await?,
+                outcome,
                 &id,
                 "retried",
                 "only dead or waiting jobs can be retried",
             )
         }
-        JobsCommand::Kill { id, reason } => admin_result(
-            q.kill(&id, &reason).await?,
-            &id,
-            "killed",
-            "only waiting or running jobs can be killed",
-        ),
+        JobsCommand::Kill { id, reason } => {
+            let outcome = q.kill(&id, &reason).await?;
+            if outcome == AdminOutcome::Applied {
+                audited(
+                    settings,
+                    action::JOB_KILL,
+                    &id,
+                    serde_json::json!({ "reason": reason }),
+                )
+                .await;
+            }
+            admin_result(
+                outcome,
+                &id,
+                "killed",
+                "only waiting or running jobs can be killed",
+            )
+        }
+    }
+}
+
+/// Records an operator action done from this command line in the audit
+/// trail; says so when it cannot (the action stands).
+pub(crate) async fn audited(
+    settings: &Settings,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) {
+    let actor = dossier_core::audit::command_line_actor();
+    let failed = match Database::connect(&settings.database.url, 1).await {
+        Ok(db) => dossier_core::audit::note(&db, &actor, action, target, detail)
+            .await
+            .map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = failed {
+        eprintln!("note: done, but not recorded in the audit trail ({why})");
     }
 }
 

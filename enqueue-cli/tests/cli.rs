@@ -1742,4 +1742,72 @@ fn queues_pause_and_resume() {
             .contains("was not paused")
     );
     assert!(!env.ok(&["queues"]).contains("paused:"));
+
+    // Every action is in the audit trail with who did it; refusals and
+    // no-ops are not.
+    let out = env.ok(&[
+        "enqueue",
+        "siret_check",
+        "--json",
+        r#"{"siret": "73282932000074"}"#,
+    ]);
+    let job = enqueued_id(&out);
+    env.ok(&["jobs", "kill", &job, "--reason", "doublon"]);
+    env.ok(&["jobs", "retry", &job]);
+    env.ok(&["jobs", "retry", "--all-dead", "--kind", "siret_check"]);
+    env.ok(&["firm", "add", "cabinet-audit", "--name", "Cabinet Audit"]);
+    let token = env.ok(&["token", "create", "--firm", "cabinet-audit", "--quiet"]);
+    let id = env.json(&["token", "list", "--json"])[0]["id"]
+        .as_str()
+        .expect("token id")
+        .to_string();
+    env.ok(&["token", "revoke", &id]);
+    let trail = env.json(&["audit", "list", "--json"]);
+    let entries = trail.as_array().expect("entries");
+    let seen: Vec<(String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["target"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expect = |a: &str, t: &str| (a.to_string(), t.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            expect("queue.pause", "siret_check"),
+            expect("queue.resume", "siret_check"),
+            expect("job.enqueue", &job),
+            expect("job.kill", &job),
+            expect("job.retry", &job),
+            expect("queue.retry_dead", "dead jobs of siret_check"),
+            expect("firm.add", "cabinet-audit"),
+            expect("token.create", &id),
+            expect("token.revoke", &id),
+        ]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"] == "camille (command line)")
+    );
+    assert_eq!(
+        entries.last().map(|e| e["detail"]["reason"].clone()),
+        Some("registre en panne".into())
+    );
+    let everything = trail.to_string();
+    assert!(!everything.contains(token.trim()), "no token in the trail");
+    let table = env.ok(&["audit", "list", "--since", "1d"]);
+    assert_eq!(table.lines().count(), 9, "{table}");
+    assert!(table.contains("camille (command line)") && table.contains("job.kill"));
+    assert!(
+        env.ok(&["audit", "list", "--since", "2099-01-01"])
+            .trim()
+            .is_empty()
+    );
+    let err = env.refused(&["audit", "list", "--since", "hier"]);
+    assert!(err.contains("since \"hier\""), "{err}");
 }

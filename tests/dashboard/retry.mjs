@@ -36,6 +36,11 @@ try {
   await page.click('button[data-resume="siret_check"]');
   await page.waitForSelector('button[data-pause="siret_check"]', { timeout: 10000 });
   console.log("resumed");
+  // Each action is in the journal, with who did it.
+  for (const act of ["job.retry", "queue.pause", "queue.resume"]) {
+    const row = await page.waitForSelector(`#audit tr[data-action="${act}"]`, { timeout: 10000 });
+    console.log("journal: " + (await row.textContent()));
+  }
   if (failures.length) throw new Error("page errors: " + failures.join("; "));
   console.log("retried " + jobId);
 } finally {

@@ -369,6 +369,12 @@ async fn run(settings: Settings, migrate: bool, only: Vec<String>) -> anyhow::Re
         std::time::Duration::from_millis(settings.queue.poll_interval_ms),
         stop.clone(),
     ));
+    // The operators' audit trail is kept audit.retention_days.
+    tokio::spawn(dossier_core::audit::run_purge(
+        dossier_core::db::Database::connect(&settings.database.url, 1).await?,
+        settings.audit.retention_days,
+        stop.clone(),
+    ));
     let schedules = if settings.schedule.enabled {
         dossier_core::schedule::product(&settings)?
     } else {
