@@ -1474,8 +1474,8 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
-    // Nothing was written: every table but the migrations' and the firms
-    // recorded above is empty.
+    // Nothing was written: every table but the migrations', and the firm
+    // recorded above with its audit entry, is empty.
     let db_url = url.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let after_counts = rt.block_on(async {
@@ -1485,6 +1485,11 @@ fn the_command_refuses_hostile_input_with_exit_code_2() {
     for (table, rows) in after_counts {
         if table == "firms" {
             assert_eq!(rows.lines().count(), 2, "default and f only: {rows}");
+        } else if table == "audit_log" {
+            assert!(
+                rows.lines().count() == 1 && rows.contains("'firm.add','f'"),
+                "the firm added above only: {rows}"
+            );
         } else if table != "_sqlx_migrations" {
             assert!(rows.is_empty(), "{table} holds {rows}");
         }
