@@ -35,6 +35,7 @@ dossier_e2e::on_each_backend!(
     lost_leases_come_back_through_the_retry_policy,
     a_renewed_lease_is_not_rescued,
     a_paused_kind_is_fetched_by_no_worker,
+    a_kind_is_scaled_live_and_across_restarts,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -677,6 +678,7 @@ async fn a_renewed_lease_is_not_rescued(kind: BackendKind) {
         started_at_ms: now_ms(),
         last_heartbeat_ms: now_ms(),
         running: 1,
+        concurrency: Default::default(),
     };
     q.backend
         .heartbeat(&info, std::slice::from_ref(&id), Duration::from_secs(30))
@@ -997,7 +999,8 @@ async fn a_paused_kind_is_fetched_by_no_worker(kind: BackendKind) {
     let late = q.start_worker(probe_registry(recorder.clone()));
     // Every worker reads the pauses twice a second: past a second, none
     // fetches the kind.
-    tokio::time::sleep(2 * dossier_core::runtime::PAUSE_REFRESH + Duration::from_millis(100)).await;
+    tokio::time::sleep(2 * dossier_core::runtime::CONTROLS_REFRESH + Duration::from_millis(100))
+        .await;
     let waiting: Vec<String> = q
         .backend
         .push_bulk(
@@ -1063,5 +1066,145 @@ async fn a_paused_kind_is_fetched_by_no_worker(kind: BackendKind) {
     assert!(child.wait().expect("exit").success());
     here.stop().await;
     late.stop().await;
+    q.cleanup().await;
+}
+
+/// The most of `ids` that ran at once, from the probe's own record of
+/// when each attempt started (each sleeps `sleep_ms`). The queue's
+/// `running` count would overstate it: a slot is free once the outcome is
+/// decided, before the completer stores it.
+async fn most_running_while(
+    q: &TestQueue,
+    recorder: &Recorder,
+    label: &str,
+    ids: &[String],
+    sleep_ms: i64,
+) -> usize {
+    for id in ids {
+        q.wait_for(id, LONG, |j| j.status == JobStatus::Done).await;
+    }
+    let starts: Vec<i64> = recorder
+        .events()
+        .iter()
+        .filter(|e| e.label.starts_with(&format!("{label}-")))
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(starts.len(), ids.len(), "each ran once");
+    // Ends are a few ms after start + sleep; 20 ms of slack keeps a job
+    // that starts in a slot just freed from counting as overlapping.
+    starts
+        .iter()
+        .map(|&t| {
+            starts
+                .iter()
+                .filter(|&&u| u <= t && t < u + sleep_ms - 20)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+async fn slow_jobs(q: &TestQueue, label: &str, n: usize, sleep_ms: u64) -> Vec<String> {
+    q.backend
+        .push_bulk(
+            (0..n)
+                .map(|i| {
+                    Probe {
+                        label: format!("{label}-{i}"),
+                        sleep_ms,
+                        ..Probe::default()
+                    }
+                    .job()
+                })
+                .collect(),
+        )
+        .await
+        .expect("push")
+        .into_iter()
+        .map(|o| o.id().to_string())
+        .collect()
+}
+
+/// The kind's slots on this queue's workers, as their heartbeats say.
+async fn slots_seen(q: &TestQueue) -> Vec<u32> {
+    q.backend
+        .workers()
+        .await
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w.concurrency.get(PROBE).copied())
+        .collect()
+}
+
+/// An operator scales a kind: every worker applies it within a second,
+/// without a restart (down: running jobs finish first; up: at once), a
+/// worker started later starts with it, and dropping it brings back the
+/// configured concurrency (4 here). `dossier workers` shows the slots.
+async fn a_kind_is_scaled_live_and_across_restarts(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let settle = 2 * dossier_core::runtime::CONTROLS_REFRESH + Duration::from_millis(500);
+    let recorder = Recorder::default();
+    let first = q.start_worker(probe_registry(recorder.clone()));
+    let deadline = Instant::now() + LONG;
+    while slots_seen(&q).await != vec![4] {
+        assert!(Instant::now() < deadline, "the worker reports its slots");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scale = |n: u32| dossier_core::job::Scale {
+        kind: PROBE.into(),
+        concurrency: n,
+        by: "ops".into(),
+        at_ms: now_ms(),
+    };
+    // Down, while four jobs run: they finish, then one at a time.
+    let busy = slow_jobs(&q, "busy", 4, 800).await;
+    let deadline = Instant::now() + LONG;
+    while running(&q).await < 4 {
+        assert!(Instant::now() < deadline, "four run at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    q.backend.scale(&scale(1)).await.expect("scale");
+    tokio::time::sleep(settle).await;
+    for id in &busy {
+        let job = q.wait_for(id, LONG, |j| j.status == JobStatus::Done).await;
+        assert_eq!(job.attempts, 1, "a running job is never cut short");
+    }
+    let one = slow_jobs(&q, "one", 6, 150).await;
+    assert!(
+        most_running_while(&q, &recorder, "one", &one, 150).await <= 1,
+        "one slot"
+    );
+    assert_eq!(slots_seen(&q).await, vec![1]);
+
+    // Up, live.
+    q.backend.scale(&scale(7)).await.expect("scale");
+    tokio::time::sleep(settle).await;
+    // More than the configured four at once, never more than seven (the
+    // lower bound has slack: a loaded machine fetches slower).
+    let many = slow_jobs(&q, "many", 14, 1_000).await;
+    let most = most_running_while(&q, &recorder, "many", &many, 1_000).await;
+    assert!((5..=7).contains(&most), "seven slots: {most} at most");
+    assert_eq!(slots_seen(&q).await, vec![7]);
+
+    // Kept across a restart.
+    first.stop().await;
+    let second = q.start_worker(probe_registry(recorder.clone()));
+    let again = slow_jobs(&q, "again", 14, 1_000).await;
+    let most = most_running_while(&q, &recorder, "again", &again, 1_000).await;
+    assert!(
+        (5..=7).contains(&most),
+        "a new worker starts scaled: {most}"
+    );
+    assert_eq!(q.backend.scales().await.expect("scales").len(), 1);
+
+    // Dropped: the configured concurrency again.
+    assert!(q.backend.unscale(PROBE).await.expect("unscale"));
+    assert!(!q.backend.unscale(PROBE).await.expect("unscale"));
+    tokio::time::sleep(settle).await;
+    let back = slow_jobs(&q, "back", 12, 500).await;
+    let most = most_running_while(&q, &recorder, "back", &back, 500).await;
+    assert!((3..=4).contains(&most), "four slots again: {most}");
+    assert_eq!(slots_seen(&q).await, vec![4]);
+    second.stop().await;
     q.cleanup().await;
 }

@@ -24,6 +24,7 @@ pub mod action {
     pub const DEAD_RETRY: &str = "queue.retry_dead";
     pub const QUEUE_PAUSE: &str = "queue.pause";
     pub const QUEUE_RESUME: &str = "queue.resume";
+    pub const QUEUE_SCALE: &str = "queue.scale";
     pub const FIRM_ADD: &str = "firm.add";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";

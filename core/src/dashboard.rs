@@ -277,11 +277,13 @@ pub struct PauseBody {
     reason: Option<String>,
 }
 
-fn pause_error(e: crate::pausing::PauseError) -> Response {
-    use crate::pausing::PauseError;
+fn pause_error(e: crate::controls::PauseError) -> Response {
+    use crate::controls::PauseError;
     match e {
         PauseError::Kind(e) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        PauseError::Reason(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        PauseError::Reason(_) | PauseError::Concurrency(_) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+        }
         PauseError::Queue(e) => queue_error(e),
     }
 }
@@ -299,7 +301,7 @@ pub async fn pause(
 ) -> Response {
     let reason = body.and_then(|b| b.0.reason).unwrap_or_default();
     let actor = audit::api_actor(&who);
-    match crate::pausing::pause(state.queue(), &kind, &reason, &actor).await {
+    match crate::controls::pause(state.queue(), &kind, &reason, &actor).await {
         Ok(changed) => {
             tracing::info!(%kind, "kind paused from the admin API");
             if changed {
@@ -328,7 +330,7 @@ pub async fn resume(
     Extension(who): Extension<TokenName>,
     Path(kind): Path<String>,
 ) -> Response {
-    match crate::pausing::resume(state.queue(), &kind).await {
+    match crate::controls::resume(state.queue(), &kind).await {
         Ok(changed) => {
             tracing::info!(%kind, "kind resumed from the admin API");
             if changed {
@@ -383,5 +385,51 @@ pub async fn audit_trail(State(state): State<ApiState>, Query(q): Query<AuditQue
                 "the audit trail cannot be read now",
             )
         }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleBody {
+    /// Slots per worker (1 to 1,024); null: back to each worker's configured concurrency.
+    concurrency: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/v1/admin/queues/{kind}/scale", tag = "admin", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "a job kind")),
+    request_body(content = ScaleBody, description = "the kind's slots per worker"),
+    responses((status = 200, description = "every worker applies it within a second, and after restarts", body = Object),
+        (status = 404, description = "no such kind", body = crate::http::ErrorBody),
+        (status = 422, description = "a concurrency out of bounds", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn scale(
+    State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
+    Path(kind): Path<String>,
+    body: Option<Json<ScaleBody>>,
+) -> Response {
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "send {\"concurrency\": N} (1 to 1024), or null for the configured value",
+        );
+    };
+    let actor = audit::api_actor(&who);
+    match crate::controls::scale(state.queue(), &kind, body.concurrency, &actor).await {
+        Ok(changed) => {
+            tracing::info!(%kind, "kind scaled from the admin API");
+            if changed {
+                audit::note(
+                    &state.db,
+                    &actor,
+                    action::QUEUE_SCALE,
+                    &kind,
+                    serde_json::json!({ "concurrency": body.concurrency }),
+                )
+                .await;
+            }
+            Json(serde_json::json!({ "kind": kind, "concurrency": body.concurrency, "changed": changed })).into_response()
+        }
+        Err(e) => pause_error(e),
     }
 }

@@ -433,6 +433,7 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("post", "/v1/admin/queues/{kind}/retry-dead", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/pause", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/resume", Auth::Admin),
+    ("post", "/v1/admin/queues/{kind}/scale", Auth::Admin),
     ("get", "/v1/admin/audit", Auth::Admin),
 ];
 
@@ -461,6 +462,10 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/admin/queues/{kind}/resume",
             post(crate::dashboard::resume),
+        )
+        .route(
+            "/v1/admin/queues/{kind}/scale",
+            post(crate::dashboard::scale),
         )
         .route("/v1/admin/audit", get(crate::dashboard::audit_trail))
         .layer(middleware::from_fn(admin_only));
@@ -1077,7 +1082,7 @@ async fn confined(
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
         crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
-        crate::dashboard::audit_trail,
+        crate::dashboard::scale, crate::dashboard::audit_trail,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

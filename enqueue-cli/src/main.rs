@@ -223,6 +223,13 @@ enum QueuesCommand {
     },
     /// Let workers fetch this kind's jobs again.
     Resume { kind: String },
+    /// Give the kind N slots on every worker, live and across restarts
+    /// (`default`: back to each worker's configured concurrency).
+    Scale {
+        kind: String,
+        #[arg(value_name = "N|default")]
+        concurrency: String,
+    },
 }
 
 #[derive(Args)]
@@ -465,7 +472,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Queues(a) => {
             let q = open_queue(&settings).await?;
-            let pause_error = |e: dossier_core::pausing::PauseError| {
+            let pause_error = |e: dossier_core::controls::PauseError| {
                 if e.is_user_error() {
                     user(e.to_string())
                 } else {
@@ -475,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match a.action {
                 Some(QueuesCommand::Pause { kind, reason }) => {
                     let by = dossier_core::audit::command_line_actor();
-                    let new = dossier_core::pausing::pause(q.as_ref(), &kind, &reason, &by)
+                    let new = dossier_core::controls::pause(q.as_ref(), &kind, &reason, &by)
                         .await
                         .map_err(pause_error)?;
                     if new {
@@ -488,7 +495,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await;
                         println!(
                             "{kind} paused: no worker fetches its jobs within {} ms; running ones finish (`dossier queues resume {kind}`)",
-                            2 * dossier_core::runtime::PAUSE_REFRESH.as_millis()
+                            2 * dossier_core::runtime::CONTROLS_REFRESH.as_millis()
                         );
                     } else {
                         println!("{kind} was paused already: the first pause and its reason stay");
@@ -496,7 +503,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 Some(QueuesCommand::Resume { kind }) => {
-                    if dossier_core::pausing::resume(q.as_ref(), &kind)
+                    if dossier_core::controls::resume(q.as_ref(), &kind)
                         .await
                         .map_err(pause_error)?
                     {
@@ -510,6 +517,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{kind} resumed");
                     } else {
                         println!("{kind} was not paused: nothing to do");
+                    }
+                    return Ok(());
+                }
+                Some(QueuesCommand::Scale { kind, concurrency }) => {
+                    let n = dossier_core::controls::parse_concurrency(&concurrency)
+                        .map_err(pause_error)?;
+                    let by = dossier_core::audit::command_line_actor();
+                    let changed = dossier_core::controls::scale(q.as_ref(), &kind, n, &by)
+                        .await
+                        .map_err(pause_error)?;
+                    match n {
+                        Some(n) => println!(
+                            "{kind}: {n} slots on every worker within {} ms, and after restarts (`dossier workers` shows them)",
+                            2 * dossier_core::runtime::CONTROLS_REFRESH.as_millis()
+                        ),
+                        None if changed => {
+                            println!("{kind}: back to each worker's configured concurrency")
+                        }
+                        None => println!("{kind} was not scaled: nothing to do"),
+                    }
+                    if changed {
+                        audited(
+                            &settings,
+                            action::QUEUE_SCALE,
+                            &kind,
+                            serde_json::json!({ "concurrency": n }),
+                        )
+                        .await;
                     }
                     return Ok(());
                 }
@@ -527,6 +562,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     queues_table(&queue::counts_and_pauses(q.as_ref()).await?)
                 );
+                for s in q.scales().await? {
+                    println!(
+                        "scaled: {} to {} slots per worker since {} by {}",
+                        s.kind,
+                        s.concurrency,
+                        format_ms(s.at_ms),
+                        s.by
+                    );
+                }
                 return Ok(());
             }
             watch_queues(q.as_ref(), a.count).await
@@ -540,7 +584,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let now = now_ms();
                 let lease = settings.queue.lease_ms as i64;
                 println!(
-                    "{:<48} {:<16} {:>8} {:>14}  {:<7} kinds",
+                    "{:<48} {:<16} {:>8} {:>14}  {:<7} kinds (slots)",
                     "worker", "host", "running", "last heartbeat", "state"
                 );
                 for w in workers {
@@ -554,7 +598,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         w.running,
                         age as f64 / 1000.0,
                         state,
-                        w.kinds.join(",")
+                        w.kinds
+                            .iter()
+                            .map(|k| match w.concurrency.get(k) {
+                                Some(n) => format!("{k}({n})"),
+                                None => k.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
                     );
                 }
             }

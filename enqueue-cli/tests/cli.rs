@@ -1815,4 +1815,37 @@ fn queues_pause_and_resume() {
     );
     let err = env.refused(&["audit", "list", "--since", "hier"]);
     assert!(err.contains("since \"hier\""), "{err}");
+
+    // Scaling a kind, kept in the queue for every worker.
+    let out = env.ok(&["queues", "scale", "siret_check", "3"]);
+    assert!(
+        out.contains("siret_check: 3 slots on every worker"),
+        "{out}"
+    );
+    let table = env.ok(&["queues"]);
+    assert!(
+        table.contains("scaled: siret_check to 3 slots per worker since ")
+            && table.contains(" by camille (command line)"),
+        "{table}"
+    );
+    for bad in ["0", "5000", "beaucoup"] {
+        let err = env.refused(&["queues", "scale", "siret_check", bad]);
+        assert!(err.contains("give 1 to 1024 slots"), "{bad}: {err}");
+    }
+    let err = env.refused(&["queues", "scale", "siret_chek", "2"]);
+    assert!(err.contains("unknown job kind"), "{err}");
+    let out = env.ok(&["queues", "scale", "siret_check", "default"]);
+    assert!(
+        out.contains("back to each worker's configured concurrency"),
+        "{out}"
+    );
+    assert!(
+        env.ok(&["queues", "scale", "siret_check", "default"])
+            .contains("was not scaled")
+    );
+    assert!(!env.ok(&["queues"]).contains("scaled:"));
+    let trail = env.json(&["audit", "list", "--limit", "2", "--json"]);
+    assert_eq!(trail[0]["action"], "queue.scale");
+    assert_eq!(trail[0]["detail"]["concurrency"], serde_json::Value::Null);
+    assert_eq!(trail[1]["detail"]["concurrency"], 3);
 }

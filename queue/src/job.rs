@@ -215,6 +215,20 @@ pub struct Pause {
     pub at_ms: i64,
 }
 
+/// A kind's concurrency set by an operator, per worker process: replaces
+/// the configured `concurrency` on every worker, live and across restarts,
+/// until cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scale {
+    pub kind: String,
+    pub concurrency: u32,
+    pub by: String,
+    pub at_ms: i64,
+}
+
+/// The most slots one kind may have in one worker process.
+pub const MAX_CONCURRENCY: u32 = 1024;
+
 /// A worker process as seen through its heartbeats.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerInfo {
@@ -225,6 +239,9 @@ pub struct WorkerInfo {
     pub started_at_ms: i64,
     pub last_heartbeat_ms: i64,
     pub running: u64,
+    /// Each kind's slots in this process now (configured or scaled).
+    #[serde(default)]
+    pub concurrency: std::collections::BTreeMap<String, u32>,
 }
 
 /// A filter for job listings.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{
     AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
-    QueueCounts, WorkerInfo,
+    QueueCounts, Scale, WorkerInfo,
 };
 use crate::settings::{QueueBackendKind, QueueSettings};
 
@@ -184,8 +184,19 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn resume(&self, kind: &str) -> Result<bool, QueueError>;
 
     /// The paused kinds, by kind. Each worker reads this every
-    /// [`crate::runtime::PAUSE_REFRESH`].
+    /// [`crate::runtime::CONTROLS_REFRESH`].
     async fn paused(&self) -> Result<Vec<Pause>, QueueError>;
+
+    /// Sets a kind's concurrency on every worker, replacing any earlier
+    /// scale (and the configured value) until [`QueueBackend::unscale`].
+    async fn scale(&self, scale: &Scale) -> Result<(), QueueError>;
+
+    /// Drops a kind's scale: workers go back to their configured
+    /// concurrency. `false` when there was none.
+    async fn unscale(&self, kind: &str) -> Result<bool, QueueError>;
+
+    /// The scaled kinds, by kind, read like [`QueueBackend::paused`].
+    async fn scales(&self) -> Result<Vec<Scale>, QueueError>;
 }
 
 /// The per-kind counts with each paused kind's pause, paused kinds without
@@ -283,10 +294,10 @@ pub(crate) fn counts_from_row(row: CountsRow, now_ms: i64) -> QueueCounts {
 
 /// A row of the workers table on both SQL backends: name, host, pid, kinds
 /// (JSON text), started at, last heartbeat, running.
-pub(crate) type WorkerRow = (String, String, i64, String, i64, i64, i64);
+pub(crate) type WorkerRow = (String, String, i64, String, i64, i64, i64, String);
 
 pub(crate) fn worker_from_row(row: WorkerRow) -> WorkerInfo {
-    let (name, host, pid, kinds, started_at_ms, last_heartbeat_ms, running) = row;
+    let (name, host, pid, kinds, started_at_ms, last_heartbeat_ms, running, concurrency) = row;
     WorkerInfo {
         name,
         host,
@@ -295,5 +306,18 @@ pub(crate) fn worker_from_row(row: WorkerRow) -> WorkerInfo {
         started_at_ms,
         last_heartbeat_ms,
         running: running.max(0) as u64,
+        concurrency: serde_json::from_str(&concurrency).unwrap_or_default(),
+    }
+}
+
+/// A row of the `queue_scales` table on both SQL backends.
+pub(crate) type ScaleRow = (String, i64, String, i64);
+
+pub(crate) fn scale_from_row((kind, concurrency, by, at_ms): ScaleRow) -> Scale {
+    Scale {
+        kind,
+        concurrency: concurrency.clamp(1, i64::from(crate::job::MAX_CONCURRENCY)) as u32,
+        by,
+        at_ms,
     }
 }

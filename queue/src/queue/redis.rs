@@ -33,7 +33,7 @@ use super::{
 use crate::clock::now_ms;
 use crate::job::{
     AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
-    QueueCounts, WorkerInfo,
+    QueueCounts, Scale, WorkerInfo,
 };
 
 /// Due jobs promoted per fetch: bounded so that `unpack` never overflows
@@ -1043,6 +1043,39 @@ impl QueueBackend for RedisQueue {
                     by: String::new(),
                     at_ms: 0,
                 })
+            })
+            .collect();
+        out.sort_by(|a, b| a.kind.cmp(&b.kind));
+        Ok(out)
+    }
+
+    async fn scale(&self, scale: &Scale) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let value = serde_json::to_string(scale).map_err(|e| QueueError::Corrupt {
+            id: scale.kind.clone(),
+            why: e.to_string(),
+        })?;
+        let _: i64 = conn.hset(self.key("scales"), &scale.kind, value).await?;
+        Ok(())
+    }
+
+    async fn unscale(&self, kind: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = conn.hdel(self.key("scales"), kind).await?;
+        Ok(removed == 1)
+    }
+
+    async fn scales(&self) -> Result<Vec<Scale>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.key("scales")).await?;
+        // An entry that does not read is left out: the configured
+        // concurrency holds for that kind.
+        let mut out: Vec<Scale> = all
+            .values()
+            .filter_map(|v| serde_json::from_str::<Scale>(v).ok())
+            .map(|mut s| {
+                s.concurrency = s.concurrency.clamp(1, crate::job::MAX_CONCURRENCY);
+                s
             })
             .collect();
         out.sort_by(|a, b| a.kind.cmp(&b.kind));

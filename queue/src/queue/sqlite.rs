@@ -13,11 +13,13 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::{
     AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, PauseRow, QueueBackend, QueueError,
-    Wakers, WorkerRow, counts_from_row, pause_from_row, waiting_status, worker_from_row,
+    ScaleRow, Wakers, WorkerRow, counts_from_row, pause_from_row, scale_from_row, waiting_status,
+    worker_from_row,
 };
 use crate::clock::now_ms;
 use crate::job::{
-    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome, QueueCounts, WorkerInfo,
+    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome, QueueCounts, Scale,
+    WorkerInfo,
 };
 use crate::write_gate::{self, Lane, WriteGate};
 
@@ -371,10 +373,11 @@ impl QueueBackend for SqliteQueue {
         .execute(&self.pool)
         .await?;
         sqlx::query(
-            "INSERT INTO workers (name, host, pid, kinds, started_at, last_heartbeat, running)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO workers (name, host, pid, kinds, started_at, last_heartbeat, running, concurrency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (name) DO UPDATE SET last_heartbeat = excluded.last_heartbeat,
-                                              running = excluded.running",
+                                              running = excluded.running,
+                                              concurrency = excluded.concurrency",
         )
         .bind(&worker.name)
         .bind(&worker.host)
@@ -383,6 +386,7 @@ impl QueueBackend for SqliteQueue {
         .bind(worker.started_at_ms)
         .bind(now)
         .bind(running.len() as i64)
+        .bind(serde_json::to_string(&worker.concurrency).unwrap_or_else(|_| "{}".into()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -566,7 +570,7 @@ impl QueueBackend for SqliteQueue {
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
         let rows: Vec<WorkerRow> = sqlx::query_as(
-            "SELECT name, host, pid, kinds, started_at, last_heartbeat, running
+            "SELECT name, host, pid, kinds, started_at, last_heartbeat, running, concurrency
              FROM workers ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -605,6 +609,40 @@ impl QueueBackend for SqliteQueue {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(pause_from_row).collect())
+    }
+
+    async fn scale(&self, scale: &Scale) -> Result<(), QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
+        sqlx::query(
+            "INSERT INTO queue_scales (kind, concurrency, set_by, set_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind) DO UPDATE SET concurrency = excluded.concurrency,
+                                              set_by = excluded.set_by, set_at = excluded.set_at",
+        )
+        .bind(&scale.kind)
+        .bind(i64::from(scale.concurrency))
+        .bind(&scale.by)
+        .bind(scale.at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unscale(&self, kind: &str) -> Result<bool, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
+        let done = sqlx::query("DELETE FROM queue_scales WHERE kind = ?1")
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn scales(&self) -> Result<Vec<Scale>, QueueError> {
+        let rows: Vec<ScaleRow> = sqlx::query_as(
+            "SELECT kind, CAST(concurrency AS BIGINT), set_by, set_at FROM queue_scales ORDER BY kind",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(scale_from_row).collect())
     }
 }
 

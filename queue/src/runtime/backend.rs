@@ -40,6 +40,8 @@ pub(crate) struct KindEnv {
     /// The kind's slots: one permit per job leased and not yet decided.
     /// The feeder takes them; whoever decides the job gives its permit back.
     pub(crate) slots: Arc<Semaphore>,
+    /// How many slots the kind should have (an operator may scale it live).
+    pub(crate) limit: super::scaling::SlotLimit,
     /// Fired when in-flight jobs outlive the shutdown grace: each attempt
     /// is handed back uncounted and its handler aborted.
     pub(crate) hard_stop: CancellationToken,
@@ -68,6 +70,7 @@ impl KindEnv {
             kind: Arc::from(kind),
             settings,
             worker,
+            limit: super::scaling::SlotLimit::new(slots.available_permits()),
             slots,
             hard_stop,
             defer,

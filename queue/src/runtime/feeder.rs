@@ -79,7 +79,7 @@ pub(crate) async fn fetch_loop(ctx: FetchContext) {
         // While the hooks answer requests, a quarter of the slots
         // (crate::interactive); the permit is held meanwhile, so the
         // check below counts this fetch too.
-        let slots = ctx.env.settings.concurrency as usize;
+        let slots = ctx.env.limit.target();
         let share = crate::interactive::background_share(slots);
         while crate::interactive::busy()
             && slots.saturating_sub(semaphore.available_permits()) > share

@@ -32,12 +32,13 @@ mod identity;
 mod kind_queue;
 mod pauses;
 mod registry;
+mod scaling;
 mod stack;
 mod upkeep;
 
 pub use identity::{host_name, worker_name};
 pub use kind_queue::{JsonCodec, KindQueue};
-pub use pauses::PAUSE_REFRESH;
+pub use pauses::CONTROLS_REFRESH;
 pub use registry::{JobContext, NoJobContext, Registry};
 pub use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,8 @@ struct Shared {
     stats: Stats,
     info: WorkerInfo,
     pauses: pauses::PauseBoard,
+    /// Each kind's slots now, for the heartbeat.
+    concurrency: Mutex<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Shared {
@@ -114,6 +117,7 @@ impl Worker {
             started_at_ms: now_ms(),
             last_heartbeat_ms: now_ms(),
             running: 0,
+            concurrency: Default::default(),
         };
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -124,6 +128,7 @@ impl Worker {
                 stats: Stats::default(),
                 info,
                 pauses: pauses::PauseBoard::new(),
+                concurrency: Mutex::default(),
             }),
             registry,
             schedules: Vec::new(),
@@ -159,6 +164,23 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
 
+        // Scales set by operators hold across restarts.
+        let scales = shared.backend.scales().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the kinds' scales failed; configured concurrency for now");
+            Vec::new()
+        });
+        let initial = |kind: &str| {
+            scales
+                .iter()
+                .find(|s| s.kind == kind)
+                .map_or(q.kind(kind).concurrency, |s| s.concurrency)
+                .clamp(1, crate::job::MAX_CONCURRENCY)
+        };
+        *shared.concurrency.lock().unwrap_or_else(|e| e.into_inner()) = self
+            .registry
+            .kinds()
+            .map(|k| (k.to_string(), initial(k)))
+            .collect();
         // Announce ourselves before taking work, so `dossier workers` shows us.
         if let Err(e) = upkeep::heartbeat_once(&shared).await {
             tracing::warn!(error = %e, "first heartbeat failed; will keep trying");
@@ -189,10 +211,19 @@ impl Worker {
             true
         });
         let mut fetchers = tokio::task::JoinSet::new();
+        // The slot resizers hold the kinds' environments (and so outcome
+        // senders): they end with the fetchers, before the completer is
+        // awaited, or it would wait for them forever.
+        let mut resizers = tokio::task::JoinSet::new();
+        let resizers_stop = CancellationToken::new();
+        let mut envs = Vec::new();
         for (kind, mount) in self.registry.mounts() {
             let settings = q.kind(kind);
-            let slots = settings.concurrency.max(1) as usize;
-            let (leased, leased_rx) = mpsc::channel(slots);
+            let slots = initial(kind) as usize;
+            // Room for every job the kind could be scaled to lease, so the
+            // feeder never waits on it.
+            let (leased, leased_rx) =
+                mpsc::channel(settings.concurrency.max(crate::job::MAX_CONCURRENCY) as usize);
             let env = Arc::new(KindEnv::new(
                 kind,
                 settings.clone(),
@@ -204,6 +235,8 @@ impl Worker {
                 leased_rx,
             ));
             monitor = mount(monitor, env.clone());
+            resizers.spawn(scaling::absorb(env.clone(), resizers_stop.clone()));
+            envs.push(env.clone());
             let plan = FetchPlan::new(
                 q.fetch_batch,
                 settings.concurrency,
@@ -220,6 +253,11 @@ impl Worker {
             }
         }
         drop(outcomes);
+        resizers.spawn(scaling::scale_loop(
+            shared.clone(),
+            envs,
+            resizers_stop.clone(),
+        ));
         let ticks_stop = CancellationToken::new();
         monitor = crate::schedule::mount(
             monitor,
@@ -235,6 +273,8 @@ impl Worker {
         shutdown.cancelled().await;
         tracing::info!(worker = %shared.name, "shutting down: no new jobs, waiting for in-flight ones");
         while fetchers.join_next().await.is_some() {}
+        resizers_stop.cancel();
+        while resizers.join_next().await.is_some() {}
         ticks_stop.cancel();
         // The workers stop taking tasks, finish those in flight, then hand
         // back what they had not started (the backend's poll_close).

@@ -1,5 +1,5 @@
 //! Which kinds are paused, as this process last read them from the queue
-//! (every [`PAUSE_REFRESH`], so a pause reaches every worker within a
+//! (every [`CONTROLS_REFRESH`], so a pause reaches every worker within a
 //! second). A fetch loop of a paused kind waits here instead of fetching;
 //! the kind's running jobs finish, and pushes and schedules still enqueue.
 
@@ -14,7 +14,7 @@ use super::Shared;
 use crate::queue::{QueueBackend, QueueError};
 
 /// How often each worker reads the paused kinds.
-pub const PAUSE_REFRESH: Duration = Duration::from_millis(500);
+pub const CONTROLS_REFRESH: Duration = Duration::from_millis(500);
 
 type Paused = Arc<HashSet<String>>;
 
@@ -59,7 +59,7 @@ pub(crate) async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(PAUSE_REFRESH) => {}
+            _ = tokio::time::sleep(CONTROLS_REFRESH) => {}
         }
         match shared.pauses.refresh(shared.backend.as_ref()).await {
             Ok(()) if failing => {

@@ -2,7 +2,8 @@
 //! through, outermost first (apalis puts the backend's [`AckLayer`] around
 //! them all):
 //!
-//! 1. `concurrency` — a guard; the feeder's slots are the real limit.
+//! 1. `concurrency` — a guard at the most slots a kind can be scaled to;
+//!    the feeder's slots are the real limit.
 //! 2. `parallelize` with abort-on-drop — each attempt in its own tokio task
 //!    (without it every handler of every kind would share the Monitor's one
 //!    task), cancelled when the ack drops it at a hard stop.
@@ -55,7 +56,7 @@ where
         monitor.register(move |_restarts| {
             WorkerBuilder::new(format!("{}/{}", env.worker, env.kind))
                 .backend(DossierBackend::<P>::new(env.clone()))
-                .concurrency(env.settings.concurrency.max(1) as usize)
+                .concurrency(env.settings.concurrency.max(crate::job::MAX_CONCURRENCY) as usize)
                 .parallelize(spawn_abortable)
                 .layer(
                     TraceLayer::new()

@@ -22,6 +22,11 @@ pub(crate) async fn heartbeat_once(shared: &Shared) -> Result<(), QueueError> {
     let ids = shared.running_ids();
     let mut info = shared.info.clone();
     info.running = ids.len() as u64;
+    info.concurrency = shared
+        .concurrency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     info.last_heartbeat_ms = now_ms();
     shared
         .backend

@@ -1,11 +1,11 @@
-//! Pausing and resuming a kind, for the command line and the admin API
-//! alike: the kind must be one the product runs (a typo must not pause
-//! nothing and look done), the reason is checked like any text, and who did
-//! it is recorded with the pause.
+//! Pausing, resuming and scaling a kind, for the command line and the
+//! admin API alike: the kind must be one the product runs (a typo must not
+//! pause nothing and look done), the reason is checked like any text, the
+//! concurrency bounded, and who did it is recorded with the change.
 
 use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
-use crate::job::Pause;
+use crate::job::{MAX_CONCURRENCY, Pause, Scale};
 use crate::queue::{QueueBackend, QueueError};
 
 /// Longest reason kept with a pause.
@@ -17,6 +17,10 @@ pub enum PauseError {
     Kind(#[from] crate::catalogue::CatalogueError),
     #[error("reason: {0}")]
     Reason(String),
+    #[error(
+        "concurrency {0}: give 1 to {MAX_CONCURRENCY} slots per worker, or `default` for the configured value"
+    )]
+    Concurrency(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
@@ -70,4 +74,44 @@ pub async fn pause(
 pub async fn resume(q: &dyn QueueBackend, kind: &str) -> Result<bool, PauseError> {
     known(kind)?;
     Ok(q.resume(kind).await?)
+}
+
+/// What `dossier queues scale KIND N|default` asks for.
+pub fn parse_concurrency(s: &str) -> Result<Option<u32>, PauseError> {
+    let s = s.trim();
+    if s == "default" {
+        return Ok(None);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(Some(n)),
+        _ => Err(PauseError::Concurrency(
+            crate::text::for_terminal(&s.chars().take(20).collect::<String>()).into_owned(),
+        )),
+    }
+}
+
+/// Gives `kind` `concurrency` slots on every worker (live, and across
+/// restarts), or with `None` its configured concurrency again. Whether a
+/// scale was there to drop, for `None`.
+pub async fn scale(
+    q: &dyn QueueBackend,
+    kind: &str,
+    concurrency: Option<u32>,
+    by: &str,
+) -> Result<bool, PauseError> {
+    known(kind)?;
+    match concurrency {
+        Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => {
+            q.scale(&Scale {
+                kind: kind.to_string(),
+                concurrency: n,
+                by: by.to_string(),
+                at_ms: now_ms(),
+            })
+            .await?;
+            Ok(true)
+        }
+        Some(n) => Err(PauseError::Concurrency(n.to_string())),
+        None => Ok(q.unscale(kind).await?),
+    }
 }
