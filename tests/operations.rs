@@ -66,6 +66,17 @@ async fn metrics_tell_outcomes_depth_and_imports(kind: BackendKind) {
         .await
         .expect("import");
 
+    // A paused kind, even one without jobs, shows as paused.
+    q.backend
+        .pause(&dossier_core::job::Pause {
+            kind: "app_setup".into(),
+            reason: "partner down".into(),
+            by: "ops".into(),
+            at_ms: dossier_core::clock::now_ms(),
+        })
+        .await
+        .expect("pause");
+
     let web = reqwest::Client::new();
     let anonymous = web
         .get(format!("{base}/metrics"))
@@ -119,6 +130,8 @@ async fn metrics_tell_outcomes_depth_and_imports(kind: BackendKind) {
         "dossier_queue_jobs{kind=\"siret_check\",status=\"dead\"} 1",
         "dossier_queue_jobs{kind=\"siret_check\",status=\"scheduled\"} 1",
         "dossier_dead_jobs{kind=\"siret_check\"} 1",
+        "dossier_queue_paused{kind=\"app_setup\"} 1",
+        "dossier_queue_paused{kind=\"siret_check\"} 0",
         "dossier_imports{status=\"done\"} 1",
     ] {
         assert!(

@@ -157,22 +157,9 @@ pub enum Refusal {
 /// `90d`, `+12h`, `2027-03-31` (00:00 UTC) or an RFC 3339 time, into epoch
 /// ms; it must lie in the future.
 pub fn parse_expiry(s: &str) -> Result<i64, TokenError> {
-    let s = s.trim();
-    let bad = || TokenError::BadExpiry(crate::text::for_terminal(s).into_owned());
-    let at = if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(['d', 'h', 'm']) {
-        crate::submit::parse_run_at(&format!("+{s}")).map_err(|_| bad())?
-    } else if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        day.and_hms_opt(0, 0, 0)
-            .ok_or_else(bad)?
-            .and_utc()
-            .timestamp_millis()
-    } else {
-        crate::submit::parse_run_at(s).map_err(|_| bad())?
-    };
-    if at <= now_ms() {
-        return Err(bad());
-    }
-    Ok(at)
+    crate::when::parse(s, crate::when::Direction::Ahead)
+        .filter(|at| *at > now_ms())
+        .ok_or_else(|| TokenError::BadExpiry(crate::text::for_terminal(s.trim()).into_owned()))
 }
 
 /// Issues a token: the record, and the token itself (shown once).

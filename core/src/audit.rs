@@ -149,26 +149,8 @@ pub async fn note(
 /// `7d`, `12h`, `30m` back from now, a date (from 00:00 UTC) or an RFC
 /// 3339 time, into epoch ms.
 pub fn parse_since(s: &str) -> Result<i64, AuditError> {
-    let s = s.trim();
-    let bad = || AuditError::BadSince(crate::text::for_terminal(s).into_owned());
-    if let Some(unit) = s.chars().last().filter(|c| matches!(c, 'd' | 'h' | 'm')) {
-        let n: i64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
-        let ms = match unit {
-            'd' => 86_400_000,
-            'h' => 3_600_000,
-            _ => 60_000,
-        };
-        return Ok(now_ms() - n.saturating_mul(ms));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return day
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis())
-            .ok_or_else(bad);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| bad())
+    crate::when::parse(s, crate::when::Direction::Back)
+        .ok_or_else(|| AuditError::BadSince(crate::text::for_terminal(s.trim()).into_owned()))
 }
 
 /// Entries since `since_ms` (all without), newest first, at most `limit`.

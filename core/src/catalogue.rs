@@ -107,20 +107,24 @@ impl Catalogue {
         &self.kinds
     }
 
+    /// The kind, or an error listing the known ones (at most 80
+    /// characters of `kind` quoted, escaped).
+    pub fn spec(&self, kind: &str) -> Result<&KindSpec, CatalogueError> {
+        self.get(kind).ok_or_else(|| CatalogueError::UnknownKind {
+            kind: crate::text::for_terminal(&kind.chars().take(80).collect::<String>())
+                .into_owned(),
+            known: self
+                .kinds
+                .iter()
+                .map(|k| k.kind)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
     /// Checks a payload before anything is enqueued.
     pub fn validate(&self, kind: &str, payload: &serde_json::Value) -> Result<(), CatalogueError> {
-        match self.get(kind) {
-            Some(spec) => spec.check(payload),
-            None => Err(CatalogueError::UnknownKind {
-                kind: kind.to_string(),
-                known: self
-                    .kinds
-                    .iter()
-                    .map(|k| k.kind)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
+        self.spec(kind)?.check(payload)
     }
 
     /// Replaces secret values by `***` for display.

@@ -32,22 +32,8 @@ impl PauseError {
 }
 
 fn known(kind: &str) -> Result<(), PauseError> {
-    let catalogue = Catalogue::product();
-    if catalogue.get(kind).is_some() {
-        return Ok(());
-    }
-    Err(PauseError::Kind(
-        crate::catalogue::CatalogueError::UnknownKind {
-            kind: crate::text::for_terminal(&kind.chars().take(80).collect::<String>())
-                .into_owned(),
-            known: catalogue
-                .kinds()
-                .iter()
-                .map(|k| k.kind)
-                .collect::<Vec<_>>()
-                .join(", "),
-        },
-    ))
+    Catalogue::product().spec(kind)?;
+    Ok(())
 }
 
 /// Pauses `kind` for every worker; `Ok(false)` when it was paused already
@@ -82,12 +68,12 @@ pub fn parse_concurrency(s: &str) -> Result<Option<u32>, PauseError> {
     if s == "default" {
         return Ok(None);
     }
-    match s.parse::<u32>() {
-        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(Some(n)),
-        _ => Err(PauseError::Concurrency(
+    // Bounds are checked by [`scale`], for the API too.
+    s.parse::<u32>().map(Some).map_err(|_| {
+        PauseError::Concurrency(
             crate::text::for_terminal(&s.chars().take(20).collect::<String>()).into_owned(),
-        )),
-    }
+        )
+    })
 }
 
 /// Gives `kind` `concurrency` slots on every worker (live, and across

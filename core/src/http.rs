@@ -958,25 +958,18 @@ async fn enqueue(
     let maintenance = catalogue
         .get(&kind)
         .is_some_and(|spec| spec.subject == Subject::Platform);
-    match state.queue.push(job).await {
-        Ok(crate::job::PushOutcome::Created(id)) if maintenance => {
-            crate::audit::note(
-                &state.db,
-                &crate::audit::api_actor(&who),
-                crate::audit::action::JOB_ENQUEUE,
-                &id,
-                serde_json::json!({ "kind": kind }),
-            )
-            .await;
-            (
-                StatusCode::ACCEPTED,
-                Json(EnqueueOut {
-                    job_id: id,
-                    duplicate: false,
-                }),
-            )
-                .into_response()
-        }
+    let pushed = state.queue.push(job).await;
+    if let (true, Ok(crate::job::PushOutcome::Created(id))) = (maintenance, &pushed) {
+        crate::audit::note(
+            &state.db,
+            &crate::audit::api_actor(&who),
+            crate::audit::action::JOB_ENQUEUE,
+            id,
+            serde_json::json!({ "kind": kind }),
+        )
+        .await;
+    }
+    match pushed {
         Ok(crate::job::PushOutcome::Created(id)) => (
             StatusCode::ACCEPTED,
             Json(EnqueueOut {

@@ -36,6 +36,7 @@ pub mod siret;
 pub mod submit;
 pub mod text;
 pub mod tree;
+pub mod when;
 
 // The generic job runtime, a crate of its own; re-exported under the paths
 // the rest of the product has always used.

@@ -169,13 +169,7 @@ impl Worker {
             tracing::warn!(error = %e, "reading the kinds' scales failed; configured concurrency for now");
             Vec::new()
         });
-        let initial = |kind: &str| {
-            scales
-                .iter()
-                .find(|s| s.kind == kind)
-                .map_or(q.kind(kind).concurrency, |s| s.concurrency)
-                .clamp(1, crate::job::MAX_CONCURRENCY)
-        };
+        let initial = |kind: &str| scaling::wanted(kind, q.kind(kind).concurrency, &scales);
         *shared.concurrency.lock().unwrap_or_else(|e| e.into_inner()) = self
             .registry
             .kinds()
@@ -191,7 +185,6 @@ impl Worker {
         }
         let mut bg = tokio::task::JoinSet::new();
         bg.spawn(upkeep::heartbeat_loop(shared.clone(), background.clone()));
-        bg.spawn(pauses::refresh_loop(shared.clone(), background.clone()));
         bg.spawn(upkeep::rescue_loop(shared.clone(), background.clone()));
         {
             let backend = shared.backend.clone();
@@ -211,9 +204,10 @@ impl Worker {
             true
         });
         let mut fetchers = tokio::task::JoinSet::new();
-        // The slot resizers hold the kinds' environments (and so outcome
-        // senders): they end with the fetchers, before the completer is
-        // awaited, or it would wait for them forever.
+        // The slot resizers and the controls loop hold the kinds'
+        // environments (and so outcome senders): they end with the
+        // fetchers, before the completer is awaited, or it would wait for
+        // them forever. Pauses only matter to fetch loops, which end first.
         let mut resizers = tokio::task::JoinSet::new();
         let resizers_stop = CancellationToken::new();
         let mut envs = Vec::new();
@@ -253,7 +247,7 @@ impl Worker {
             }
         }
         drop(outcomes);
-        resizers.spawn(scaling::scale_loop(
+        resizers.spawn(scaling::controls_loop(
             shared.clone(),
             envs,
             resizers_stop.clone(),

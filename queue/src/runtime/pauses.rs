@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use crate::queue::{QueueBackend, QueueError};
 
 /// How often each worker reads the paused kinds.
@@ -51,29 +50,6 @@ impl PauseBoard {
             }
         });
         Ok(())
-    }
-}
-
-pub(crate) async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(CONTROLS_REFRESH) => {}
-        }
-        match shared.pauses.refresh(shared.backend.as_ref()).await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("the paused kinds are read again");
-            }
-            Ok(()) => {}
-            // Said once per outage, not twice a second.
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "reading the paused kinds failed; the last state holds");
-            }
-            Err(_) => {}
-        }
     }
 }
 

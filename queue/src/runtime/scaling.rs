@@ -98,13 +98,13 @@ pub(crate) async fn absorb(env: Arc<KindEnv>, stop: CancellationToken) {
     }
 }
 
-/// The slots `env` should have under `scales`.
-pub(crate) fn wanted(env: &KindEnv, scales: &[Scale]) -> usize {
+/// The slots `kind` should have under `scales`, `configured` unless scaled.
+pub(crate) fn wanted(kind: &str, configured: u32, scales: &[Scale]) -> u32 {
     scales
         .iter()
-        .find(|s| *s.kind == *env.kind)
-        .map_or(env.settings.concurrency, |s| s.concurrency)
-        .clamp(1, MAX_CONCURRENCY) as usize
+        .find(|s| s.kind == kind)
+        .map_or(configured, |s| s.concurrency)
+        .clamp(1, MAX_CONCURRENCY)
 }
 
 /// Each kind's slots now, for the heartbeat (`dossier workers`).
@@ -114,35 +114,28 @@ pub(crate) fn snapshot(envs: &[Arc<KindEnv>]) -> BTreeMap<String, u32> {
         .collect()
 }
 
-/// Applies the scales every [`super::CONTROLS_REFRESH`], until `stop`.
-pub(crate) async fn scale_loop(
+/// Reads the operators' controls every [`super::CONTROLS_REFRESH`] until
+/// `stop`: the paused kinds (for the fetch loops) and the scales (applied
+/// to the kinds' slots here). One loop, so the two reads share a tick.
+pub(crate) async fn controls_loop(
     shared: Arc<Shared>,
     envs: Vec<Arc<KindEnv>>,
     stop: CancellationToken,
 ) {
-    let mut failing = false;
+    let mut pauses = Outage::new("the paused kinds; the last state holds");
+    let mut scales = Outage::new("the kinds' scales; their slots stay");
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(super::CONTROLS_REFRESH) => {}
         }
-        let scales = match shared.backend.scales().await {
-            Ok(s) => {
-                failing = false;
-                s
-            }
-            // Said once per outage; the slots stay as they are.
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "reading the kinds' scales failed; their slots stay");
-                }
-                failing = true;
-                continue;
-            }
+        pauses.check(shared.pauses.refresh(shared.backend.as_ref()).await);
+        let Some(scales) = scales.check(shared.backend.scales().await) else {
+            continue;
         };
         let mut changed = false;
         for env in &envs {
-            let want = wanted(env, &scales);
+            let want = wanted(&env.kind, env.settings.concurrency, &scales) as usize;
             if env.limit.resize(&env.slots, want) {
                 changed = true;
                 tracing::info!(kind = %env.kind, slots = want, "the kind's slots changed");
@@ -150,6 +143,39 @@ pub(crate) async fn scale_loop(
         }
         if changed {
             *shared.concurrency.lock().unwrap_or_else(|e| e.into_inner()) = snapshot(&envs);
+        }
+    }
+}
+
+/// A read that may fail twice a second for as long as the queue is down:
+/// said once when it starts failing and once when it reads again.
+struct Outage {
+    what: &'static str,
+    failing: bool,
+}
+
+impl Outage {
+    fn new(what: &'static str) -> Outage {
+        Outage {
+            what,
+            failing: false,
+        }
+    }
+
+    fn check<T>(&mut self, read: Result<T, crate::queue::QueueError>) -> Option<T> {
+        match read {
+            Ok(v) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("reading {} again", self.what);
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(error = %e, "reading {} failed", self.what);
+                }
+                None
+            }
         }
     }
 }
