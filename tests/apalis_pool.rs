@@ -68,6 +68,8 @@ impl Native {
             max_attempts: 5,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         }
     }
 }
@@ -253,6 +255,8 @@ async fn undecodable_payloads_go_dead_and_the_worker_lives_on(kind: BackendKind)
             max_attempts: 5,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .await;
     let dead = q
@@ -388,6 +392,7 @@ async fn schedules_on_the_same_second_all_fire(kind: BackendKind) {
             kind: Some(PROBE.into()),
             status: None,
             limit: 100,
+            ..JobFilter::default()
         })
         .await
         .expect("list");

@@ -36,6 +36,8 @@ dossier_e2e::on_each_backend!(
     a_renewed_lease_is_not_rescued,
     a_paused_kind_is_fetched_by_no_worker,
     a_kind_is_scaled_live_and_across_restarts,
+    jobs_are_found_by_firm_client_trace_and_error,
+    bulk_actions_change_what_a_filter_matches,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -557,6 +559,7 @@ async fn listings_and_counts_agree(kind: BackendKind) {
         kind: Some(PROBE.into()),
         status: Some(status),
         limit: 100,
+        ..JobFilter::default()
     };
     assert_eq!(
         q.backend
@@ -588,6 +591,7 @@ async fn listings_and_counts_agree(kind: BackendKind) {
             kind: None,
             status: None,
             limit: 100,
+            ..JobFilter::default()
         })
         .await
         .expect("list");
@@ -598,6 +602,7 @@ async fn listings_and_counts_agree(kind: BackendKind) {
             kind: None,
             status: None,
             limit: 2,
+            ..JobFilter::default()
         })
         .await
         .expect("list");
@@ -1206,5 +1211,306 @@ async fn a_kind_is_scaled_live_and_across_restarts(kind: BackendKind) {
     assert!((3..=4).contains(&most), "four slots again: {most}");
     assert_eq!(slots_seen(&q).await, vec![4]);
     second.stop().await;
+    q.cleanup().await;
+}
+
+/// A probe job of `firm`'s `client`, in `trace`.
+fn owned(label: &str, firm: &str, client: &str, trace: Option<&str>) -> dossier_core::job::NewJob {
+    dossier_core::job::NewJob {
+        group: Some(firm.into()),
+        subject: Some(client.into()),
+        trace_id: trace.map(str::to_string),
+        ..Probe::ok(label).job()
+    }
+}
+
+fn ids(list: &[dossier_core::job::JobRecord]) -> std::collections::BTreeSet<String> {
+    list.iter().map(|j| j.id.clone()).collect()
+}
+
+/// Operators find one client's, one firm's, one trace's jobs and the jobs
+/// failing with some error; filters combine; every backend answers what
+/// the filter's own rule ([`JobFilter::matches`]) says of the whole queue.
+async fn jobs_are_found_by_firm_client_trace_and_error(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    // Pushed first, fetched first (every backend is FIFO within a kind).
+    let failing = q.push(owned("b1-x", "firm-b", "b1", Some("t-9"))).await;
+    let leased = q
+        .backend
+        .fetch(PROBE, "w-1", 1, Duration::from_secs(60))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        leased.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![failing.clone()]
+    );
+    let failure = Failure {
+        id: failing.clone(),
+        error: AttemptError {
+            attempt: 1,
+            at_ms: now_ms(),
+            class: "transient".into(),
+            message: "registry TIMEOUT after 10 s".into(),
+        },
+        retry_at_ms: Some(now_ms() + 3_600_000),
+        lease_expires_at_ms: None,
+    };
+    assert!(q.backend.fail("w-1", &failure).await.expect("fail"));
+    let a1: Vec<String> = vec![
+        q.push(owned("a1-x", "firm-a", "a1", Some("t-1"))).await,
+        q.push(owned("a1-y", "firm-a", "a1", Some("t-1"))).await,
+        q.push(owned("a1-z", "firm-a", "a1", None)).await,
+    ];
+    let a2 = q.push(owned("a2-x", "firm-a", "a2", Some("t-2"))).await;
+    let b1 = q.push(owned("b1-y", "firm-b", "b1", None)).await;
+    let unowned = q.push(Probe::ok("nobody").job()).await;
+    assert_eq!(
+        q.backend
+            .kill(&a1[2], "SMTP 421: try again later")
+            .await
+            .expect("kill"),
+        AdminOutcome::Applied
+    );
+
+    let stored = q.job(&a2).await;
+    assert_eq!(
+        (
+            stored.group.as_deref(),
+            stored.subject.as_deref(),
+            stored.trace_id.as_deref()
+        ),
+        (Some("firm-a"), Some("a2"), Some("t-2"))
+    );
+    assert_eq!(
+        (q.job(&unowned).await.group, q.job(&unowned).await.subject),
+        (None, None)
+    );
+
+    let all = q
+        .backend
+        .list(&JobFilter {
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 7);
+    let f = |group: Option<&str>,
+             subject: Option<&str>,
+             trace: Option<&str>,
+             error: Option<&str>,
+             status: Option<JobStatus>| JobFilter {
+        group: group.map(str::to_string),
+        subject: subject.map(str::to_string),
+        trace_id: trace.map(str::to_string),
+        error: error.map(str::to_string),
+        status,
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let cases: Vec<(JobFilter, std::collections::BTreeSet<String>)> = vec![
+        (
+            f(None, Some("a1"), None, None, None),
+            a1.iter().cloned().collect(),
+        ),
+        (
+            f(Some("firm-a"), None, None, None, None),
+            a1.iter().cloned().chain([a2.clone()]).collect(),
+        ),
+        (
+            f(Some("firm-b"), None, None, None, None),
+            [failing.clone(), b1.clone()].into(),
+        ),
+        (
+            f(None, None, Some("t-1"), None, None),
+            a1[..2].iter().cloned().collect(),
+        ),
+        (
+            f(None, None, None, Some("timeout"), None),
+            [failing.clone()].into(),
+        ),
+        (
+            f(None, None, None, Some("smtp 421"), None),
+            [a1[2].clone()].into(),
+        ),
+        (
+            f(Some("firm-a"), None, None, None, Some(JobStatus::Dead)),
+            [a1[2].clone()].into(),
+        ),
+        (
+            f(Some("firm-b"), None, None, None, Some(JobStatus::Retrying)),
+            [failing.clone()].into(),
+        ),
+        (
+            f(Some("firm-a"), Some("b1"), None, None, None),
+            Default::default(),
+        ),
+        (
+            f(None, Some("a1' OR '1'='1"), None, None, None),
+            Default::default(),
+        ),
+        (f(None, None, None, Some("%"), None), Default::default()),
+        (
+            f(Some("firm-a"), None, None, None, Some(JobStatus::Pending)),
+            [a1[0].clone(), a1[1].clone(), a2.clone()].into(),
+        ),
+    ];
+    for (filter, want) in cases {
+        let got = q.backend.list(&filter).await.expect("list");
+        let by_rule: Vec<_> = all.iter().filter(|j| filter.matches(j)).cloned().collect();
+        assert_eq!(ids(&got), want, "{filter:?}");
+        assert_eq!(ids(&by_rule), want, "the rule itself, {filter:?}");
+        // Newest change first, as on every backend.
+        assert!(
+            got.windows(2)
+                .all(|w| w[0].updated_at_ms >= w[1].updated_at_ms)
+        );
+    }
+    let limited = q
+        .backend
+        .list(&JobFilter {
+            limit: 2,
+            ..f(Some("firm-a"), None, None, None, None)
+        })
+        .await
+        .expect("list");
+    assert_eq!(limited.len(), 2);
+    q.cleanup().await;
+}
+
+/// Retry, kill and move the run time of every job a filter matches: a dry
+/// run changes nothing, each action changes only the statuses it applies
+/// to, other firms' jobs are untouched, and an empty filter is refused.
+async fn bulk_actions_change_what_a_filter_matches(kind: BackendKind) {
+    use dossier_core::bulk::{self, Action, BulkError};
+    let q = TestQueue::new(kind).await;
+    let mut a = Vec::new();
+    for i in 0..4 {
+        a.push(
+            q.push(owned(&format!("a{i}"), "firm-a", &format!("a{i}"), None))
+                .await,
+        );
+    }
+    let b: Vec<String> = vec![
+        q.push(owned("b0", "firm-b", "b0", None)).await,
+        q.push(owned("b1", "firm-b", "b1", None)).await,
+    ];
+    for id in a[..3].iter().chain(&b) {
+        q.backend.kill(id, "partner down").await.expect("kill");
+    }
+    let dead_of = |firm: &str| JobFilter {
+        group: Some(firm.into()),
+        status: Some(JobStatus::Dead),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let firm = |firm: &str| JobFilter {
+        group: Some(firm.into()),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let statuses = |list: Vec<dossier_core::job::JobRecord>| {
+        let mut s: Vec<JobStatus> = list.into_iter().map(|j| j.status).collect();
+        s.sort();
+        s
+    };
+    let backend = q.backend.as_ref();
+
+    let dry = bulk::run(backend, &dead_of("firm-a"), &Action::Retry, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        (dry.matched, dry.eligible, dry.applied, dry.dry_run),
+        (3, 3, 0, true)
+    );
+    assert_eq!(
+        backend.list(&dead_of("firm-a")).await.expect("list").len(),
+        3,
+        "a dry run changes nothing"
+    );
+
+    let done = bulk::run(backend, &dead_of("firm-a"), &Action::Retry, false)
+        .await
+        .expect("retry");
+    assert_eq!(
+        (done.matched, done.applied, done.skipped, done.more),
+        (3, 3, 0, false)
+    );
+    assert_eq!(
+        statuses(backend.list(&firm("firm-a")).await.expect("list")),
+        vec![JobStatus::Pending; 4]
+    );
+    assert_eq!(
+        backend.list(&dead_of("firm-b")).await.expect("list").len(),
+        2,
+        "firm b untouched"
+    );
+
+    // Later: all four wait an hour, as never-run jobs (their attempts are kept).
+    let later = Action::Reschedule {
+        run_at_ms: now_ms() + 3_600_000,
+    };
+    let moved = bulk::run(backend, &firm("firm-a"), &later, false)
+        .await
+        .expect("reschedule");
+    assert_eq!(moved.applied, 4);
+    assert_eq!(
+        statuses(backend.list(&firm("firm-a")).await.expect("list")),
+        vec![JobStatus::Scheduled; 4]
+    );
+    // Back to now, for one client only.
+    let one = JobFilter {
+        subject: Some("a3".into()),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let now = Action::Reschedule {
+        run_at_ms: now_ms(),
+    };
+    assert_eq!(
+        bulk::run(backend, &one, &now, false)
+            .await
+            .expect("now")
+            .applied,
+        1
+    );
+    assert_eq!(q.job(&a[3]).await.status, JobStatus::Pending);
+
+    // Killing applies to waiting jobs, not to the dead.
+    let kill = Action::Kill {
+        reason: "client left the firm".into(),
+    };
+    let none = bulk::run(backend, &firm("firm-b"), &kill, false)
+        .await
+        .expect("kill b");
+    assert_eq!((none.matched, none.eligible, none.applied), (2, 0, 0));
+    let killed = bulk::run(backend, &firm("firm-a"), &kill, false)
+        .await
+        .expect("kill a");
+    assert_eq!(killed.applied, 4);
+    let a_jobs = backend.list(&firm("firm-a")).await.expect("list");
+    assert!(
+        a_jobs.iter().all(|j| j.status == JobStatus::Dead
+            && j.last_error.as_deref() == Some("client left the firm"))
+    );
+    // And the error text finds them again.
+    let by_error = JobFilter {
+        error: Some("LEFT THE FIRM".into()),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        ids(&backend.list(&by_error).await.expect("list")),
+        a.iter().cloned().collect()
+    );
+
+    let everything = JobFilter {
+        limit: 100,
+        ..JobFilter::default()
+    };
+    assert!(matches!(
+        bulk::run(backend, &everything, &Action::Retry, false).await,
+        Err(BulkError::NoFilter)
+    ));
     q.cleanup().await;
 }

@@ -20,6 +20,8 @@ fn check(siret: &str, run_at_ms: Option<i64>) -> NewJob {
         max_attempts: 3,
         idempotency_key: None,
         trace_id: Some("dash-1".into()),
+        group: None,
+        subject: None,
     }
 }
 
@@ -116,7 +118,81 @@ async fn dashboard(kind: BackendKind) {
         .await
         .expect("list");
     assert_eq!(bad.status(), 400);
+    // A NUL (PostgreSQL refuses it in text) or an escape sequence in a
+    // filter is refused before any query, on every backend.
+    for hostile in ["client=a%00b", "error=%1B%5B2J", "firm=a%09b"] {
+        let r = admin(reqwest::Method::GET, &format!("/v1/admin/jobs?{hostile}"))
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), 400, "{hostile}");
+    }
 
+    // Three jobs of one firm, waiting an hour, killed at once through the
+    // bulk action after a dry run; the browser retries them at once below.
+    let mut firm_jobs = Vec::new();
+    for (i, client) in ["c-1", "c-2", "c-3"].iter().enumerate() {
+        let mut job = check("732 829 320 00074", Some(later));
+        job.group = Some("cabinet-b".into());
+        job.subject = Some((*client).into());
+        job.idempotency_key = Some(format!("firm-job-{i}"));
+        firm_jobs.push(q.push(job).await);
+    }
+    let bulk = |body: serde_json::Value| {
+        admin(reqwest::Method::POST, "/v1/admin/jobs/bulk")
+            .json(&body)
+            .send()
+    };
+    let dry: serde_json::Value = bulk(serde_json::json!({
+        "action": "kill", "filter": { "firm": "cabinet-b" }, "dry_run": true
+    }))
+    .await
+    .expect("dry run")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(
+        (
+            dry["matched"].as_u64(),
+            dry["eligible"].as_u64(),
+            dry["applied"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{dry}"
+    );
+    assert_eq!(
+        q.job(&firm_jobs[0]).await.status,
+        JobStatus::Scheduled,
+        "a dry run changes nothing"
+    );
+    let everything = bulk(serde_json::json!({ "action": "retry", "filter": {} }))
+        .await
+        .expect("post");
+    assert_eq!(everything.status(), 422, "no filter, no bulk action");
+    let typo = bulk(serde_json::json!({ "action": "retry", "filter": { "kind": "siret_chek" } }))
+        .await
+        .expect("post");
+    assert_eq!(typo.status(), 422);
+    let killed_all: serde_json::Value = bulk(serde_json::json!({
+        "action": "kill", "filter": { "firm": "cabinet-b", "kind": "siret_check" }, "reason": "doublons"
+    }))
+    .await
+    .expect("kill")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(killed_all["applied"], 3, "{killed_all}");
+    let found: serde_json::Value = admin(
+        reqwest::Method::GET,
+        "/v1/admin/jobs?firm=cabinet-b&status=dead&error=DOUBLON",
+    )
+    .send()
+    .await
+    .expect("list")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(found.as_array().map(Vec::len), Some(3), "{found}");
     // The page: no data in it, so no token needed to load it.
     let page = web
         .get(format!("{base}/dashboard"))
@@ -133,6 +209,7 @@ async fn dashboard(kind: BackendKind) {
         Command::new("node")
             .args([script, &base2, BEARER, &killed2])
             .arg(&shot2)
+            .arg("cabinet-b")
             .output()
     })
     .await
@@ -154,6 +231,19 @@ async fn dashboard(kind: BackendKind) {
         said.contains("http.tokens (API)queue.pausesiret_check{\"reason\":\"registre en panne\"}"),
         "the journal shows who paused, why: {said}"
     );
+    assert!(
+        said.contains(
+            "bulk asks: 3 travaux correspondent au filtre ; 3 seront relancés. Continuer ?"
+        ) && said.contains("bulk said: 3 travaux relancés"),
+        "the bulk retry asked first, with the count: {said}"
+    );
+    for id in &firm_jobs {
+        assert_eq!(
+            q.job(id).await.status,
+            JobStatus::Done,
+            "retried from the page and run"
+        );
+    }
     let job = q.job(&killed).await;
     assert_eq!(job.status, JobStatus::Done, "{job:?}");
     assert_eq!(

@@ -69,6 +69,8 @@ fn job(client_id: &str) -> NewJob {
         max_attempts: 3,
         idempotency_key: None,
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 

@@ -100,6 +100,8 @@ fn job(kind: &str, payload: serde_json::Value) -> NewJob {
         max_attempts: 3,
         idempotency_key: None,
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 
@@ -668,6 +670,8 @@ async fn two_scheduler_loops_enqueue_each_tick_once() {
                 max_attempts: 1,
                 idempotency_key: None,
                 trace_id: None,
+                group: None,
+                subject: None,
             }
         })
         .expect("cron")
@@ -696,6 +700,7 @@ async fn two_scheduler_loops_enqueue_each_tick_once() {
             kind: Some(exercice_rollover::KIND.into()),
             status: None,
             limit: 100,
+            ..JobFilter::default()
         })
         .await
         .expect("list");
@@ -869,6 +874,7 @@ async fn folder_jobs(q: &TestQueue) -> usize {
             kind: Some(fiscal_folders::KIND.into()),
             status: None,
             limit: 100,
+            ..JobFilter::default()
         })
         .await
         .expect("list")
@@ -917,6 +923,8 @@ async fn staged_jobs_reach_the_queue_once(kind: BackendKind) {
         max_attempts: 5,
         idempotency_key: Some(format!("fiscal_folders:{}", ex.id)),
         trace_id: None,
+        group: None,
+        subject: None,
     };
     assert!(matches!(
         s.q.backend.push(again).await.expect("push"),
@@ -930,6 +938,7 @@ async fn staged_jobs_reach_the_queue_once(kind: BackendKind) {
                 kind: Some(fiscal_folders::KIND.into()),
                 status: None,
                 limit: 1,
+                ..JobFilter::default()
             })
             .await
             .expect("list");

@@ -448,6 +448,8 @@ async fn caller_keys_live_apart_from_the_systems(kind: BackendKind) {
                 max_attempts: 3,
                 idempotency_key: Some(tick.into()),
                 trace_id: None,
+                group: None,
+                subject: None,
             })
             .await
             .expect("push");

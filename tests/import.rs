@@ -653,6 +653,8 @@ async fn interrupted_then_resumed(kind: BackendKind) {
             max_attempts: 3,
             idempotency_key: Some(format!("bulk_import:{id}")),
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .await;
     let done =
@@ -718,6 +720,7 @@ async fn the_chosen_provider_goes_with_each_enrichment_job() {
                 kind: Some("siret_enrichment".into()),
                 status: None,
                 limit: 10,
+                ..dossier_core::job::JobFilter::default()
             })
             .await
             .expect("list");

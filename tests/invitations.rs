@@ -602,6 +602,8 @@ async fn one_reminder_and_expiry() {
         max_attempts: 3,
         idempotency_key: None,
         trace_id: None,
+        group: None,
+        subject: None,
     };
     let h1 = s.q.push(housekeeping()).await;
     let r1 = s.done(&h1).await.result.expect("result");

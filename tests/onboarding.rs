@@ -279,6 +279,7 @@ async fn http_hooks(kind: BackendKind) {
             kind: None,
             status: None,
             limit: 10,
+            ..dossier_core::job::JobFilter::default()
         })
         .await
         .expect("jobs");
@@ -307,6 +308,40 @@ async fn http_hooks(kind: BackendKind) {
         .await
         .expect("json");
     assert_eq!(first, again, "a retried request gets the first answer");
+    // Every job of the client is labelled with it and its firm, and found
+    // by either, on this deployment's queue.
+    let client_id = first["client_id"].as_str().expect("client id");
+    let by = |group: Option<&str>, subject: Option<&str>| dossier_core::job::JobFilter {
+        group: group.map(str::to_string),
+        subject: subject.map(str::to_string),
+        limit: 100,
+        ..dossier_core::job::JobFilter::default()
+    };
+    let of_client = q
+        .backend
+        .list(&by(None, Some(client_id)))
+        .await
+        .expect("list");
+    let of_firm = q
+        .backend
+        .list(&by(Some("cabinet-1"), None))
+        .await
+        .expect("list");
+    let ids = |l: &[dossier_core::job::JobRecord]| {
+        l.iter()
+            .map(|j| j.id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(ids(&of_client), ids(&jobs), "the client's jobs");
+    assert_eq!(ids(&of_firm), ids(&jobs), "the firm's jobs");
+    assert!(
+        q.backend
+            .list(&by(Some("cabinet-2"), None))
+            .await
+            .expect("list")
+            .is_empty(),
+        "no other firm's"
+    );
     assert_eq!(
         dossier_core::clients::list(&db, "cabinet-1", 10)
             .await

@@ -19,6 +19,8 @@ fn check(siret: &str) -> NewJob {
         max_attempts: 3,
         idempotency_key: None,
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 

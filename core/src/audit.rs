@@ -22,6 +22,9 @@ pub mod action {
     pub const JOB_KILL: &str = "job.kill";
     pub const JOB_ENQUEUE: &str = "job.enqueue";
     pub const DEAD_RETRY: &str = "queue.retry_dead";
+    pub const BULK_RETRY: &str = "jobs.bulk_retry";
+    pub const BULK_KILL: &str = "jobs.bulk_kill";
+    pub const BULK_RESCHEDULE: &str = "jobs.bulk_reschedule";
     pub const QUEUE_PAUSE: &str = "queue.pause";
     pub const QUEUE_RESUME: &str = "queue.resume";
     pub const QUEUE_SCALE: &str = "queue.scale";

@@ -132,6 +132,8 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
             max_attempts: 3,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .collect();
     let t0 = Instant::now();
@@ -186,6 +188,8 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
                 max_attempts: 3,
                 idempotency_key: None,
                 trace_id: None,
+                group: None,
+                subject: None,
             })
             .await?;
         if let Ok(Some(ms)) = tokio::time::timeout(Duration::from_secs(5), sample_rx.recv()).await {

@@ -72,6 +72,41 @@ async function act(id, what) {
 
 function flash(text) { $("#status").textContent = text; }
 
+// The filter as the admin API takes it (blank fields match anything).
+function currentFilter() {
+  const f = {};
+  for (const [field, id] of [["kind", "#f-kind"], ["status", "#f-status"], ["firm", "#f-firm"],
+    ["client", "#f-client"], ["trace", "#f-trace"], ["error", "#f-error"]]) {
+    const v = $(id).value.trim();
+    if (v) f[field] = v;
+  }
+  return f;
+}
+
+// Every job of the filter: a dry run first says how many match and how
+// many would change; nothing changes unless the operator confirms that.
+async function bulk(action) {
+  const verb = { retry: "relancés", kill: "arrêtés", reschedule: "reportés" }[action];
+  const body = { action, filter: currentFilter() };
+  if (action === "kill") body.reason = "arrêté depuis le tableau de bord";
+  if (action === "reschedule") {
+    const at = window.prompt("Reporter à quand ? (now, 30m, 12h, 2d, 2026-12-24…)", "1h");
+    if (at === null) return;
+    body.run_at = at;
+  }
+  try {
+    const dry = await api("POST", "/v1/admin/jobs/bulk", Object.assign({ dry_run: true }, body));
+    if (!dry.eligible) { flash("rien à changer : " + dry.matched + " travaux correspondent au filtre"); return; }
+    const n = dry.matched + (dry.more ? " (et plus)" : "");
+    if (!confirm(n + " travaux correspondent au filtre ; " + dry.eligible + " seront " + verb + ". Continuer ?")) return;
+    const r = await api("POST", "/v1/admin/jobs/bulk", body);
+    flash(r.applied + " travaux " + verb + (r.skipped ? ", " + r.skipped + " ignorés (changés entre-temps)" : "") + (r.more ? " ; il en reste : recommencez" : ""));
+  } catch (e) {
+    if (e.message !== "unauthorized") flash("refusé : " + e.message);
+  }
+  refresh();
+}
+
 async function showJob(id) {
   selected = id;
   const j = await api("GET", "/v1/admin/jobs/" + encodeURIComponent(id));
@@ -93,7 +128,7 @@ async function refresh() {
   try {
     const [queues, jobs, workers, audit] = await Promise.all([
       api("GET", "/v1/admin/queues"),
-      api("GET", "/v1/admin/jobs?" + new URLSearchParams({ kind: $("#f-kind").value, status: $("#f-status").value, limit: "100" })),
+      api("GET", "/v1/admin/jobs?" + new URLSearchParams(Object.assign({ limit: "100" }, currentFilter()))),
       api("GET", "/v1/admin/workers"),
       api("GET", "/v1/admin/audit?limit=20"),
     ]);
@@ -123,9 +158,13 @@ async function refresh() {
       jb.append(el("tr", { "data-job": j.id, "data-status": j.status },
         el("td", {}, el("a", { class: "count", onclick: () => showJob(j.id) }, j.id)), el("td", {}, j.kind),
         el("td", { class: j.status }, j.status), el("td", { class: "num" }, j.attempts + "/" + j.max_attempts),
+        el("td", {}, j.group || ""), el("td", {}, j.subject || ""),
         el("td", {}, j.last_error || ""), buttons));
     }
-    $("#filter-label").textContent = ($("#f-kind").value || "tous types") + " · " + ($("#f-status").value || "tous états");
+    const f = currentFilter();
+    $("#filter-label").textContent = [f.kind || "tous types", f.status || "tous états"]
+      .concat(f.firm ? ["cabinet " + f.firm] : [], f.client ? ["client " + f.client] : [],
+        f.trace ? ["trace " + f.trace] : [], f.error ? ["erreur « " + f.error + " »"] : []).join(" · ");
     const wb = $("#workers tbody"); wb.replaceChildren();
     const now = Date.now();
     for (const w of workers) wb.append(el("tr", {}, el("td", {}, w.name), el("td", {}, w.host), el("td", { class: "num" }, w.running),
@@ -149,6 +188,11 @@ $("#login-form").addEventListener("submit", (ev) => {
 });
 $("#f-kind").addEventListener("change", refresh);
 $("#f-status").addEventListener("change", refresh);
+for (const id of ["#f-firm", "#f-client", "#f-trace", "#f-error"]) $(id).addEventListener("change", refresh);
+$("#filter").addEventListener("submit", (ev) => { ev.preventDefault(); refresh(); });
+$("#bulk-retry").addEventListener("click", () => bulk("retry"));
+$("#bulk-reschedule").addEventListener("click", () => bulk("reschedule"));
+$("#bulk-kill").addEventListener("click", () => bulk("kill"));
 
 let timer = null;
 function start() {

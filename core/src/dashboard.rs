@@ -97,34 +97,85 @@ pub struct JobsQuery {
     kind: Option<String>,
     /// pending, scheduled, running, retrying, done or dead.
     status: Option<String>,
+    /// Only this firm's jobs.
+    firm: Option<String>,
+    /// Only this client's jobs (its id).
+    client: Option<String>,
+    /// Only the jobs of this trace id.
+    trace: Option<String>,
+    /// Only jobs whose last error contains this text (ASCII letters in any case).
+    error: Option<String>,
     /// At most this many (1 to 500; 50).
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
-    params(JobsQuery),
-    responses((status = 200, description = "jobs, newest first (payloads redacted)", body = Vec<Object>),
-        (status = 400, description = "an unknown status", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
-pub async fn jobs(State(state): State<ApiState>, Query(q): Query<JobsQuery>) -> Response {
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+/// Which jobs a bulk action acts on: the filters of `GET /v1/admin/jobs`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    kind: Option<String>,
+    status: Option<String>,
+    firm: Option<String>,
+    client: Option<String>,
+    trace: Option<String>,
+    error: Option<String>,
+}
+
+impl From<JobsQuery> for BulkFilter {
+    fn from(q: JobsQuery) -> Self {
+        BulkFilter {
+            kind: q.kind,
+            status: q.status,
+            firm: q.firm,
+            client: q.client,
+            trace: q.trace,
+            error: q.error,
+        }
+    }
+}
+
+/// The filter a query or body names; a blank field matches anything (the
+/// page's empty inputs), an unknown status is refused (400).
+fn filter_of(f: BulkFilter, limit: usize) -> Result<JobFilter, Box<Response>> {
+    let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let status = match given(f.status) {
         None => None,
-        Some(s) => match JobStatus::parse(s) {
+        Some(s) => match JobStatus::parse(&s) {
             Some(s) => Some(s),
             None => {
-                return error(
+                return Err(Box::new(error(
                     StatusCode::BAD_REQUEST,
                     "invalid",
                     format!(
                         "status {s:?}: use pending, scheduled, running, retrying, done or dead"
                     ),
-                );
+                )));
             }
         },
     };
     let filter = JobFilter {
-        kind: q.kind.filter(|k| !k.is_empty()),
+        kind: given(f.kind),
         status,
-        limit: q.limit.unwrap_or(50).clamp(1, 500),
+        group: given(f.firm),
+        subject: given(f.client),
+        trace_id: given(f.trace),
+        error: given(f.error),
+        limit,
+    };
+    crate::bulk::check_text(&filter)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid", e.to_string())))?;
+    Ok(filter)
+}
+
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
+    params(JobsQuery),
+    responses((status = 200, description = "jobs, newest first (payloads redacted)", body = Vec<Object>),
+        (status = 400, description = "an unknown status, or a filter with control characters", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn jobs(State(state): State<ApiState>, Query(q): Query<JobsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter = match filter_of(q.into(), limit) {
+        Ok(f) => f,
+        Err(refusal) => return *refusal,
     };
     match state.queue().list(&filter).await {
         Ok(list) => Json(list.into_iter().map(redacted).collect::<Vec<_>>()).into_response(),
@@ -144,6 +195,93 @@ pub async fn job(State(state): State<ApiState>, Path(id): Path<String>) -> Respo
         Ok(Some(j)) => Json(redacted(j)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no job {id}")),
         Err(e) => queue_error(e),
+    }
+}
+
+/// `POST /v1/admin/jobs/bulk`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    /// `retry`, `kill` or `reschedule`.
+    action: String,
+    filter: BulkFilter,
+    /// With `kill`: why (kept as the jobs' last error).
+    reason: Option<String>,
+    /// With `reschedule`: `now`, a delay ahead (30m, 12h, 2d), a date or an RFC 3339 time.
+    run_at: Option<String>,
+    /// Count what would change; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[utoipa::path(post, path = "/v1/admin/jobs/bulk", tag = "admin", security(("bearer" = [])),
+    request_body(content = BulkBody, description = "what to do to which jobs"),
+    responses((status = 200, description = "what matched and what changed (a dry run changes nothing)", body = Object),
+        (status = 400, description = "an unknown status, or a filter with control characters", body = crate::http::ErrorBody),
+        (status = 422, description = "no filter, an unknown kind or action, a bad time", body = crate::http::ErrorBody), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn bulk(
+    State(state): State<ApiState>,
+    Extension(who): Extension<TokenName>,
+    body: Option<Json<BulkBody>>,
+) -> Response {
+    use crate::bulk::{Action, BulkError};
+    let invalid = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    let Some(Json(body)) = body else {
+        return invalid(
+            "send {\"action\": \"retry\"|\"kill\"|\"reschedule\", \"filter\": {…}, \"dry_run\": true}".into(),
+        );
+    };
+    let action = match body.action.as_str() {
+        "retry" => Action::Retry,
+        "kill" => {
+            let reason = body
+                .reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "killed by an operator".into());
+            if let Err(e) = crate::text::check(&reason, crate::text::MAX_TEXT) {
+                return invalid(format!("reason: {e}"));
+            }
+            Action::Kill { reason }
+        }
+        "reschedule" => match body.run_at.as_deref().map(crate::bulk::parse_run_at) {
+            Some(Ok(run_at_ms)) => Action::Reschedule { run_at_ms },
+            Some(Err(e)) => return invalid(e.to_string()),
+            None => return invalid("run_at: give the new run time".into()),
+        },
+        other => {
+            return invalid(format!(
+                "action {:?}: use retry, kill or reschedule",
+                other.chars().take(40).collect::<String>()
+            ));
+        }
+    };
+    let filter = match filter_of(body.filter, crate::bulk::MAX_BULK) {
+        Ok(f) => f,
+        Err(refusal) => return *refusal,
+    };
+    match crate::bulk::run(state.queue(), &filter, &action, body.dry_run).await {
+        Ok(report) => {
+            if !report.dry_run {
+                let mut detail = serde_json::to_value(&report).unwrap_or_default();
+                detail.as_object_mut().map(|d| d.remove("dry_run"));
+                match &action {
+                    Action::Kill { reason } => detail["reason"] = reason.clone().into(),
+                    Action::Reschedule { run_at_ms } => detail["run_at_ms"] = (*run_at_ms).into(),
+                    Action::Retry => {}
+                }
+                audit::note(
+                    &state.db,
+                    &audit::api_actor(&who),
+                    action.audit_action(),
+                    &crate::bulk::describe(&filter),
+                    detail,
+                )
+                .await;
+            }
+            Json(report).into_response()
+        }
+        Err(BulkError::Queue(e)) => queue_error(e),
+        Err(e) => invalid(e.to_string()),
     }
 }
 

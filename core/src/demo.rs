@@ -234,6 +234,8 @@ pub async fn run(
             max_attempts: settings.queue.kind(tree_setup::KIND).max_attempts,
             idempotency_key: Some(format!("tree-{id}")),
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .collect();
     backend.push_bulk(trees).await?;
@@ -271,6 +273,8 @@ pub async fn run(
             max_attempts: settings.queue.kind(siret_enrichment::KIND).max_attempts,
             idempotency_key: Some(format!("enrich-{id}")),
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .collect();
     backend.push_bulk(enrichment).await?;
@@ -287,6 +291,8 @@ pub async fn run(
             max_attempts,
             idempotency_key: Some(format!("demo-{i}")),
             trace_id: Some(format!("demo-import-row-{}", i + 2)),
+            group: None,
+            subject: None,
         })
         .collect();
     backend.push_bulk(batch).await?;
@@ -311,6 +317,7 @@ pub async fn run(
             kind: None,
             status: Some(JobStatus::Dead),
             limit: 5,
+            ..JobFilter::default()
         })
         .await?;
     let mut clients_after = Vec::new();

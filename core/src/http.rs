@@ -428,6 +428,7 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("get", "/v1/admin/workers", Auth::Admin),
     ("get", "/v1/admin/jobs", Auth::Admin),
     ("get", "/v1/admin/jobs/{id}", Auth::Admin),
+    ("post", "/v1/admin/jobs/bulk", Auth::Admin),
     ("post", "/v1/admin/jobs/{id}/retry", Auth::Admin),
     ("post", "/v1/admin/jobs/{id}/kill", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/retry-dead", Auth::Admin),
@@ -449,6 +450,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/workers", get(crate::dashboard::workers))
         .route("/v1/admin/jobs", get(crate::dashboard::jobs))
         .route("/v1/admin/jobs/{id}", get(crate::dashboard::job))
+        .route("/v1/admin/jobs/bulk", post(crate::dashboard::bulk))
         .route("/v1/admin/jobs/{id}/retry", post(crate::dashboard::retry))
         .route("/v1/admin/jobs/{id}/kill", post(crate::dashboard::kill))
         .route(
@@ -954,6 +956,17 @@ async fn enqueue(
         Ok(j) => j,
         Err(e) => return refused(&[format!("payload: {e}")]),
     };
+    let job = match crate::owners::labelled(&state.db, job).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the job's client");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database cannot be read now; try again shortly",
+            );
+        }
+    };
     // Maintenance jobs touch every firm: who queued one is on record.
     let maintenance = catalogue
         .get(&kind)
@@ -1075,7 +1088,7 @@ async fn confined(
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
         crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
-        crate::dashboard::scale, crate::dashboard::audit_trail,
+        crate::dashboard::scale, crate::dashboard::audit_trail, crate::dashboard::bulk,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

@@ -21,30 +21,40 @@ use crate::write_gate::Lane;
 const BATCH: i64 = 2000;
 
 /// Writes `job` into the outbox inside the transaction `$tx` (a
-/// `sqlx::Transaction` of either engine). Its idempotency key is the job's
-/// own, or one made from the row's id.
+/// `sqlx::Transaction` of either engine), labelled with its client and firm
+/// ([`crate::owners`]). Its idempotency key is the job's own, or one made
+/// from the row's id.
 macro_rules! stage {
     ($tx:expr, $job:expr) => {{
-        let job: &$crate::job::NewJob = $job;
-        let id = uuid::Uuid::now_v7().to_string();
-        let key = job
-            .idempotency_key
-            .clone()
-            .unwrap_or_else(|| format!("outbox:{id}"));
-        sqlx::query(
-            "INSERT INTO outbox (id, kind, payload, run_at, max_attempts, idempotency_key, trace_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(&job.kind)
-        .bind(job.payload.to_string())
-        .bind(job.run_at_ms)
-        .bind(i64::from(job.max_attempts))
-        .bind(key)
-        .bind(&job.trace_id)
-        .bind($crate::clock::now_ms())
-        .execute(&mut *$tx)
-        .await
+        let mut labelled = [$job.clone()];
+        match $crate::owners::label_in!($tx, &mut labelled) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let [job] = labelled;
+                let id = uuid::Uuid::now_v7().to_string();
+                let key = job
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| format!("outbox:{id}"));
+                sqlx::query(
+                    "INSERT INTO outbox (id, kind, payload, run_at, max_attempts, idempotency_key,
+                                         trace_id, group_name, subject, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&id)
+                .bind(&job.kind)
+                .bind(job.payload.to_string())
+                .bind(job.run_at_ms)
+                .bind(i64::from(job.max_attempts))
+                .bind(key)
+                .bind(&job.trace_id)
+                .bind(&job.group)
+                .bind(&job.subject)
+                .bind($crate::clock::now_ms())
+                .execute(&mut *$tx)
+                .await
+            }
+        }
     }};
 }
 pub(crate) use stage;
@@ -59,6 +69,8 @@ const OUTBOX: BulkInsert = BulkInsert {
         Col::Int("max_attempts"),
         Col::Text("idempotency_key"),
         Col::Text("trace_id"),
+        Col::Text("group_name"),
+        Col::Text("subject"),
         Col::Int("created_at"),
     ],
     on_conflict: "",
@@ -91,6 +103,8 @@ fn outbox_rows(jobs: &[NewJob]) -> (Vec<serde_json::Value>, Vec<Staged>) {
                 "max_attempts": job.max_attempts,
                 "idempotency_key": key,
                 "trace_id": job.trace_id,
+                "group_name": job.group,
+                "subject": job.subject,
                 "created_at": now,
             });
             let job = NewJob {
@@ -176,6 +190,8 @@ type Row = (
     i64,
     String,
     Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 /// Pushes what the outbox holds to the queue; returns how many jobs.
@@ -183,7 +199,8 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
     let mut total = 0;
     loop {
         let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(
-            "SELECT id, kind, payload, run_at, max_attempts, idempotency_key, trace_id
+            "SELECT id, kind, payload, run_at, max_attempts, idempotency_key, trace_id, group_name,
+                    subject
              FROM outbox ORDER BY id LIMIT $1",
         )
         .bind(BATCH)
@@ -195,14 +212,18 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
         let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
         let jobs = rows
             .into_iter()
-            .map(|(_, kind, payload, run_at, attempts, key, trace)| NewJob {
-                kind,
-                payload: serde_json::from_str(&payload).unwrap_or_default(),
-                run_at_ms: run_at,
-                max_attempts: u32::try_from(attempts).unwrap_or(1).max(1),
-                idempotency_key: Some(key),
-                trace_id: trace,
-            })
+            .map(
+                |(_, kind, payload, run_at, attempts, key, trace, group, subject)| NewJob {
+                    kind,
+                    payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    run_at_ms: run_at,
+                    max_attempts: u32::try_from(attempts).unwrap_or(1).max(1),
+                    idempotency_key: Some(key),
+                    trace_id: trace,
+                    group,
+                    subject,
+                },
+            )
             .collect();
         queue.push_bulk(jobs).await?;
         delete(db, &ids, Lane::Background).await?;

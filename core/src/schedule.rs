@@ -25,6 +25,8 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
         max_attempts,
         idempotency_key: None,
         trace_id: None,
+        group: None,
+        subject: None,
     })?;
     let housekeeping_attempts = settings
         .queue
@@ -40,6 +42,8 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
             max_attempts: housekeeping_attempts,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         },
     )?;
     let mut all = vec![rollover, housekeeping];
@@ -59,6 +63,8 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
                 max_attempts: scan_attempts,
                 idempotency_key: None,
                 trace_id: None,
+                group: None,
+                subject: None,
             },
         )?);
     }

@@ -137,6 +137,8 @@ pub fn prepare(
             .as_deref()
             .map(|k| caller_key(kind, k)),
         trace_id,
+        group: None,
+        subject: None,
     })
 }
 

@@ -8,6 +8,7 @@ use dossier_core::apps::{self, AppError};
 use dossier_core::config::Settings;
 use dossier_core::db::Database;
 use dossier_core::jobs::{app_setup, app_teardown};
+use dossier_core::owners;
 use dossier_core::queue;
 use dossier_core::secrets::KeyRing;
 use dossier_core::tree::folders;
@@ -152,8 +153,8 @@ pub async fn run(cmd: AppCommand, settings: &Settings) -> anyhow::Result<()> {
                 .map_err(fail)?;
             let q = queue::open(settings).await?;
             let attempts = settings.queue.kind(app_setup::KIND).max_attempts;
-            q.push(app_setup::job_for(app_setup::KIND, &activation, attempts))
-                .await?;
+            let job = app_setup::job_for(app_setup::KIND, &activation, attempts);
+            q.push(owners::labelled(&db, job).await?).await?;
             println!(
                 "app {app} enabled for client {client} (settings: {}); set-up queued",
                 serde_json::to_string(&activation.redacted_settings())?
@@ -165,12 +166,8 @@ pub async fn run(cmd: AppCommand, settings: &Settings) -> anyhow::Result<()> {
             if activation.status == "disabling" {
                 let q = queue::open(settings).await?;
                 let attempts = settings.queue.kind(app_teardown::KIND).max_attempts;
-                q.push(app_setup::job_for(
-                    app_teardown::KIND,
-                    &activation,
-                    attempts,
-                ))
-                .await?;
+                let job = app_setup::job_for(app_teardown::KIND, &activation, attempts);
+                q.push(owners::labelled(&db, job).await?).await?;
                 println!("app {app} disabled for client {client}; de-provisioning queued");
             } else {
                 println!("app {app} disabled for client {client}");

@@ -240,6 +240,8 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             max_attempts: settings.queue.kind(bulk_import::KIND).max_attempts,
             idempotency_key: Some(format!("{}:{id}", bulk_import::KIND)),
             trace_id: a.trace_id.clone(),
+            group: Some(a.firm.firm.clone()),
+            subject: None,
         };
         let job_id = match q.push(job).await? {
             PushOutcome::Created(j) | PushOutcome::Duplicate(j) => j,

@@ -262,18 +262,18 @@ struct EnqueueArgs {
 
 #[derive(Subcommand)]
 enum JobsCommand {
-    /// Jobs, newest first.
+    /// Jobs, newest change first; every filter given must match.
     List {
-        #[arg(long)]
-        kind: Option<String>,
-        /// pending, scheduled, running, retrying, done or dead.
-        #[arg(long)]
-        status: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[arg(long)]
         json: bool,
     },
+    /// Retry, kill or move the run time of every job a filter matches.
+    #[command(subcommand)]
+    Bulk(BulkCommand),
     /// One job with its payload (secrets redacted) and every attempt's error.
     Show {
         id: String,
@@ -295,6 +295,87 @@ enum JobsCommand {
         id: String,
         #[arg(long, default_value = "killed by an operator")]
         reason: String,
+    },
+}
+
+/// Which jobs: each filter is read through an index of the queue, so a
+/// client's jobs are found without reading the backlog.
+#[derive(Args, Debug, Clone, Default)]
+struct FilterArgs {
+    #[arg(long)]
+    kind: Option<String>,
+    /// pending, scheduled, running, retrying, done or dead.
+    #[arg(long)]
+    status: Option<String>,
+    /// The firm's jobs.
+    #[arg(long)]
+    firm: Option<String>,
+    /// The client's jobs (its id).
+    #[arg(long)]
+    client: Option<String>,
+    /// The jobs of one trace id (a hook's `X-Trace-Id`, `--trace-id`).
+    #[arg(long)]
+    trace: Option<String>,
+    /// Jobs whose last error contains this text (ASCII letters in any case).
+    #[arg(long)]
+    error: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self, limit: usize) -> anyhow::Result<JobFilter> {
+        let status = self
+            .status
+            .map(|s| {
+                JobStatus::parse(&s).ok_or_else(|| {
+                    user(format!(
+                        "unknown status `{}`; use pending, scheduled, running, retrying, done or dead",
+                        dossier_core::text::for_terminal(&s)
+                    ))
+                })
+            })
+            .transpose()?;
+        let filter = JobFilter {
+            kind: self.kind,
+            status,
+            group: self.firm,
+            subject: self.client,
+            trace_id: self.trace,
+            error: self.error,
+            limit,
+        };
+        dossier_core::bulk::check_text(&filter).map_err(|e| user(e.to_string()))?;
+        Ok(filter)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum BulkCommand {
+    /// Run every matching dead or waiting job now.
+    Retry {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Count what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Send every matching waiting or running job to the dead set.
+    Kill {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value = "killed by an operator")]
+        reason: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move every matching waiting job's run time.
+    Reschedule {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// `now`, a delay ahead (30m, 12h, 2d), a date or an RFC 3339 time.
+        #[arg(long)]
+        run_at: String,
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -453,6 +534,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let job = submit::prepare(&catalogue, &settings.queue, &a.kind, &a.json, &options)
                 .map_err(|e| user(e.to_string()))?;
             let q = open_queue(&settings).await?;
+            // A client's job is labelled with its client and firm, so that
+            // `jobs list --client/--firm` finds it.
+            let job = match dossier_core::owners::client_of(&job.payload) {
+                Some(_) => {
+                    let db = Database::connect(&settings.database.url, 1).await?;
+                    dossier_core::owners::labelled(&db, job).await?
+                }
+                None => job,
+            };
             match q.push(job).await? {
                 PushOutcome::Created(id) => {
                     println!("enqueued {id}");
@@ -904,27 +994,14 @@ fn redacted(mut job: JobRecord, catalogue: &Catalogue) -> JobRecord {
 async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> anyhow::Result<()> {
     let q = open_queue(settings).await?;
     match cmd {
+        JobsCommand::Bulk(cmd) => bulk(cmd, q.as_ref(), settings).await,
         JobsCommand::List {
-            kind,
-            status,
+            filter,
             limit,
             json,
         } => {
-            let status = status
-                .map(|s| {
-                    JobStatus::parse(&s).ok_or_else(|| {
-                        user(format!(
-                            "unknown status `{s}`; use pending, scheduled, running, retrying, done or dead"
-                        ))
-                    })
-                })
-                .transpose()?;
             let list: Vec<JobRecord> = q
-                .list(&JobFilter {
-                    kind,
-                    status,
-                    limit,
-                })
+                .list(&filter.filter(limit)?)
                 .await?
                 .into_iter()
                 .map(|j| redacted(j, catalogue))
@@ -1043,6 +1120,68 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
 
 /// Records an operator action done from this command line in the audit
 /// trail; says so when it cannot (the action stands).
+async fn bulk(cmd: BulkCommand, q: &dyn QueueBackend, settings: &Settings) -> anyhow::Result<()> {
+    use dossier_core::bulk::{self, Action};
+    let (filter, action, dry_run) = match cmd {
+        BulkCommand::Retry { filter, dry_run } => (filter, Action::Retry, dry_run),
+        BulkCommand::Kill {
+            filter,
+            reason,
+            dry_run,
+        } => {
+            dossier_core::text::check(&reason, dossier_core::text::MAX_TEXT)
+                .map_err(|e| user(format!("reason: {e}")))?;
+            (filter, Action::Kill { reason }, dry_run)
+        }
+        BulkCommand::Reschedule {
+            filter,
+            run_at,
+            dry_run,
+        } => {
+            let run_at_ms = bulk::parse_run_at(&run_at).map_err(|e| user(e.to_string()))?;
+            (filter, Action::Reschedule { run_at_ms }, dry_run)
+        }
+    };
+    let filter = filter.filter(bulk::MAX_BULK)?;
+    let report =
+        bulk::run(q, &filter, &action, dry_run)
+            .await
+            .map_err(|e| match e.is_user_error() {
+                true => user(e.to_string()),
+                false => anyhow::Error::new(e),
+            })?;
+    let described = bulk::describe(&filter);
+    let more = if report.more {
+        format!(
+            " (more than {} match: run it again for the rest)",
+            bulk::MAX_BULK
+        )
+    } else {
+        String::new()
+    };
+    if dry_run {
+        println!(
+            "dry run: {} job(s) match {described}; {} would change{more}",
+            report.matched, report.eligible
+        );
+        return Ok(());
+    }
+    println!(
+        "{} job(s) match {described}; {} changed, {} skipped (their status changed meanwhile){more}",
+        report.matched, report.applied, report.skipped
+    );
+    let mut detail = serde_json::to_value(&report)?;
+    detail.as_object_mut().map(|d| d.remove("dry_run"));
+    if let Action::Kill { reason } = &action {
+        detail["reason"] = reason.clone().into();
+    }
+    if let Action::Reschedule { run_at_ms } = action {
+        detail["run_at_ms"] = run_at_ms.into();
+    }
+    audited(settings, action.audit_action(), &described, detail).await;
+    Ok(())
+}
+
 pub(crate) async fn audited(
     settings: &Settings,
     action: &str,

@@ -1849,3 +1849,145 @@ fn queues_pause_and_resume() {
     assert_eq!(trail[0]["detail"]["concurrency"], serde_json::Value::Null);
     assert_eq!(trail[1]["detail"]["concurrency"], 3);
 }
+
+/// An operator finds one client's jobs and one firm's, counts what a bulk
+/// action would change, then does it; the bulk action is in the audit
+/// trail with its filter, and a bulk action without a filter is refused.
+#[test]
+fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
+    let mut env = Env::sqlite();
+    env.vars.push(("USER".into(), "camille".into()));
+    env.ok(&["migrate"]);
+    env.add_firms();
+    let create = |firm: &str, name: &str| {
+        let out = env.ok(&[
+            "client",
+            "create",
+            "--firm",
+            firm,
+            "--name",
+            name,
+            "--exercice-start",
+            "2026-01-01",
+            "--director-email",
+            "camille@example.fr",
+            "--director-first-name",
+            "Camille",
+            "--director-last-name",
+            "Martin",
+        ]);
+        out.split_whitespace()
+            .nth(1)
+            .expect("client id")
+            .to_string()
+    };
+    let first = create("cabinet-9", "Boulangerie Martin");
+    let second = create("cabinet-9", "Fromagerie Martin");
+    let other = create("cabinet-7", "Transports Rivière");
+    let ids = |args: &[&str]| -> Vec<(String, String)> {
+        let mut all = vec!["jobs", "list", "--json"];
+        all.extend_from_slice(args);
+        env.json(&all)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|j| {
+                        (
+                            j["subject"].as_str().unwrap_or_default().to_string(),
+                            j["group"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let of_first = ids(&["--client", &first]);
+    assert_eq!(of_first.len(), 2, "tree_setup and invitation: {of_first:?}");
+    assert!(
+        of_first
+            .iter()
+            .all(|(c, f)| *c == first && f == "cabinet-9")
+    );
+    let of_firm = ids(&["--firm", "cabinet-9"]);
+    assert_eq!(of_firm.len(), 4, "{of_firm:?}");
+    assert!(of_firm.iter().all(|(c, _)| *c == first || *c == second));
+    assert_eq!(ids(&["--firm", "cabinet-7", "--client", &first]), vec![]);
+    let table = env.ok(&["jobs", "list", "--client", &other, "--kind", "invitation"]);
+    assert_eq!(table.lines().count(), 2, "a header and one job:\n{table}");
+
+    let dry = env.ok(&["jobs", "bulk", "kill", "--firm", "cabinet-9", "--dry-run"]);
+    assert!(
+        dry.contains(r#"dry run: 4 job(s) match firm="cabinet-9"; 4 would change"#),
+        "{dry}"
+    );
+    assert_eq!(
+        ids(&["--status", "dead"]),
+        vec![],
+        "a dry run changes nothing"
+    );
+    let done = env.ok(&[
+        "jobs",
+        "bulk",
+        "kill",
+        "--firm",
+        "cabinet-9",
+        "--reason",
+        "client parti",
+    ]);
+    assert!(done.contains("4 changed, 0 skipped"), "{done}");
+    assert_eq!(ids(&["--status", "dead"]).len(), 4);
+    assert_eq!(ids(&["--error", "CLIENT PARTI"]).len(), 4);
+    assert_eq!(
+        ids(&["--client", &other, "--status", "pending"]).len(),
+        2,
+        "the other firm's untouched"
+    );
+    let back = env.ok(&[
+        "jobs", "bulk", "retry", "--client", &first, "--status", "dead",
+    ]);
+    assert!(back.contains("2 changed"), "{back}");
+    let later = env.ok(&[
+        "jobs",
+        "bulk",
+        "reschedule",
+        "--client",
+        &first,
+        "--run-at",
+        "2h",
+    ]);
+    assert!(later.contains("2 changed"), "{later}");
+    assert_eq!(ids(&["--client", &first, "--status", "scheduled"]).len(), 2);
+
+    let trail = env.ok(&["audit", "list"]);
+    for want in [
+        r#"jobs.bulk_kill"#,
+        r#"firm="cabinet-9""#,
+        "jobs.bulk_retry",
+        "jobs.bulk_reschedule",
+        "camille (command line)",
+    ] {
+        assert!(trail.contains(want), "missing {want:?} in\n{trail}");
+    }
+    assert_eq!(
+        trail.matches("jobs.bulk_kill").count(),
+        1,
+        "a dry run is not an action:\n{trail}"
+    );
+
+    let err = env.refused(&["jobs", "bulk", "retry"]);
+    assert!(err.contains("a bulk action needs a filter"), "{err}");
+    let err = env.refused(&[
+        "jobs",
+        "bulk",
+        "reschedule",
+        "--client",
+        &first,
+        "--run-at",
+        "demain",
+    ]);
+    assert!(err.contains("run at \"demain\""), "{err}");
+    let err = env.refused(&["jobs", "bulk", "retry", "--kind", "siret_chek"]);
+    assert!(err.contains("unknown job kind `siret_chek`"), "{err}");
+    let err = env.refused(&["jobs", "list", "--status", "morte"]);
+    assert!(err.contains("unknown status `morte`"), "{err}");
+}

@@ -56,6 +56,8 @@ pub async fn run(redis_url: &str, prefix: &str) -> Result<String, Box<dyn std::e
             max_attempts: 3,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         })
         .await?;
     runtime::wait_until_drained(queue.as_ref(), &["greet"], Duration::from_millis(20)).await?;

@@ -67,6 +67,14 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Correlates the job with the request that created it in logs.
     pub trace_id: Option<String>,
+    /// Whom the job works for (a tenant; Dossier: the firm). Operators
+    /// find, count and act on a group's jobs by it.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// What the job works on (Dossier: the client's id), so that every job
+    /// of one record can be found without scanning the backlog.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// What a push did.
@@ -113,6 +121,10 @@ pub struct JobRecord {
     pub lease_expires_at_ms: Option<i64>,
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
     pub last_error: Option<String>,
     pub errors: Vec<AttemptError>,
     /// What the handler returned on success.
@@ -244,10 +256,49 @@ pub struct WorkerInfo {
     pub concurrency: std::collections::BTreeMap<String, u32>,
 }
 
-/// A filter for job listings.
-#[derive(Debug, Clone, Default)]
+/// A filter for job listings and bulk actions: every field set must match.
+///
+/// Each backend keeps an index per field, so a filter reads the jobs it
+/// names, not the backlog: `group`, `subject` and `trace_id` are exact,
+/// indexed matches; `error` (a substring of the last error, ASCII letters
+/// matched regardless of case, as every backend can) reads only the jobs
+/// that have failed, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     pub kind: Option<String>,
     pub status: Option<JobStatus>,
+    pub group: Option<String>,
+    pub subject: Option<String>,
+    pub trace_id: Option<String>,
+    pub error: Option<String>,
     pub limit: usize,
+}
+
+impl JobFilter {
+    /// Whether `job` matches: the backends' final check, and what tests
+    /// compare their answers with.
+    pub fn matches(&self, job: &JobRecord) -> bool {
+        fn eq(want: &Option<String>, have: &Option<String>) -> bool {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        }
+        self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.status.is_none_or(|s| s == job.status)
+            && eq(&self.group, &job.group)
+            && eq(&self.subject, &job.subject)
+            && eq(&self.trace_id, &job.trace_id)
+            && self.error.as_ref().is_none_or(|e| {
+                job.last_error
+                    .as_ref()
+                    .is_some_and(|l| l.to_ascii_lowercase().contains(&e.to_ascii_lowercase()))
+            })
+    }
+
+    /// Whether anything but the limit narrows it down.
+    pub fn is_empty(&self) -> bool {
+        *self
+            == JobFilter {
+                limit: self.limit,
+                ..JobFilter::default()
+            }
+    }
 }

@@ -1,12 +1,13 @@
 // Drives Debian's Chromium through the dashboard like an operator:
-// node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png
+// node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png FIRM
 // Logs in with the token, finds the dead job, clicks "relancer", waits
 // until the page shows it done, opens it, and takes a screenshot. Then
 // pauses the kind (answering the reason prompt), reads the label the
-// queues table shows, and resumes it.
+// queues table shows, and resumes it. Last, filters on FIRM's dead jobs
+// and retries them all with the bulk button, answering its confirmation.
 import { chromium } from "playwright-core";
 
-const [base, token, jobId, screenshot] = process.argv.slice(2);
+const [base, token, jobId, screenshot, firm] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
@@ -41,6 +42,20 @@ try {
     const row = await page.waitForSelector(`#audit tr[data-action="${act}"]`, { timeout: 10000 });
     console.log("journal: " + (await row.textContent()));
   }
+  // Every dead job of one firm at once: the page says how many first.
+  await page.selectOption("#f-status", "dead");
+  await page.fill("#f-firm", firm);
+  await page.press("#f-firm", "Enter");
+  await page.waitForFunction(() => document.querySelectorAll("#jobs tbody tr").length === 3
+    && document.querySelectorAll('#jobs tbody tr[data-status="dead"]').length === 3, null, { timeout: 10000 });
+  page.once("dialog", (d) => { console.log("bulk asks: " + d.message()); d.accept(); });
+  await page.click("#bulk-retry");
+  await page.waitForFunction(() => /relancés/.test(document.querySelector("#status").textContent), null, { timeout: 10000 });
+  console.log("bulk said: " + (await page.textContent("#status")));
+  await page.selectOption("#f-status", "");
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr[data-status="done"]').length === 3, null, { timeout: 20000 });
+  const bulkRow = await page.waitForSelector('#audit tr[data-action="jobs.bulk_retry"]', { timeout: 10000 });
+  console.log("journal: " + (await bulkRow.textContent()));
   if (failures.length) throw new Error("page errors: " + failures.join("; "));
   console.log("retried " + jobId);
 } finally {

@@ -156,6 +156,8 @@ impl Probe {
             max_attempts: 5,
             idempotency_key: None,
             trace_id: None,
+            group: None,
+            subject: None,
         }
     }
 }

@@ -312,6 +312,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
                     kind: Some(k.into()),
                     status: Some(JobStatus::Dead),
                     limit: 10_000,
+                    ..dossier_core::job::JobFilter::default()
                 })
                 .await
                 .expect("dead")

@@ -115,6 +115,8 @@ async fn run_migrates_processes_jobs_and_stops_on_sigterm() {
             max_attempts: 3,
             idempotency_key: None,
             trace_id: Some("req-1".into()),
+            group: None,
+            subject: None,
         })
         .await
         .expect("push")

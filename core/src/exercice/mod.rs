@@ -267,6 +267,8 @@ async fn add_inner(
                 max_attempts: attempts,
                 idempotency_key: Some(format!("fiscal_folders:{id}")),
                 trace_id: None,
+                group: None,
+                subject: None,
             };
             crate::outbox::stage!(tx, &job)?;
         }

@@ -509,6 +509,8 @@ pub fn send_job(id: &str, client_id: &str, generation: i64, max_attempts: u32) -
         max_attempts,
         idempotency_key: Some(format!("invitation:{id}:{generation}")),
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 

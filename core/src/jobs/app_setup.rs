@@ -41,6 +41,8 @@ pub fn job_for(kind: &str, a: &ClientApp, max_attempts: u32) -> NewJob {
             a.client_id, a.app_id, a.generation
         )),
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 

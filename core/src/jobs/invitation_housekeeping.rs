@@ -50,12 +50,15 @@ pub async fn handle(
     let attempts = deps.queue_settings.kind(invitation::KIND).max_attempts;
     // Keyed by invitation and generation: a retry of this job after the
     // update above re-queues nothing twice.
+    let mut jobs: Vec<_> = due
+        .iter()
+        .map(|i| invitation::job_for(i, attempts))
+        .collect();
+    crate::owners::label(&deps.db, &mut jobs)
+        .await
+        .map_err(|e| JobError::transient(e.to_string()))?;
     deps.queue
-        .push_bulk(
-            due.iter()
-                .map(|i| invitation::job_for(i, attempts))
-                .collect(),
-        )
+        .push_bulk(jobs)
         .await
         .map_err(|e| JobError::transient(e.to_string()))?;
     Ok(serde_json::json!({

@@ -177,6 +177,8 @@ fn job(kind: &str, payload: serde_json::Value, key: String, queue: &QueueSetting
         max_attempts: queue.kind(kind).max_attempts,
         idempotency_key: Some(key),
         trace_id: None,
+        group: None,
+        subject: None,
     }
 }
 
@@ -450,6 +452,8 @@ pub fn validate(
     }
     for j in &mut jobs {
         j.trace_id.clone_from(&origin.trace_id);
+        j.group = Some(ctx.firm_id.clone());
+        j.subject = Some(client_id.clone());
     }
     Ok(Plan {
         firm_id: ctx.firm_id.clone(),

@@ -21,6 +21,7 @@ use crate::settings::{QueueBackendKind, QueueSettings};
 
 pub mod postgres;
 pub mod redis;
+mod sql_filter;
 pub mod sqlite;
 mod wake;
 
@@ -172,6 +173,10 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// Sends a waiting or running job to the dead set.
     async fn kill(&self, id: &str, reason: &str) -> Result<AdminOutcome, QueueError>;
+
+    /// Moves a waiting job's run time to `run_at_ms` (earlier or later);
+    /// its attempts are untouched, so a retrying job stays one.
+    async fn reschedule(&self, id: &str, run_at_ms: i64) -> Result<AdminOutcome, QueueError>;
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
 

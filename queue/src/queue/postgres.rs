@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio_util::sync::CancellationToken;
 
+use super::sql_filter::{Bind, Dialect, where_clause};
 use super::{
     AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, PauseRow, QueueBackend, QueueError,
     ScaleRow, Wakers, WorkerRow, counts_from_row, pause_from_row, scale_from_row, waiting_status,
@@ -29,17 +30,18 @@ pub struct PostgresQueue {
 
 const RECORD_COLUMNS: &str = "id, kind, payload::text AS payload, state, attempts, max_attempts, run_at, \
      created_at, updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, \
-     last_error, errors::text AS errors, result::text AS result";
+     group_name, subject, last_error, errors::text AS errors, result::text AS result";
 
 /// Inserts jobs given as a JSON array ($1, see [`job_rows`]) at time $2;
 /// a job whose idempotency key exists is skipped. Returns the new ids.
 pub(crate) const INSERT_JOBS: &str =
     "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at,
-                   updated_at, idempotency_key, trace_id)
+                   updated_at, idempotency_key, trace_id, group_name, subject)
  SELECT x.id, x.kind, x.payload, 'queued', 0, x.max_attempts, x.run_at, $2, $2,
-        x.idempotency_key, x.trace_id
+        x.idempotency_key, x.trace_id, x.group_name, x.subject
  FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, kind text, payload jsonb,
-      max_attempts int, run_at bigint, idempotency_key text, trace_id text)
+      max_attempts int, run_at bigint, idempotency_key text, trace_id text, group_name text,
+      subject text)
  ON CONFLICT (idempotency_key) DO NOTHING
  RETURNING id";
 
@@ -56,6 +58,8 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
                 "run_at": j.run_at_ms.unwrap_or(now),
                 "idempotency_key": j.idempotency_key,
                 "trace_id": j.trace_id,
+                "group_name": j.group,
+                "subject": j.subject,
             })
         })
         .collect()
@@ -174,6 +178,8 @@ fn record_from_row(row: &PgRow, now: i64) -> Result<JobRecord, QueueError> {
         lease_expires_at_ms: row.try_get("lease_expires_at")?,
         idempotency_key: row.try_get("idempotency_key")?,
         trace_id: row.try_get("trace_id")?,
+        group: row.try_get("group_name")?,
+        subject: row.try_get("subject")?,
         last_error: row.try_get("last_error")?,
         errors: serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?,
         result: result
@@ -182,17 +188,6 @@ fn record_from_row(row: &PgRow, now: i64) -> Result<JobRecord, QueueError> {
             .map_err(|e| corrupt(format!("result: {e}")))?,
         id,
     })
-}
-
-fn status_condition(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "state = 'queued' AND run_at <= $1",
-        JobStatus::Scheduled => "state = 'queued' AND run_at > $1 AND attempts = 0",
-        JobStatus::Retrying => "state = 'queued' AND run_at > $1 AND attempts > 0",
-        JobStatus::Running => "state = 'running' AND $1::bigint IS NOT NULL",
-        JobStatus::Done => "state = 'done' AND $1::bigint IS NOT NULL",
-        JobStatus::Dead => "state = 'dead' AND $1::bigint IS NOT NULL",
-    }
 }
 
 #[async_trait]
@@ -507,21 +502,20 @@ impl QueueBackend for PostgresQueue {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
         let now = now_ms();
-        let condition = filter
-            .status
-            .map(status_condition)
-            .unwrap_or("$1::bigint IS NOT NULL");
-        // Only fixed fragments are spliced in; every value is bound.
+        let (condition, binds) = where_clause(filter, now, Dialect::Postgres);
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM jobs WHERE {condition} AND ($2::text IS NULL OR kind = $2)
-             ORDER BY updated_at DESC, id DESC LIMIT $3"
+            "SELECT {RECORD_COLUMNS} FROM jobs {condition}
+             ORDER BY updated_at DESC, id DESC LIMIT {}",
+            filter.limit.max(1)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(filter.kind.as_deref())
-            .bind(filter.limit.max(1) as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = match b {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(|r| record_from_row(r, now)).collect()
     }
 
@@ -557,6 +551,29 @@ impl QueueBackend for PostgresQueue {
         .await?;
         if let Some(kind) = kind {
             self.notify(&kind).await;
+            return Ok(AdminOutcome::Applied);
+        }
+        Ok(match self.get(id).await? {
+            None => AdminOutcome::NotFound,
+            Some(job) => AdminOutcome::Refused(job.status),
+        })
+    }
+
+    async fn reschedule(&self, id: &str, run_at_ms: i64) -> Result<AdminOutcome, QueueError> {
+        let now = now_ms();
+        let kind: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET run_at = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'
+             RETURNING kind",
+        )
+        .bind(run_at_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(kind) = kind {
+            if run_at_ms <= now {
+                self.notify(&kind).await;
+            }
             return Ok(AdminOutcome::Applied);
         }
         Ok(match self.get(id).await? {

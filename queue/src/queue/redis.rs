@@ -11,7 +11,12 @@
 //! - `{p}:running:{kind}`  ZSET of leased jobs by lease deadline;
 //! - `{p}:done:{kind}`    LIST of finished jobs, newest first;
 //! - `{p}:dead:{kind}`    ZSET of dead jobs by time of death;
-//! - `{p}:job:{id}`        HASH holding the record.
+//! - `{p}:job:{id}`        HASH holding the record;
+//! - `{p}:by:group:{g}`, `{p}:by:subject:{s}`, `{p}:by:trace:{t}`
+//!   ZSETs of the ids of a group's, a subject's, a trace's jobs, by
+//!   creation time: what the listing filters read instead of the backlog;
+//! - `{p}:failed`          ZSET of the jobs that have failed, by time of
+//!   the last failure: what the error filter reads.
 //!
 //! Every transition is one Lua script, so a crash between two steps cannot
 //! lose a job; due jobs are promoted in bounded chunks, so a backlog of any
@@ -63,6 +68,7 @@ struct Scripts {
     counts: Script,
     retry: Script,
     kill: Script,
+    reschedule: Script,
     purge: Script,
 }
 
@@ -87,9 +93,10 @@ local out = {}
 local ready = {}
 local i = 3
 while i <= #ARGV do
-  local id, kind, payload, run_at, max, idem, trace =
-    ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4], ARGV[i+5], ARGV[i+6]
-  i = i + 7
+  local id, kind, payload, run_at, max, idem, trace, grp, subj =
+    ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4], ARGV[i+5], ARGV[i+6],
+    ARGV[i+7], ARGV[i+8]
+  i = i + 9
   local dup = false
   if idem ~= '' then
     local prev = redis.call('HGET', p .. ':idem', idem)
@@ -102,13 +109,16 @@ while i <= #ARGV do
   end
   if not dup then
     local key = p .. ':job:' .. id
-    if idem == '' and trace == '' then
+    if idem == '' and trace == '' and grp == '' and subj == '' then
       redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
         'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]')
     else
       redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
         'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]',
-        'idempotency_key', idem, 'trace_id', trace)
+        'idempotency_key', idem, 'trace_id', trace, 'group', grp, 'subject', subj)
+      if trace ~= '' then redis.call('ZADD', p .. ':by:trace:' .. trace, now, id) end
+      if grp ~= '' then redis.call('ZADD', p .. ':by:group:' .. grp, now, id) end
+      if subj ~= '' then redis.call('ZADD', p .. ':by:subject:' .. subj, now, id) end
     end
     if run_at <= now then
       if not ready[kind] then ready[kind] = {} end
@@ -202,6 +212,7 @@ if lease_until ~= '' and f[4] ~= lease_until then return 0 end
 local kind = f[3]
 append_error(key, err_json)
 redis.call('HSET', key, 'last_error', message, 'updated_at', now)
+redis.call('ZADD', p .. ':failed', now, id)
 redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
 redis.call('ZREM', p .. ':running:' .. kind, id)
 if retry_at == '' then
@@ -356,8 +367,33 @@ redis.call('ZREM', p .. ':retry:' .. kind, id)
 redis.call('ZREM', p .. ':running:' .. kind, id)
 append_error(key, ARGV[5])
 redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'updated_at', now, 'last_error', reason)
+redis.call('ZADD', p .. ':failed', now, id)
 redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
 redis.call('ZADD', p .. ':dead:' .. kind, now, id)
+return 'ok'
+"#;
+
+/// Moves a waiting job (ARGV[3]) to run at ARGV[4]: out of whichever
+/// structure holds it, into the one its new time and attempts call for.
+const RESCHEDULE: &str = r#"
+local p, now, id, at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local key = p .. ':job:' .. id
+local f = redis.call('HMGET', key, 'state', 'kind', 'attempts')
+if not f[1] then return 'missing' end
+if f[1] ~= 'queued' then return f[1] end
+local kind = f[2]
+redis.call('LREM', p .. ':ready:' .. kind, 0, id)
+redis.call('ZREM', p .. ':sched:' .. kind, id)
+redis.call('ZREM', p .. ':retry:' .. kind, id)
+redis.call('HSET', key, 'run_at', at, 'updated_at', now)
+if at <= now then
+  redis.call('RPUSH', p .. ':ready:' .. kind, id)
+  redis.call('PUBLISH', p .. ':wake', kind)
+elseif tonumber(f[3]) == 0 then
+  redis.call('ZADD', p .. ':sched:' .. kind, at, id)
+else
+  redis.call('ZADD', p .. ':retry:' .. kind, at, id)
+end
 return 'ok'
 "#;
 
@@ -371,11 +407,17 @@ for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
     local id = redis.call('LINDEX', done, -1)
     if not id then break end
     local key = p .. ':job:' .. id
-    local f = redis.call('HMGET', key, 'finished_at', 'idempotency_key', 'state')
+    local f = redis.call('HMGET', key, 'finished_at', 'idempotency_key', 'state', 'trace_id',
+      'group', 'subject')
     if f[3] == 'done' and tonumber(f[1]) >= cutoff then break end
     redis.call('RPOP', done)
     if f[3] == 'done' then
       if f[2] and f[2] ~= '' then redis.call('HDEL', p .. ':idem', f[2]) end
+      for j, index in ipairs({'trace', 'group', 'subject'}) do
+        local v = f[3 + j]
+        if v and v ~= '' then redis.call('ZREM', p .. ':by:' .. index .. ':' .. v, id) end
+      end
+      redis.call('ZREM', p .. ':failed', id)
       redis.call('DEL', key)
       n = n + 1
     end
@@ -403,6 +445,7 @@ impl Scripts {
             counts: Script::new(COUNTS),
             retry: Script::new(RETRY),
             kill: with_errors(KILL),
+            reschedule: Script::new(RESCHEDULE),
             purge: Script::new(PURGE),
         }
     }
@@ -486,6 +529,56 @@ impl RedisQueue {
     }
 }
 
+/// Most ids one filtered listing reads from an index: a listing is a
+/// window, not an export (bulk actions repeat until nothing matches).
+const INDEX_READ_CAP: usize = 50_000;
+/// Ids read from an index per round trip.
+const INDEX_PAGE: isize = 1_000;
+
+impl RedisQueue {
+    /// The index a filter is best read from: the most selective field set.
+    fn index_for(&self, filter: &JobFilter) -> Option<String> {
+        if let Some(s) = &filter.subject {
+            Some(self.key(&format!("by:subject:{s}")))
+        } else if let Some(t) = &filter.trace_id {
+            Some(self.key(&format!("by:trace:{t}")))
+        } else if let Some(g) = &filter.group {
+            Some(self.key(&format!("by:group:{g}")))
+        } else {
+            filter.error.as_ref().map(|_| self.key("failed"))
+        }
+    }
+
+    /// The jobs of one index matching `filter`, newest change first, as
+    /// the SQL backends order them. Reads the newest [`INDEX_READ_CAP`].
+    async fn list_from_index(
+        &self,
+        index: &str,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut found: Vec<JobRecord> = Vec::new();
+        let mut start: isize = 0;
+        while (start as usize) < INDEX_READ_CAP {
+            let ids: Vec<String> = conn.zrevrange(index, start, start + INDEX_PAGE - 1).await?;
+            if ids.is_empty() {
+                break;
+            }
+            start += ids.len() as isize;
+            found.extend(
+                self.records(&ids)
+                    .await?
+                    .into_iter()
+                    .filter(|r| filter.matches(r)),
+            );
+        }
+        found.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then(b.id.cmp(&a.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+}
+
 fn record_from_hash(
     id: &str,
     m: &HashMap<String, String>,
@@ -531,6 +624,8 @@ fn record_from_hash(
         lease_expires_at_ms: opt_ms(m, "lease_expires_at").filter(|_| status == JobStatus::Running),
         idempotency_key: m.get("idempotency_key").filter(|s| !s.is_empty()).cloned(),
         trace_id: m.get("trace_id").filter(|s| !s.is_empty()).cloned(),
+        group: m.get("group").filter(|s| !s.is_empty()).cloned(),
+        subject: m.get("subject").filter(|s| !s.is_empty()).cloned(),
         last_error: m.get("last_error").cloned(),
         errors: serde_json::from_str(m.get("errors").map(String::as_str).unwrap_or("[]"))
             .map_err(|e| corrupt(format!("errors: {e}")))?,
@@ -611,7 +706,9 @@ impl QueueBackend for RedisQueue {
                     .arg(j.run_at_ms.unwrap_or(now))
                     .arg(j.max_attempts)
                     .arg(j.idempotency_key.as_deref().unwrap_or(""))
-                    .arg(j.trace_id.as_deref().unwrap_or(""));
+                    .arg(j.trace_id.as_deref().unwrap_or(""))
+                    .arg(j.group.as_deref().unwrap_or(""))
+                    .arg(j.subject.as_deref().unwrap_or(""));
             }
             let answers: Vec<String> = inv.invoke_async(&mut conn).await?;
             for a in answers {
@@ -857,6 +954,9 @@ impl QueueBackend for RedisQueue {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
         let limit = filter.limit.max(1);
+        if let Some(index) = self.index_for(filter) {
+            return self.list_from_index(&index, filter, limit).await;
+        }
         let kinds = match &filter.kind {
             Some(k) => vec![k.clone()],
             None => self.kinds().await?,
@@ -908,7 +1008,7 @@ impl QueueBackend for RedisQueue {
             .records(&ids)
             .await?
             .into_iter()
-            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .filter(|r| filter.matches(r))
             .collect();
         records.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then(b.id.cmp(&a.id)));
         records.dedup_by(|a, b| a.id == b.id);
@@ -993,6 +1093,22 @@ impl QueueBackend for RedisQueue {
             .arg(serde_json::to_string(&error).unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
+        Ok(admin_outcome(&answer))
+    }
+
+    async fn reschedule(&self, id: &str, run_at_ms: i64) -> Result<AdminOutcome, QueueError> {
+        let mut conn = self.conn.clone();
+        let answer: String = self
+            .scripts
+            .reschedule
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(id)
+            .arg(run_at_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        // Fetchers hear the script's PUBLISH, here as elsewhere.
         Ok(admin_outcome(&answer))
     }
 

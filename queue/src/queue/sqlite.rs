@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
+use super::sql_filter::{Bind, Dialect, where_clause};
 use super::{
     AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, PauseRow, QueueBackend, QueueError,
     ScaleRow, Wakers, WorkerRow, counts_from_row, pause_from_row, scale_from_row, waiting_status,
@@ -32,7 +33,8 @@ pub struct SqliteQueue {
 
 /// Columns every listing reads, in `record_from_row`'s order.
 const RECORD_COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
-     updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, last_error, errors, result";
+     updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, group_name, subject, \
+     last_error, errors, result";
 
 impl SqliteQueue {
     /// Wraps a pool on a migrated database.
@@ -55,10 +57,11 @@ impl SqliteQueue {
 /// `WHERE true` disambiguates the upsert.
 pub(crate) const INSERT_JOBS: &str =
     "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
-                               updated_at, idempotency_key, trace_id)
+                               updated_at, idempotency_key, trace_id, group_name, subject)
              SELECT value ->> '$.id', value ->> '$.kind', value ->> '$.payload', 'queued', 0,
                     value ->> '$.max_attempts', value ->> '$.run_at', ?2, ?2,
-                    value ->> '$.idempotency_key', value ->> '$.trace_id'
+                    value ->> '$.idempotency_key', value ->> '$.trace_id',
+                    value ->> '$.group_name', value ->> '$.subject'
              FROM json_each(?1) WHERE true
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING id";
@@ -76,6 +79,8 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
                 "run_at": j.run_at_ms.unwrap_or(now),
                 "idempotency_key": j.idempotency_key,
                 "trace_id": j.trace_id,
+                "group_name": j.group,
+                "subject": j.subject,
             })
         })
         .collect()
@@ -145,6 +150,8 @@ fn record_from_row(row: &SqliteRow, now: i64) -> Result<JobRecord, QueueError> {
         lease_expires_at_ms: row.try_get("lease_expires_at")?,
         idempotency_key: row.try_get("idempotency_key")?,
         trace_id: row.try_get("trace_id")?,
+        group: row.try_get("group_name")?,
+        subject: row.try_get("subject")?,
         last_error: row.try_get("last_error")?,
         errors: serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?,
         result: match result {
@@ -153,18 +160,6 @@ fn record_from_row(row: &SqliteRow, now: i64) -> Result<JobRecord, QueueError> {
         },
         id,
     })
-}
-
-/// SQL condition selecting one shown status (values bound as `?now`).
-fn status_condition(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "state = 'queued' AND run_at <= ?1",
-        JobStatus::Scheduled => "state = 'queued' AND run_at > ?1 AND attempts = 0",
-        JobStatus::Retrying => "state = 'queued' AND run_at > ?1 AND attempts > 0",
-        JobStatus::Running => "state = 'running' AND ?1 IS NOT NULL",
-        JobStatus::Done => "state = 'done' AND ?1 IS NOT NULL",
-        JobStatus::Dead => "state = 'dead' AND ?1 IS NOT NULL",
-    }
 }
 
 #[async_trait]
@@ -462,21 +457,20 @@ impl QueueBackend for SqliteQueue {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
         let now = now_ms();
-        let condition = filter
-            .status
-            .map(status_condition)
-            .unwrap_or("?1 IS NOT NULL");
-        // Only fixed fragments are spliced in; every value is bound.
+        let (condition, binds) = where_clause(filter, now, Dialect::Sqlite);
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM jobs WHERE {condition} AND (?2 IS NULL OR kind = ?2)
-             ORDER BY updated_at DESC, id DESC LIMIT ?3"
+            "SELECT {RECORD_COLUMNS} FROM jobs {condition}
+             ORDER BY updated_at DESC, id DESC LIMIT {}",
+            filter.limit.max(1)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(filter.kind.as_deref())
-            .bind(filter.limit.max(1) as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = match b {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(|r| record_from_row(r, now)).collect()
     }
 
@@ -513,6 +507,30 @@ impl QueueBackend for SqliteQueue {
         .rows_affected();
         if changed > 0 {
             if let Some(kind) = self.kind_of(id).await? {
+                self.wakers.wake(&kind);
+            }
+            return Ok(AdminOutcome::Applied);
+        }
+        Ok(match self.get(id).await? {
+            None => AdminOutcome::NotFound,
+            Some(job) => AdminOutcome::Refused(job.status),
+        })
+    }
+
+    async fn reschedule(&self, id: &str, run_at_ms: i64) -> Result<AdminOutcome, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
+        let now = now_ms();
+        let kind: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET run_at = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'queued'
+             RETURNING kind",
+        )
+        .bind(run_at_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(kind) = kind {
+            if run_at_ms <= now {
                 self.wakers.wake(&kind);
             }
             return Ok(AdminOutcome::Applied);

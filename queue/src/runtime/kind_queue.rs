@@ -98,6 +98,8 @@ impl<P> KindQueue<P> {
                 .unwrap_or(self.max_attempts),
             idempotency_key: ctx.idempotency_key().map(str::to_string),
             trace_id: None,
+            group: None,
+            subject: None,
         })
     }
 }
@@ -270,6 +272,7 @@ async fn tasks(
             kind,
             status: filter.status.as_ref().and_then(our_status),
             limit: offset + filter.limit() as usize,
+            ..JobFilter::default()
         })
         .await?;
     Ok(jobs.iter().skip(offset).map(listed).collect())
