@@ -1514,3 +1514,50 @@ async fn bulk_actions_change_what_a_filter_matches(kind: BackendKind) {
     ));
     q.cleanup().await;
 }
+
+/// A Redis pause entry that does not read (written by hand, or by another
+/// version) still pauses its kind — the safe side — and says so where
+/// operators look; resuming clears it and the waiting job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_redis_pause_entry_pauses_its_kind_until_resumed() {
+    let q = TestQueue::new(BackendKind::Redis).await;
+    let client = ::redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: i64 = ::redis::cmd("HSET")
+        .arg(format!("{}:paused", q.settings.queue.prefix))
+        .arg(PROBE)
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let paused = q.backend.paused().await.expect("paused");
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0].kind, PROBE);
+    assert!(
+        paused[0].reason.contains("unreadable pause record"),
+        "{paused:?}"
+    );
+    let counts = dossier_core::queue::counts_and_pauses(q.backend.as_ref())
+        .await
+        .expect("counts");
+    assert!(counts.iter().any(|c| c.kind == PROBE && c.paused.is_some()));
+
+    let recorder = Recorder::default();
+    let w = q.start_worker(probe_registry(recorder.clone()));
+    let held = q.push(Probe::ok("held").job()).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        q.job(&held).await.status,
+        JobStatus::Pending,
+        "not fetched while paused"
+    );
+    assert!(q.backend.resume(PROBE).await.expect("resume"));
+    q.wait_for(&held, LONG, |j| j.status == JobStatus::Done)
+        .await;
+    assert!(q.backend.paused().await.expect("paused").is_empty());
+    w.stop().await;
+    q.cleanup().await;
+}

@@ -525,6 +525,24 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         );
     }
 
+    // The database cannot be read: an issued token cannot be checked, and
+    // is answered 503 (try again), not 401 (a bad token); a configured
+    // token needs no database and still reaches the queue.
+    match &db {
+        Database::Sqlite(pool) => pool.close().await,
+        Database::Postgres(pool) => pool.close().await,
+    }
+    let (st, body) = call("get", "/v1/admin/queues", &t.admin, None).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot check tokens")),
+        "{body}"
+    );
+    let (st, _) = call("get", "/v1/admin/queues", CONFIGURED, None).await;
+    assert_eq!(st, 200);
+
     stop.cancel();
     q.cleanup_with(db).await;
 }

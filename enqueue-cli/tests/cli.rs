@@ -1991,3 +1991,33 @@ fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
     let err = env.refused(&["jobs", "list", "--status", "morte"]);
     assert!(err.contains("unknown status `morte`"), "{err}");
 }
+
+/// An action whose audit entry cannot be written (here the business
+/// database was never migrated: no audit trail table) is still done, exits
+/// 0, and says it was not recorded.
+#[test]
+fn an_action_the_audit_trail_cannot_record_is_done_and_says_so() {
+    let env = Env::redis();
+    let out = env.run(&[
+        "queues",
+        "pause",
+        "siret_check",
+        "--reason",
+        "registre en panne",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("siret_check paused"), "{stdout}");
+    assert!(
+        stderr.contains("note: done, but not recorded in the audit trail"),
+        "{stderr}"
+    );
+    assert!(env.ok(&["queues"]).contains("paused: siret_check"));
+    assert!(
+        env.ok(&["queues", "resume", "siret_check"])
+            .contains("siret_check resumed")
+    );
+}
