@@ -286,6 +286,38 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         assert_eq!(call("get", &path, &bad, None).await.0, 401);
     }
 
+    // GET /v1/clients/{id}/export: the firm's own clients, everything held
+    // about them; another firm's client answers like none.
+    let export = format!("/v1/clients/{client_a}/export");
+    let (st, doc) = call("get", &export, &t.own, None).await;
+    assert_eq!(st, 200, "{doc}");
+    assert_eq!(doc["format"], "dossier.client-export/1");
+    assert_eq!(doc["client"]["id"], client_a.as_str());
+    assert_eq!(
+        doc["invitations"][0]["email"], "direction@alpha.fr",
+        "{doc}"
+    );
+    assert!(
+        doc["jobs"]
+            .as_array()
+            .is_some_and(|j| !j.is_empty() && j.iter().all(|j| j["subject"] == client_a.as_str())),
+        "the client's jobs, on this queue: {doc}"
+    );
+    assert_eq!(call("get", &export, &t.admin, None).await.0, 200);
+    let hidden = call("get", &export, &t.other, None).await;
+    let missing = call("get", "/v1/clients/no-such-client/export", &t.other, None).await;
+    assert_eq!(
+        hidden, missing,
+        "another firm's client is not exported, exactly"
+    );
+    assert_eq!(hidden.0, 404);
+    for bad in [t.expired.clone(), t.revoked.clone()]
+        .into_iter()
+        .chain(malformed(&t.own))
+    {
+        assert_eq!(call("get", &export, &bad, None).await.0, 401);
+    }
+
     // POST /v1/jobs/{kind}: a firm's own clients' kinds; never another
     // firm's client, never a maintenance kind.
     let jobs = || async {
@@ -500,8 +532,14 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         !done.iter().any(|d| d.2 == "no-such-job"),
         "nothing was retried or killed: {done:?}"
     );
+    // Exports are on record too, under the token that asked.
+    let exports: Vec<_> = done.iter().filter(|d| d.1 == "client.export").collect();
+    assert_eq!(exports.len(), 2, "{done:?}");
+    assert!(exports.iter().all(|d| d.2 == client_a));
     assert!(
-        done.iter().all(|d| d.0 == "platform-admin (API)"),
+        done.iter()
+            .filter(|d| d.1 != "client.export")
+            .all(|d| d.0 == "platform-admin (API)"),
         "{done:?}"
     );
     let (st, body) = call("get", "/v1/admin/audit?since=1d", &t.admin, None).await;

@@ -29,6 +29,7 @@ pub mod action {
     pub const QUEUE_RESUME: &str = "queue.resume";
     pub const QUEUE_SCALE: &str = "queue.scale";
     pub const FIRM_ADD: &str = "firm.add";
+    pub const CLIENT_EXPORT: &str = "client.export";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
 }

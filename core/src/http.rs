@@ -418,6 +418,7 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("get", "/openapi.json", Auth::Public),
     ("post", "/v1/clients", Auth::Hooks),
     ("get", "/v1/clients/{id}", Auth::Hooks),
+    ("get", "/v1/clients/{id}/export", Auth::Hooks),
     ("post", "/v1/jobs/{kind}", Auth::Hooks),
     ("post", "/v1/invitations/accept", Auth::Hooks),
     ("get", "/metrics", Auth::Admin),
@@ -442,6 +443,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     let hooks = Router::new()
         .route("/v1/clients", post(create_client))
         .route("/v1/clients/{id}", get(get_client))
+        .route("/v1/clients/{id}/export", get(export_client))
         .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept));
     let admin = Router::new()
@@ -879,6 +881,59 @@ async fn get_client(
     }
 }
 
+/// Everything held about one client and its people (`client_export`).
+#[utoipa::path(get, path = "/v1/clients/{id}/export", tag = "clients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the client's id")),
+    responses((status = 200, description = "one JSON document: the client, exercices, folders, invitations, collaborators, apps (secrets masked), jobs, stored hook answers", body = Object),
+        (status = 404, description = "no such client", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
+async fn export_client(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no client with this id");
+    if !plausible_id(&id) {
+        return not_found();
+    }
+    // The firm is checked first: another firm's client is exported by no one
+    // but an admin, and answers like a client that does not exist.
+    match crate::clients::get(&state.db, &id).await {
+        Ok(Some(client)) if access.sees(&client.firm_id) => {}
+        Ok(_) => return not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a client failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            );
+        }
+    }
+    match crate::client_export::export(&state.db, Some(state.queue.as_ref()), &id).await {
+        Ok(Some(doc)) => {
+            crate::audit::note(
+                &state.db,
+                &crate::audit::api_actor(&who),
+                crate::audit::action::CLIENT_EXPORT,
+                &id,
+                serde_json::json!({}),
+            )
+            .await;
+            Json(doc).into_response()
+        }
+        Ok(None) => not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "exporting a client failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            )
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnqueueIn {
@@ -1083,7 +1138,7 @@ async fn confined(
 #[openapi(
     info(title = "Dossier hooks", description = "Create clients, follow their onboarding, enqueue jobs, accept invitations; the operators' admin API."),
     paths(
-        healthz, readyz, openapi_json, create_client, get_client, enqueue, accept, metrics,
+        healthz, readyz, openapi_json, create_client, get_client, export_client, enqueue, accept, metrics,
         crate::dashboard::page, crate::dashboard::script, crate::dashboard::style,
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,

@@ -149,6 +149,14 @@ enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Everything held about the client and its people, as one JSON
+    /// document (a person's request to see or take their data).
+    Export {
+        id: String,
+        /// Write it to this file (created, never overwritten) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -712,6 +720,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(ClientCommand::Tree { id, json }) => {
             folders::client_tree(&settings, &id, json).await
         }
+        Command::Client(ClientCommand::Export { id, out }) => {
+            client_export(&settings, &id, out).await
+        }
         Command::Tree(cmd) => folders::tree(cmd, &settings).await,
         Command::Exercice(cmd) => folders::exercice(cmd, &settings).await,
         Command::Invitation(cmd) => invitations::run(cmd, &settings).await,
@@ -1120,6 +1131,48 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
 
 /// Records an operator action done from this command line in the audit
 /// trail; says so when it cannot (the action stands).
+async fn client_export(settings: &Settings, id: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database.url, 1).await?;
+    // Without the queue the document would miss the client's jobs: refuse
+    // rather than hand over an incomplete export.
+    let q = open_queue(settings).await?;
+    let doc = dossier_core::client_export::export(&db, Some(q.as_ref()), id)
+        .await?
+        .ok_or_else(|| {
+            user(format!(
+                "no client with id {}",
+                dossier_core::text::for_terminal(id)
+            ))
+        })?;
+    let text = serde_json::to_string_pretty(&doc)?;
+    match out {
+        None => println!("{text}"),
+        Some(path) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| {
+                    user(format!(
+                        "{}: {e}",
+                        dossier_core::text::for_terminal(&path.to_string_lossy())
+                    ))
+                })?;
+            file.write_all(text.as_bytes())?;
+            file.write_all(b"\n")?;
+            println!(
+                "client {id} exported to {} ({} jobs, {} invitations)",
+                path.display(),
+                doc.jobs.len(),
+                doc.invitations.len()
+            );
+        }
+    }
+    audited(settings, action::CLIENT_EXPORT, id, serde_json::json!({})).await;
+    Ok(())
+}
+
 async fn bulk(cmd: BulkCommand, q: &dyn QueueBackend, settings: &Settings) -> anyhow::Result<()> {
     use dossier_core::bulk::{self, Action};
     let (filter, action, dry_run) = match cmd {

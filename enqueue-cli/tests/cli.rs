@@ -1990,6 +1990,25 @@ fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
     assert!(err.contains("unknown job kind `siret_chek`"), "{err}");
     let err = env.refused(&["jobs", "list", "--status", "morte"]);
     assert!(err.contains("unknown status `morte`"), "{err}");
+
+    // Everything held about one client, for its people's requests.
+    let doc = env.json(&["client", "export", &first]);
+    assert_eq!(doc["format"], "dossier.client-export/1");
+    assert_eq!(doc["client"]["id"], first.as_str());
+    assert_eq!(doc["invitations"][0]["email"], "camille@example.fr");
+    assert_eq!(doc["jobs"].as_array().map(Vec::len), Some(2), "{doc}");
+    let file = env.dir.path().join("export.json");
+    let file = file.to_str().expect("path");
+    let said = env.ok(&["client", "export", &first, "--out", file]);
+    assert!(said.contains("(2 jobs, 1 invitations)"), "{said}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("written")).expect("JSON");
+    assert_eq!(written["client"]["id"], first.as_str());
+    let err = env.refused(&["client", "export", &first, "--out", file]);
+    assert!(err.contains("export.json"), "never overwritten: {err}");
+    let err = env.refused(&["client", "export", "no-such-client"]);
+    assert!(err.contains("no client with id no-such-client"), "{err}");
+    assert!(env.ok(&["audit", "list"]).contains("client.export"));
 }
 
 /// An action whose audit entry cannot be written (here the business
