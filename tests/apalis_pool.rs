@@ -70,6 +70,7 @@ impl Native {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         }
     }
 }
@@ -257,6 +258,7 @@ async fn undecodable_payloads_go_dead_and_the_worker_lives_on(kind: BackendKind)
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
         .await;
     let dead = q

@@ -38,6 +38,7 @@ dossier_e2e::on_each_backend!(
     a_kind_is_scaled_live_and_across_restarts,
     jobs_are_found_by_firm_client_trace_and_error,
     bulk_actions_change_what_a_filter_matches,
+    each_fetch_serves_the_firms_in_turn_interactive_first,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -1559,5 +1560,79 @@ async fn an_unreadable_redis_pause_entry_pauses_its_kind_until_resumed() {
         .await;
     assert!(q.backend.paused().await.expect("paused").is_empty());
     w.stop().await;
+    q.cleanup().await;
+}
+
+/// One firm's import (200 bulk jobs, pushed first) does not make the others
+/// wait: the first fetch takes every interactive job (a firm's and one of
+/// no firm), then shares what is left between the firms importing; a firm
+/// with three jobs waiting has them all within two fetches, where a FIFO
+/// queue would hand out 16 of the first firm's. Every job is fetched once.
+async fn each_fetch_serves_the_firms_in_turn_interactive_first(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let job = |label: &str, firm: Option<&str>, bulk: bool| dossier_core::job::NewJob {
+        group: firm.map(str::to_string),
+        subject: firm.map(|f| format!("{f}-client")),
+        bulk,
+        ..Probe::ok(label).job()
+    };
+    let import: Vec<_> = (0..200)
+        .map(|i| job(&format!("a{i}"), Some("firm-a"), true))
+        .collect();
+    q.backend.push_bulk(import).await.expect("import");
+    let b: Vec<_> = (0..3)
+        .map(|i| job(&format!("b{i}"), Some("firm-b"), true))
+        .collect();
+    q.backend.push_bulk(b).await.expect("firm b");
+    let c: Vec<_> = (0..2)
+        .map(|i| job(&format!("c{i}"), Some("firm-c"), false))
+        .collect();
+    q.backend.push_bulk(c).await.expect("firm c");
+    q.push(job("nobody", None, false)).await;
+
+    let label = |l: &dossier_core::job::LeasedJob| {
+        l.payload["label"].as_str().unwrap_or_default().to_string()
+    };
+    let fetch = || async {
+        q.backend
+            .fetch(PROBE, "w-1", 8, Duration::from_secs(60))
+            .await
+            .expect("fetch")
+            .iter()
+            .map(label)
+            .collect::<Vec<String>>()
+    };
+    let first = fetch().await;
+    assert_eq!(first.len(), 8, "{first:?}");
+    let of =
+        |labels: &[String], prefix: &str| labels.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(
+        (of(&first, "c"), of(&first, "nobody")),
+        (2, 1),
+        "the interactive jobs first: {first:?}"
+    );
+    assert!(
+        of(&first, "b") >= 2 && of(&first, "a") >= 2,
+        "the two importing firms share the rest: {first:?}"
+    );
+    let second = fetch().await;
+    assert_eq!(second.len(), 8);
+    assert_eq!(
+        of(&first, "b") + of(&second, "b"),
+        3,
+        "{first:?} {second:?}"
+    );
+    // The rest is firm A's, each job once.
+    let mut seen: HashSet<String> = first.iter().chain(&second).cloned().collect();
+    loop {
+        let more = fetch().await;
+        if more.is_empty() {
+            break;
+        }
+        for l in more {
+            assert!(seen.insert(l.clone()), "{l} fetched twice");
+        }
+    }
+    assert_eq!(seen.len(), 206);
     q.cleanup().await;
 }

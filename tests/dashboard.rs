@@ -22,6 +22,7 @@ fn check(siret: &str, run_at_ms: Option<i64>) -> NewJob {
         trace_id: Some("dash-1".into()),
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 

@@ -71,6 +71,7 @@ fn job(client_id: &str) -> NewJob {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 

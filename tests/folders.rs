@@ -102,6 +102,7 @@ fn job(kind: &str, payload: serde_json::Value) -> NewJob {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 
@@ -672,6 +673,7 @@ async fn two_scheduler_loops_enqueue_each_tick_once() {
                 trace_id: None,
                 group: None,
                 subject: None,
+                bulk: false,
             }
         })
         .expect("cron")
@@ -925,6 +927,7 @@ async fn staged_jobs_reach_the_queue_once(kind: BackendKind) {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     };
     assert!(matches!(
         s.q.backend.push(again).await.expect("push"),

@@ -450,6 +450,7 @@ async fn caller_keys_live_apart_from_the_systems(kind: BackendKind) {
                 trace_id: None,
                 group: None,
                 subject: None,
+                bulk: false,
             })
             .await
             .expect("push");

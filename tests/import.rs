@@ -655,6 +655,7 @@ async fn interrupted_then_resumed(kind: BackendKind) {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: true,
         })
         .await;
     let done =

@@ -604,6 +604,7 @@ async fn one_reminder_and_expiry() {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     };
     let h1 = s.q.push(housekeeping()).await;
     let r1 = s.done(&h1).await.result.expect("result");

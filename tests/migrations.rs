@@ -80,7 +80,7 @@ async fn postgres_migrations_apply_once() {
     .fetch_one(pool)
     .await
     .expect("query");
-    assert_eq!(columns, 19, "same columns as the SQLite jobs table");
+    assert_eq!(columns, 20, "same columns as the SQLite jobs table");
     pool.close().await;
     drop_postgres_database(&name).await;
 }

@@ -21,6 +21,7 @@ fn check(siret: &str) -> NewJob {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 

@@ -134,6 +134,7 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
         .collect();
     let t0 = Instant::now();
@@ -190,6 +191,7 @@ pub async fn run(mut settings: Settings, opts: BenchOptions) -> Result<BenchResu
                 trace_id: None,
                 group: None,
                 subject: None,
+                bulk: false,
             })
             .await?;
         if let Ok(Some(ms)) = tokio::time::timeout(Duration::from_secs(5), sample_rx.recv()).await {

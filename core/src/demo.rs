@@ -236,6 +236,7 @@ pub async fn run(
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
         .collect();
     backend.push_bulk(trees).await?;
@@ -275,6 +276,7 @@ pub async fn run(
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
         .collect();
     backend.push_bulk(enrichment).await?;
@@ -293,6 +295,7 @@ pub async fn run(
             trace_id: Some(format!("demo-import-row-{}", i + 2)),
             group: None,
             subject: None,
+            bulk: false,
         })
         .collect();
     backend.push_bulk(batch).await?;

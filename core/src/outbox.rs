@@ -38,8 +38,8 @@ macro_rules! stage {
                     .unwrap_or_else(|| format!("outbox:{id}"));
                 sqlx::query(
                     "INSERT INTO outbox (id, kind, payload, run_at, max_attempts, idempotency_key,
-                                         trace_id, group_name, subject, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                         trace_id, group_name, subject, bulk, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&id)
                 .bind(&job.kind)
@@ -50,6 +50,7 @@ macro_rules! stage {
                 .bind(&job.trace_id)
                 .bind(&job.group)
                 .bind(&job.subject)
+                .bind(i64::from(job.bulk))
                 .bind($crate::clock::now_ms())
                 .execute(&mut *$tx)
                 .await
@@ -71,6 +72,7 @@ const OUTBOX: BulkInsert = BulkInsert {
         Col::Text("trace_id"),
         Col::Text("group_name"),
         Col::Text("subject"),
+        Col::Int("bulk"),
         Col::Int("created_at"),
     ],
     on_conflict: "",
@@ -105,6 +107,7 @@ fn outbox_rows(jobs: &[NewJob]) -> (Vec<serde_json::Value>, Vec<Staged>) {
                 "trace_id": job.trace_id,
                 "group_name": job.group,
                 "subject": job.subject,
+                "bulk": i64::from(job.bulk),
                 "created_at": now,
             });
             let job = NewJob {
@@ -192,6 +195,7 @@ type Row = (
     Option<String>,
     Option<String>,
     Option<String>,
+    i64,
 );
 
 /// Pushes what the outbox holds to the queue; returns how many jobs.
@@ -200,7 +204,7 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
     loop {
         let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(
             "SELECT id, kind, payload, run_at, max_attempts, idempotency_key, trace_id, group_name,
-                    subject
+                    subject, CAST(bulk AS BIGINT)
              FROM outbox ORDER BY id LIMIT $1",
         )
         .bind(BATCH)
@@ -213,7 +217,7 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
         let jobs = rows
             .into_iter()
             .map(
-                |(_, kind, payload, run_at, attempts, key, trace, group, subject)| NewJob {
+                |(_, kind, payload, run_at, attempts, key, trace, group, subject, bulk)| NewJob {
                     kind,
                     payload: serde_json::from_str(&payload).unwrap_or_default(),
                     run_at_ms: run_at,
@@ -222,6 +226,7 @@ pub async fn relay(db: &Database, queue: &dyn QueueBackend) -> Result<usize, Out
                     trace_id: trace,
                     group,
                     subject,
+                    bulk: bulk != 0,
                 },
             )
             .collect();

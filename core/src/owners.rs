@@ -130,6 +130,7 @@ mod tests {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         }
     }
 

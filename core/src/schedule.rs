@@ -27,6 +27,7 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     })?;
     let housekeeping_attempts = settings
         .queue
@@ -44,6 +45,7 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         },
     )?;
     let mut all = vec![rollover, housekeeping];
@@ -65,6 +67,7 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
                 trace_id: None,
                 group: None,
                 subject: None,
+                bulk: false,
             },
         )?);
     }

@@ -139,6 +139,7 @@ pub fn prepare(
         trace_id,
         group: None,
         subject: None,
+        bulk: false,
     })
 }
 

@@ -242,6 +242,7 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             trace_id: a.trace_id.clone(),
             group: Some(a.firm.firm.clone()),
             subject: None,
+            bulk: true,
         };
         let job_id = match q.push(job).await? {
             PushOutcome::Created(j) | PushOutcome::Duplicate(j) => j,

@@ -1067,6 +1067,20 @@ async fn jobs(cmd: JobsCommand, settings: &Settings, catalogue: &Catalogue) -> a
             if let Some(t) = &job.trace_id {
                 println!("trace id:      {t}");
             }
+            if let Some(g) = &job.group {
+                println!("firm:          {g}");
+            }
+            if let Some(c) = &job.subject {
+                println!("client:        {c}");
+            }
+            println!(
+                "lane:          {}",
+                if job.bulk {
+                    "bulk (an import's)"
+                } else {
+                    "interactive"
+                }
+            );
             println!("payload:       {}", job.payload);
             if let Some(r) = &job.result {
                 println!("result:        {r}");

@@ -58,6 +58,7 @@ pub async fn run(redis_url: &str, prefix: &str) -> Result<String, Box<dyn std::e
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
         .await?;
     runtime::wait_until_drained(queue.as_ref(), &["greet"], Duration::from_millis(20)).await?;

@@ -75,6 +75,44 @@ pub struct NewJob {
     /// of one record can be found without scanning the backlog.
     #[serde(default)]
     pub subject: Option<String>,
+    /// One of a batch (an import): each fetch serves interactive jobs
+    /// first, then bulk ones, every group with due work in turn within
+    /// each (see [`FAIR_LANES`]).
+    #[serde(default)]
+    pub bulk: bool,
+}
+
+/// How many (lane, group) pairs with due work one fetch serves in turn. A
+/// kind with more — over 256 firms importing at once — serves the first
+/// 256 in group order each fetch until one of them runs dry.
+pub const FAIR_LANES: usize = 256;
+
+/// Which due jobs one fetch takes, given each (lane, group)'s oldest due
+/// jobs (`candidates`, one list per pair, each in run order, interactive
+/// pairs first): the pairs take turns, one job each per round, so a group
+/// with one job waiting is served in the same fetch as a group with ten
+/// thousand; interactive jobs all come before bulk ones.
+pub fn fair_pick<T: Clone>(candidates: &[(bool, Vec<T>)], limit: usize) -> Vec<T> {
+    let mut picked = Vec::with_capacity(limit);
+    for bulk in [false, true] {
+        let lanes: Vec<&Vec<T>> = candidates
+            .iter()
+            .filter(|(b, _)| *b == bulk)
+            .map(|(_, c)| c)
+            .collect();
+        let longest = lanes.iter().map(|c| c.len()).max().unwrap_or(0);
+        for turn in 0..longest {
+            for lane in &lanes {
+                if picked.len() == limit {
+                    return picked;
+                }
+                if let Some(job) = lane.get(turn) {
+                    picked.push(job.clone());
+                }
+            }
+        }
+    }
+    picked
 }
 
 /// What a push did.
@@ -125,6 +163,8 @@ pub struct JobRecord {
     pub group: Option<String>,
     #[serde(default)]
     pub subject: Option<String>,
+    #[serde(default)]
+    pub bulk: bool,
     pub last_error: Option<String>,
     pub errors: Vec<AttemptError>,
     /// What the handler returned on success.
@@ -300,5 +340,26 @@ impl JobFilter {
                 limit: self.limit,
                 ..JobFilter::default()
             }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_pick;
+
+    #[test]
+    fn groups_take_turns_and_interactive_jobs_come_first() {
+        let lanes = vec![
+            (false, vec!["a1", "a2", "a3", "a4"]),
+            (false, vec!["b1"]),
+            (true, vec!["i1", "i2"]),
+            (true, vec!["j1"]),
+        ];
+        assert_eq!(fair_pick(&lanes, 3), vec!["a1", "b1", "a2"]);
+        assert_eq!(
+            fair_pick(&lanes, 10),
+            vec!["a1", "b1", "a2", "a3", "a4", "i1", "j1", "i2"]
+        );
+        assert_eq!(fair_pick::<&str>(&[], 5), Vec::<&str>::new());
     }
 }

@@ -158,6 +158,7 @@ impl Probe {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         }
     }
 }

@@ -117,6 +117,7 @@ async fn run_migrates_processes_jobs_and_stops_on_sigterm() {
             trace_id: Some("req-1".into()),
             group: None,
             subject: None,
+            bulk: false,
         })
         .await
         .expect("push")

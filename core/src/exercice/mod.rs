@@ -269,6 +269,7 @@ async fn add_inner(
                 trace_id: None,
                 group: None,
                 subject: None,
+                bulk: false,
             };
             crate::outbox::stage!(tx, &job)?;
         }

@@ -511,6 +511,7 @@ pub fn send_job(id: &str, client_id: &str, generation: i64, max_attempts: u32) -
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 

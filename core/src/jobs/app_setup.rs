@@ -43,6 +43,7 @@ pub fn job_for(kind: &str, a: &ClientApp, max_attempts: u32) -> NewJob {
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 

@@ -179,6 +179,7 @@ fn job(kind: &str, payload: serde_json::Value, key: String, queue: &QueueSetting
         trace_id: None,
         group: None,
         subject: None,
+        bulk: false,
     }
 }
 
@@ -454,6 +455,8 @@ pub fn validate(
         j.trace_id.clone_from(&origin.trace_id);
         j.group = Some(ctx.firm_id.clone());
         j.subject = Some(client_id.clone());
+        // An import's clients wait behind the ones created one by one.
+        j.bulk = origin.import.is_some();
     }
     Ok(Plan {
         firm_id: ctx.firm_id.clone(),

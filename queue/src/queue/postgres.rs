@@ -18,8 +18,8 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::job::{
-    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome, QueueCounts, Scale,
-    WorkerInfo,
+    FAIR_LANES, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
+    QueueCounts, Scale, WorkerInfo,
 };
 
 pub struct PostgresQueue {
@@ -30,20 +30,58 @@ pub struct PostgresQueue {
 
 const RECORD_COLUMNS: &str = "id, kind, payload::text AS payload, state, attempts, max_attempts, run_at, \
      created_at, updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, \
-     group_name, subject, last_error, errors::text AS errors, result::text AS result";
+     group_name, subject, bulk, last_error, errors::text AS errors, result::text AS result";
 
 /// Inserts jobs given as a JSON array ($1, see [`job_rows`]) at time $2;
 /// a job whose idempotency key exists is skipped. Returns the new ids.
 pub(crate) const INSERT_JOBS: &str =
     "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at,
-                   updated_at, idempotency_key, trace_id, group_name, subject)
+                   updated_at, idempotency_key, trace_id, group_name, subject, bulk)
  SELECT x.id, x.kind, x.payload, 'queued', 0, x.max_attempts, x.run_at, $2, $2,
-        x.idempotency_key, x.trace_id, x.group_name, x.subject
+        x.idempotency_key, x.trace_id, x.group_name, x.subject, x.bulk
  FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, kind text, payload jsonb,
       max_attempts int, run_at bigint, idempotency_key text, trace_id text, group_name text,
-      subject text)
+      subject text, bulk int)
  ON CONFLICT (idempotency_key) DO NOTHING
  RETURNING id";
+
+/// One fetch, fair across groups: `lanes` walks `jobs_fair` one (lane,
+/// group) with due work at a time (a loose index scan: one seek each, at
+/// most $6), `turns` takes each pair's oldest due jobs (at most $5, locked
+/// as they are read, skipping jobs another fetch holds) and numbers them
+/// within the pair; the jobs leased are the first $5 by lane (interactive
+/// first), then turn — each group one job per round — then run time.
+/// Both are MATERIALIZED: evaluated once, so that a rescan by the planner
+/// can never pick (and lease) a second, different set.
+const FAIR_FETCH: &str = "
+WITH RECURSIVE lanes AS (
+    (SELECT bulk, COALESCE(group_name, '') AS g, 1 AS n FROM jobs
+     WHERE state = 'queued' AND kind = $4 AND run_at <= $3
+     ORDER BY bulk, COALESCE(group_name, '') LIMIT 1)
+    UNION ALL
+    SELECT x.bulk, x.g, l.n + 1 FROM lanes l CROSS JOIN LATERAL (
+        SELECT bulk, COALESCE(group_name, '') AS g FROM jobs
+        WHERE state = 'queued' AND kind = $4 AND run_at <= $3
+          AND (bulk, COALESCE(group_name, '')) > (l.bulk, l.g)
+        ORDER BY bulk, COALESCE(group_name, '') LIMIT 1) x
+    WHERE l.n < $6
+),
+turns AS MATERIALIZED (
+    SELECT c.id, l.bulk, c.run_at,
+           ROW_NUMBER() OVER (PARTITION BY l.bulk, l.g ORDER BY c.run_at, c.id) AS turn
+    FROM lanes l CROSS JOIN LATERAL (
+        SELECT id, run_at FROM jobs
+        WHERE state = 'queued' AND kind = $4 AND bulk = l.bulk
+          AND COALESCE(group_name, '') = l.g AND run_at <= $3
+        ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) c
+),
+picked AS MATERIALIZED (
+    SELECT id FROM turns ORDER BY bulk, turn, run_at, id LIMIT $5
+)
+UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1,
+       lease_expires_at = $2, updated_at = $3
+WHERE id IN (SELECT id FROM picked)
+RETURNING id, kind, payload::text AS payload, attempts, max_attempts, trace_id";
 
 /// The rows [`INSERT_JOBS`] takes.
 pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_json::Value> {
@@ -60,6 +98,7 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
                 "trace_id": j.trace_id,
                 "group_name": j.group,
                 "subject": j.subject,
+                "bulk": i32::from(j.bulk),
             })
         })
         .collect()
@@ -180,6 +219,7 @@ fn record_from_row(row: &PgRow, now: i64) -> Result<JobRecord, QueueError> {
         trace_id: row.try_get("trace_id")?,
         group: row.try_get("group_name")?,
         subject: row.try_get("subject")?,
+        bulk: row.try_get::<i32, _>("bulk")? != 0,
         last_error: row.try_get("last_error")?,
         errors: serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?,
         result: result
@@ -275,20 +315,15 @@ impl QueueBackend for PostgresQueue {
         lease: Duration,
     ) -> Result<Vec<LeasedJob>, QueueError> {
         let now = now_ms();
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1,
-                    lease_expires_at = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = $4 AND run_at <= $3
-                          ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
-             RETURNING id, kind, payload::text AS payload, attempts, max_attempts, trace_id",
-        )
-        .bind(worker)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(kind)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(FAIR_FETCH)
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(kind)
+            .bind(limit as i64)
+            .bind(FAIR_LANES as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;

@@ -5,7 +5,12 @@
 //! locks on, ignores `max_attempts` and cannot list its tasks (see the field
 //! notes). Here each kind has:
 //!
-//! - `{p}:ready:{kind}`    LIST of job ids due now (RPUSH / LPOP);
+//! - `{p}:ready:{kind}`    LIST of interactive job ids without a group due
+//!   now (RPUSH / LPOP), and `{p}:ready:{kind}:{lane}:{group}` one LIST
+//!   per other (lane, group) — lane `0` interactive, `1` bulk;
+//! - `{p}:lanes:{kind}:{lane}` LIST of the groups whose ready list is not
+//!   empty, in the order fetches serve them (each fetch rotates it): the
+//!   fair share, interactive lane first;
 //! - `{p}:sched:{kind}`    ZSET of never-run jobs by run time;
 //! - `{p}:retry:{kind}`    ZSET of failed jobs by next run time;
 //! - `{p}:running:{kind}`  ZSET of leased jobs by lease deadline;
@@ -86,6 +91,33 @@ local function append_error(key, err_json)
 end
 "#;
 
+/// The ready lists: one per (lane, group) of a kind, and the rotation of
+/// the groups with a non-empty one. A group is in its lane's rotation
+/// exactly while its list holds ids.
+const LUA_LANES: &str = r#"
+local function ready_key(p, kind, lane, grp)
+  if lane == '0' and grp == '' then return p .. ':ready:' .. kind end
+  return p .. ':ready:' .. kind .. ':' .. lane .. ':' .. grp
+end
+local function lane_of(key)
+  local f = redis.call('HMGET', key, 'bulk', 'group')
+  if f[1] == '1' then return '1', f[2] or '' end
+  return '0', f[2] or ''
+end
+local function make_ready(p, kind, lane, grp, id, front)
+  local list = ready_key(p, kind, lane, grp)
+  local n
+  if front then n = redis.call('LPUSH', list, id) else n = redis.call('RPUSH', list, id) end
+  if n == 1 then redis.call('RPUSH', p .. ':lanes:' .. kind .. ':' .. lane, grp) end
+end
+local function unready(p, kind, lane, grp, id)
+  local list = ready_key(p, kind, lane, grp)
+  if redis.call('LREM', list, 0, id) > 0 and redis.call('LLEN', list) == 0 then
+    redis.call('LREM', p .. ':lanes:' .. kind .. ':' .. lane, 0, grp)
+  end
+end
+"#;
+
 const PUSH: &str = r#"
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -93,10 +125,10 @@ local out = {}
 local ready = {}
 local i = 3
 while i <= #ARGV do
-  local id, kind, payload, run_at, max, idem, trace, grp, subj =
+  local id, kind, payload, run_at, max, idem, trace, grp, subj, lane =
     ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4], ARGV[i+5], ARGV[i+6],
-    ARGV[i+7], ARGV[i+8]
-  i = i + 9
+    ARGV[i+7], ARGV[i+8], ARGV[i+9]
+  i = i + 10
   local dup = false
   if idem ~= '' then
     local prev = redis.call('HGET', p .. ':idem', idem)
@@ -109,20 +141,21 @@ while i <= #ARGV do
   end
   if not dup then
     local key = p .. ':job:' .. id
-    if idem == '' and trace == '' and grp == '' and subj == '' then
+    if idem == '' and trace == '' and grp == '' and subj == '' and lane == '0' then
       redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
         'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]')
     else
       redis.call('HSET', key, 'kind', kind, 'payload', payload, 'state', 'queued', 'attempts', 0,
         'max_attempts', max, 'run_at', run_at, 'created_at', now, 'updated_at', now, 'errors', '[]',
-        'idempotency_key', idem, 'trace_id', trace, 'group', grp, 'subject', subj)
+        'idempotency_key', idem, 'trace_id', trace, 'group', grp, 'subject', subj, 'bulk', lane)
       if trace ~= '' then redis.call('ZADD', p .. ':by:trace:' .. trace, now, id) end
       if grp ~= '' then redis.call('ZADD', p .. ':by:group:' .. grp, now, id) end
       if subj ~= '' then redis.call('ZADD', p .. ':by:subject:' .. subj, now, id) end
     end
     if run_at <= now then
-      if not ready[kind] then ready[kind] = {} end
-      table.insert(ready[kind], id)
+      local list = ready_key(p, kind, lane, grp)
+      if not ready[list] then ready[list] = {kind = kind, lane = lane, grp = grp, ids = {}} end
+      table.insert(ready[list].ids, id)
     else
       redis.call('ZADD', p .. ':sched:' .. kind, run_at, id)
       redis.call('SADD', p .. ':kinds', kind)
@@ -130,10 +163,12 @@ while i <= #ARGV do
     table.insert(out, 'new:' .. id)
   end
 end
-for kind, ids in pairs(ready) do
-  redis.call('RPUSH', p .. ':ready:' .. kind, unpack(ids))
-  redis.call('SADD', p .. ':kinds', kind)
-  redis.call('PUBLISH', p .. ':wake', kind)
+for list, r in pairs(ready) do
+  if redis.call('RPUSH', list, unpack(r.ids)) == #r.ids then
+    redis.call('RPUSH', p .. ':lanes:' .. r.kind .. ':' .. r.lane, r.grp)
+  end
+  redis.call('SADD', p .. ':kinds', r.kind)
+  redis.call('PUBLISH', p .. ':wake', r.kind)
 end
 return out
 "#;
@@ -142,28 +177,53 @@ const FETCH: &str = r#"
 local p, kind = ARGV[1], ARGV[2]
 local now, limit, deadline, worker, chunk =
   tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
-local ready = p .. ':ready:' .. kind
 for _, set in ipairs({p .. ':retry:' .. kind, p .. ':sched:' .. kind}) do
   local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, chunk)
   if #due > 0 then
     redis.call('ZREM', set, unpack(due))
-    redis.call('RPUSH', ready, unpack(due))
+    for _, id in ipairs(due) do
+      local lane, grp = lane_of(p .. ':job:' .. id)
+      make_ready(p, kind, lane, grp, id, false)
+    end
   end
 end
-local ids = redis.call('LPOP', ready, limit)
-if not ids then return {} end
 local out = {}
 local leases = {}
-for _, id in ipairs(ids) do
-  local key = p .. ':job:' .. id
-  local f = redis.call('HMGET', key, 'state', 'payload', 'max_attempts', 'trace_id', 'attempts')
-  if f[1] == 'queued' then
-    local attempts = tonumber(f[5]) + 1
-    redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'lease_owner', worker,
-      'lease_expires_at', deadline, 'updated_at', now)
-    table.insert(leases, deadline)
-    table.insert(leases, id)
-    table.insert(out, {id, f[2], attempts, f[3], f[4] or ''})
+local remaining = limit
+local function lease(ids)
+  for _, id in ipairs(ids) do
+    local key = p .. ':job:' .. id
+    local f = redis.call('HMGET', key, 'state', 'payload', 'max_attempts', 'trace_id', 'attempts')
+    if f[1] == 'queued' then
+      local attempts = tonumber(f[5]) + 1
+      redis.call('HSET', key, 'state', 'running', 'attempts', attempts, 'lease_owner', worker,
+        'lease_expires_at', deadline, 'updated_at', now)
+      table.insert(leases, deadline)
+      table.insert(leases, id)
+      table.insert(out, {id, f[2], attempts, f[3], f[4] or ''})
+    end
+  end
+end
+-- Interactive lane first; within a lane the groups take turns, each an
+-- equal share of what is left, the rotation moving on for the next fetch.
+for _, lane in ipairs({'0', '1'}) do
+  local rot = p .. ':lanes:' .. kind .. ':' .. lane
+  local n = redis.call('LLEN', rot)
+  while remaining > 0 and n > 0 do
+    local share = math.max(1, math.floor(remaining / n))
+    for _ = 1, n do
+      if remaining <= 0 then break end
+      local grp = redis.call('LMOVE', rot, rot, 'LEFT', 'RIGHT')
+      if not grp then break end
+      local list = ready_key(p, kind, lane, grp)
+      local ids = redis.call('LPOP', list, math.min(share, remaining))
+      if ids then
+        remaining = remaining - #ids
+        lease(ids)
+      end
+      if redis.call('LLEN', list) == 0 then redis.call('LREM', rot, 0, grp) end
+    end
+    n = redis.call('LLEN', rot)
   end
 end
 if #leases > 0 then
@@ -222,7 +282,8 @@ else
   local at = tonumber(retry_at)
   redis.call('HSET', key, 'state', 'queued', 'run_at', at)
   if at <= now then
-    redis.call('RPUSH', p .. ':ready:' .. kind, id)
+    local lane, grp = lane_of(key)
+    make_ready(p, kind, lane, grp, id, false)
     redis.call('PUBLISH', p .. ':wake', kind)
   else
     redis.call('ZADD', p .. ':retry:' .. kind, at, id)
@@ -244,7 +305,8 @@ for i = 5, #ARGV do
     redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
     redis.call('ZREM', p .. ':running:' .. f[3], id)
     if at <= now then
-      redis.call('LPUSH', p .. ':ready:' .. f[3], id)
+      local lane, grp = lane_of(key)
+      make_ready(p, f[3], lane, grp, id, true)
       redis.call('PUBLISH', p .. ':wake', f[3])
     elseif attempts == 0 then
       redis.call('ZADD', p .. ':sched:' .. f[3], at, id)
@@ -300,12 +362,25 @@ local p, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
   local sched, retry = p .. ':sched:' .. kind, p .. ':retry:' .. kind
-  local ready = p .. ':ready:' .. kind
   local due_s = redis.call('ZCOUNT', sched, '-inf', now)
   local due_r = redis.call('ZCOUNT', retry, '-inf', now)
   local oldest = ''
-  local head = redis.call('LINDEX', ready, 0)
-  if head then oldest = redis.call('HGET', p .. ':job:' .. head, 'run_at') or '' end
+  local ready_n = 0
+  -- Every ready list of the kind: the plain one, and each group's.
+  local lists = {[p .. ':ready:' .. kind] = true}
+  for _, lane in ipairs({'0', '1'}) do
+    for _, grp in ipairs(redis.call('LRANGE', p .. ':lanes:' .. kind .. ':' .. lane, 0, -1)) do
+      lists[ready_key(p, kind, lane, grp)] = true
+    end
+  end
+  for list in pairs(lists) do
+    ready_n = ready_n + redis.call('LLEN', list)
+    local head = redis.call('LINDEX', list, 0)
+    if head then
+      local at = redis.call('HGET', p .. ':job:' .. head, 'run_at')
+      if at and (oldest == '' or tonumber(at) < tonumber(oldest)) then oldest = at end
+    end
+  end
   for _, set in ipairs({sched, retry}) do
     local first = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
     if #first > 0 and (oldest == '' or tonumber(first[2]) < tonumber(oldest)) then
@@ -313,7 +388,7 @@ for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
     end
   end
   table.insert(out, {kind,
-    redis.call('LLEN', ready) + due_s + due_r,
+    ready_n + due_s + due_r,
     redis.call('ZCARD', sched) - due_s,
     redis.call('ZCARD', p .. ':running:' .. kind),
     redis.call('ZCARD', retry) - due_r,
@@ -344,7 +419,8 @@ local function retry_one(id)
   local max = math.max(tonumber(f[4]), tonumber(f[3]) + 1)
   redis.call('HSET', key, 'state', 'queued', 'run_at', now, 'updated_at', now, 'max_attempts', max)
   redis.call('HDEL', key, 'finished_at')
-  redis.call('RPUSH', p .. ':ready:' .. kind, id)
+  local lane, grp = lane_of(key)
+  make_ready(p, kind, lane, grp, id, false)
   redis.call('PUBLISH', p .. ':wake', kind)
   return 'ok'
 end
@@ -361,7 +437,8 @@ local f = redis.call('HMGET', key, 'state', 'kind', 'attempts')
 if not f[1] then return 'missing' end
 if f[1] ~= 'queued' and f[1] ~= 'running' then return f[1] end
 local kind = f[2]
-redis.call('LREM', p .. ':ready:' .. kind, 0, id)
+local lane, grp = lane_of(key)
+unready(p, kind, lane, grp, id)
 redis.call('ZREM', p .. ':sched:' .. kind, id)
 redis.call('ZREM', p .. ':retry:' .. kind, id)
 redis.call('ZREM', p .. ':running:' .. kind, id)
@@ -382,12 +459,13 @@ local f = redis.call('HMGET', key, 'state', 'kind', 'attempts')
 if not f[1] then return 'missing' end
 if f[1] ~= 'queued' then return f[1] end
 local kind = f[2]
-redis.call('LREM', p .. ':ready:' .. kind, 0, id)
+local lane, grp = lane_of(key)
+unready(p, kind, lane, grp, id)
 redis.call('ZREM', p .. ':sched:' .. kind, id)
 redis.call('ZREM', p .. ':retry:' .. kind, id)
 redis.call('HSET', key, 'run_at', at, 'updated_at', now)
 if at <= now then
-  redis.call('RPUSH', p .. ':ready:' .. kind, id)
+  make_ready(p, kind, lane, grp, id, false)
   redis.call('PUBLISH', p .. ':wake', kind)
 elseif tonumber(f[3]) == 0 then
   redis.call('ZADD', p .. ':sched:' .. kind, at, id)
@@ -395,6 +473,21 @@ else
   redis.call('ZADD', p .. ':retry:' .. kind, at, id)
 end
 return 'ok'
+"#;
+
+/// Puts each kind's plain ready list in the interactive rotation when it
+/// holds ids and is not there (queues from before the fair share).
+const ROTATE_PLAIN_LISTS: &str = r#"
+local p = ARGV[1]
+local n = 0
+for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  local rot = p .. ':lanes:' .. kind .. ':0'
+  if redis.call('LLEN', p .. ':ready:' .. kind) > 0 and not redis.call('LPOS', rot, '') then
+    redis.call('RPUSH', rot, '')
+    n = n + 1
+  end
+end
+return n
 "#;
 
 const PURGE: &str = r#"
@@ -433,19 +526,21 @@ return n
 
 impl Scripts {
     fn new() -> Self {
-        let with_errors = |body: &str| Script::new(&format!("{LUA_APPEND_ERROR}\n{body}"));
+        let with_errors =
+            |body: &str| Script::new(&format!("{LUA_APPEND_ERROR}\n{LUA_LANES}\n{body}"));
+        let with_lanes = |body: &str| Script::new(&format!("{LUA_LANES}\n{body}"));
         Scripts {
-            push: Script::new(PUSH),
-            fetch: Script::new(FETCH),
+            push: with_lanes(PUSH),
+            fetch: with_lanes(FETCH),
             complete: Script::new(COMPLETE),
             fail: with_errors(FAIL),
-            release: Script::new(RELEASE),
+            release: with_lanes(RELEASE),
             heartbeat: Script::new(HEARTBEAT),
             expired: Script::new(EXPIRED),
-            counts: Script::new(COUNTS),
-            retry: Script::new(RETRY),
+            counts: with_lanes(COUNTS),
+            retry: with_lanes(RETRY),
             kill: with_errors(KILL),
-            reschedule: Script::new(RESCHEDULE),
+            reschedule: with_lanes(RESCHEDULE),
             purge: Script::new(PURGE),
         }
     }
@@ -464,7 +559,13 @@ impl RedisQueue {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        // A queue written before the fair share has due ids in the plain
+        // lists without their place in the rotation: give it to them.
+        let _: i64 = Script::new(ROTATE_PLAIN_LISTS)
+            .arg(prefix)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(RedisQueue {
             conn,
             client,
@@ -501,6 +602,26 @@ impl RedisQueue {
 
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
+    }
+
+    /// Every ready list of `kind`: the plain one and each group's (the
+    /// lanes' rotations name them).
+    async fn ready_lists(&self, kind: &str) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut lists = vec![self.key(&format!("ready:{kind}"))];
+        for lane in ["0", "1"] {
+            let groups: Vec<String> = conn
+                .lrange(self.key(&format!("lanes:{kind}:{lane}")), 0, -1)
+                .await?;
+            for g in groups {
+                if lane == "0" && g.is_empty() {
+                    continue;
+                }
+                lists.push(self.key(&format!("ready:{kind}:{lane}:{g}")));
+            }
+        }
+        lists.dedup();
+        Ok(lists)
     }
 
     async fn kinds(&self) -> Result<Vec<String>, QueueError> {
@@ -626,6 +747,7 @@ fn record_from_hash(
         trace_id: m.get("trace_id").filter(|s| !s.is_empty()).cloned(),
         group: m.get("group").filter(|s| !s.is_empty()).cloned(),
         subject: m.get("subject").filter(|s| !s.is_empty()).cloned(),
+        bulk: m.get("bulk").is_some_and(|b| b == "1"),
         last_error: m.get("last_error").cloned(),
         errors: serde_json::from_str(m.get("errors").map(String::as_str).unwrap_or("[]"))
             .map_err(|e| corrupt(format!("errors: {e}")))?,
@@ -708,7 +830,8 @@ impl QueueBackend for RedisQueue {
                     .arg(j.idempotency_key.as_deref().unwrap_or(""))
                     .arg(j.trace_id.as_deref().unwrap_or(""))
                     .arg(j.group.as_deref().unwrap_or(""))
-                    .arg(j.subject.as_deref().unwrap_or(""));
+                    .arg(j.subject.as_deref().unwrap_or(""))
+                    .arg(if j.bulk { "1" } else { "0" });
             }
             let answers: Vec<String> = inv.invoke_async(&mut conn).await?;
             for a in answers {
@@ -971,10 +1094,9 @@ impl QueueBackend for RedisQueue {
             let mut candidates: Vec<String> = Vec::new();
             let wanted = |s: JobStatus| filter.status.is_none_or(|f| f == s);
             if wanted(JobStatus::Pending) {
-                candidates.extend(
-                    conn.lrange::<_, Vec<String>>(k("ready"), 0, window - 1)
-                        .await?,
-                );
+                for list in self.ready_lists(kind).await? {
+                    candidates.extend(conn.lrange::<_, Vec<String>>(list, 0, window - 1).await?);
+                }
             }
             for set in ["sched", "retry"] {
                 if wanted(JobStatus::Pending)

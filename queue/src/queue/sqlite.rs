@@ -19,8 +19,8 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::job::{
-    JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome, QueueCounts, Scale,
-    WorkerInfo,
+    FAIR_LANES, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
+    QueueCounts, Scale, WorkerInfo, fair_pick,
 };
 use crate::write_gate::{self, Lane, WriteGate};
 
@@ -34,9 +34,43 @@ pub struct SqliteQueue {
 /// Columns every listing reads, in `record_from_row`'s order.
 const RECORD_COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
      updated_at, finished_at, lease_owner, lease_expires_at, idempotency_key, trace_id, group_name, subject, \
-     last_error, errors, result";
+     bulk, last_error, errors, result";
+
+/// The first (lane, group) after (?3, ?4) with a job of kind ?1 due at ?2:
+/// one seek in `jobs_fair` (a loose index scan, step by step).
+const NEXT_LANE: &str = "SELECT bulk, COALESCE(group_name, '') FROM jobs
+     WHERE state = 'queued' AND kind = ?1 AND run_at <= ?2
+       AND (bulk, COALESCE(group_name, '')) > (?3, ?4)
+     ORDER BY bulk, COALESCE(group_name, '') LIMIT 1";
+
+/// The oldest ?5 due jobs of one (lane ?2, group ?3) of kind ?1 at ?4.
+const LANE_CANDIDATES: &str =
+    "SELECT id FROM jobs WHERE state = 'queued' AND kind = ?1 AND bulk = ?2
+       AND COALESCE(group_name, '') = ?3 AND run_at <= ?4
+     ORDER BY run_at, id LIMIT ?5";
 
 impl SqliteQueue {
+    /// The (lane, group) pairs of `kind` with due jobs, interactive first,
+    /// at most [`FAIR_LANES`]: one index seek each (`jobs_fair`), however
+    /// long the backlog behind them.
+    async fn due_lanes(&self, kind: &str, now: i64) -> Result<Vec<(i64, String)>, QueueError> {
+        let mut lanes: Vec<(i64, String)> = Vec::new();
+        let mut after: (i64, String) = (-1, String::new());
+        while lanes.len() < FAIR_LANES {
+            let next: Option<(i64, String)> = sqlx::query_as(NEXT_LANE)
+                .bind(kind)
+                .bind(now)
+                .bind(after.0)
+                .bind(&after.1)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(lane) = next else { break };
+            after = lane.clone();
+            lanes.push(lane);
+        }
+        Ok(lanes)
+    }
+
     /// Wraps a pool on a migrated database.
     pub fn new(pool: SqlitePool) -> Self {
         let gate = write_gate::for_file(&pool.connect_options().get_filename().to_string_lossy());
@@ -57,11 +91,11 @@ impl SqliteQueue {
 /// `WHERE true` disambiguates the upsert.
 pub(crate) const INSERT_JOBS: &str =
     "INSERT INTO jobs (id, kind, payload, state, attempts, max_attempts, run_at, created_at, \
-                               updated_at, idempotency_key, trace_id, group_name, subject)
+                               updated_at, idempotency_key, trace_id, group_name, subject, bulk)
              SELECT value ->> '$.id', value ->> '$.kind', value ->> '$.payload', 'queued', 0,
                     value ->> '$.max_attempts', value ->> '$.run_at', ?2, ?2,
                     value ->> '$.idempotency_key', value ->> '$.trace_id',
-                    value ->> '$.group_name', value ->> '$.subject'
+                    value ->> '$.group_name', value ->> '$.subject', value ->> '$.bulk'
              FROM json_each(?1) WHERE true
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING id";
@@ -81,6 +115,7 @@ pub(crate) fn job_rows(jobs: &[NewJob], ids: &[String], now: i64) -> Vec<serde_j
                 "trace_id": j.trace_id,
                 "group_name": j.group,
                 "subject": j.subject,
+                "bulk": i64::from(j.bulk),
             })
         })
         .collect()
@@ -152,6 +187,7 @@ fn record_from_row(row: &SqliteRow, now: i64) -> Result<JobRecord, QueueError> {
         trace_id: row.try_get("trace_id")?,
         group: row.try_get("group_name")?,
         subject: row.try_get("subject")?,
+        bulk: row.try_get::<i64, _>("bulk")? != 0,
         last_error: row.try_get("last_error")?,
         errors: serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?,
         result: match result {
@@ -224,20 +260,58 @@ impl QueueBackend for SqliteQueue {
     ) -> Result<Vec<LeasedJob>, QueueError> {
         let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
-                    lease_expires_at = ?2, updated_at = ?3
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ?4 AND run_at <= ?3
-                          ORDER BY run_at, id LIMIT ?5)
-             RETURNING id, kind, payload, attempts, max_attempts, trace_id",
-        )
-        .bind(worker)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(kind)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let lanes = self.due_lanes(kind, now).await?;
+        let deadline = now + lease.as_millis() as i64;
+        let rows =
+            match lanes.as_slice() {
+                [] => return Ok(Vec::new()),
+                // One lane (one firm, or none): its oldest due jobs, in one
+                // statement, as a plain queue takes them.
+                [(bulk, group)] => sqlx::query(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
+                            lease_expires_at = ?2, updated_at = ?3
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ?4
+                                    AND bulk = ?6 AND COALESCE(group_name, '') = ?7 AND run_at <= ?3
+                                  ORDER BY run_at, id LIMIT ?5)
+                     RETURNING id, kind, payload, attempts, max_attempts, trace_id",
+                )
+                .bind(worker)
+                .bind(deadline)
+                .bind(now)
+                .bind(kind)
+                .bind(limit as i64)
+                .bind(bulk)
+                .bind(group)
+                .fetch_all(&self.pool)
+                .await?,
+                _ => {
+                    let mut candidates = Vec::with_capacity(lanes.len());
+                    for (bulk, group) in &lanes {
+                        let ids: Vec<String> = sqlx::query_scalar(LANE_CANDIDATES)
+                            .bind(kind)
+                            .bind(bulk)
+                            .bind(group)
+                            .bind(now)
+                            .bind(limit as i64)
+                            .fetch_all(&self.pool)
+                            .await?;
+                        candidates.push((*bulk != 0, ids));
+                    }
+                    let picked = fair_pick(&candidates, limit);
+                    sqlx::query(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
+                            lease_expires_at = ?2, updated_at = ?3
+                     WHERE id IN (SELECT value FROM json_each(?4)) AND state = 'queued'
+                     RETURNING id, kind, payload, attempts, max_attempts, trace_id",
+                )
+                .bind(worker)
+                .bind(deadline)
+                .bind(now)
+                .bind(serde_json::Value::from(picked).to_string())
+                .fetch_all(&self.pool)
+                .await?
+                }
+            };
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;
@@ -670,5 +744,48 @@ impl SqliteQueue {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fetch's two reads search `jobs_fair` on the shipped schema: no
+    /// scan of the table, no sort of the backlog.
+    #[tokio::test]
+    async fn the_fair_fetch_searches_its_index() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("memory database");
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .expect("migrated");
+        for sql in [super::NEXT_LANE, super::LANE_CANDIDATES] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("k")
+                    .bind(0_i64)
+                    .bind(0_i64)
+                    .bind("")
+                    .bind(10_i64)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("plan");
+            let steps: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.starts_with("SEARCH jobs USING INDEX jobs_fair")),
+                "{sql}: {steps:?}"
+            );
+            assert!(
+                !steps
+                    .iter()
+                    .any(|s| s.contains("TEMP B-TREE") || *s == "SCAN jobs"),
+                "{sql}: {steps:?}"
+            );
+        }
     }
 }

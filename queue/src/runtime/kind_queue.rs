@@ -100,6 +100,7 @@ impl<P> KindQueue<P> {
             trace_id: None,
             group: None,
             subject: None,
+            bulk: false,
         })
     }
 }
