@@ -39,6 +39,7 @@ dossier_e2e::on_each_backend!(
     jobs_are_found_by_firm_client_trace_and_error,
     bulk_actions_change_what_a_filter_matches,
     each_fetch_serves_the_firms_in_turn_interactive_first,
+    waiting_work_is_counted_per_firm,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -1634,5 +1635,56 @@ async fn each_fetch_serves_the_firms_in_turn_interactive_first(kind: BackendKind
         }
     }
     assert_eq!(seen.len(), 206);
+    q.cleanup().await;
+}
+
+/// The work due now and not yet fetched, per firm, the most first: what
+/// `dossier queues` and the dashboard show. Scheduled and running jobs are
+/// not waiting.
+async fn waiting_work_is_counted_per_firm(kind: BackendKind) {
+    use dossier_core::job::GroupWaiting;
+    let q = TestQueue::new(kind).await;
+    let job = |firm: Option<&str>, bulk: bool| dossier_core::job::NewJob {
+        group: firm.map(str::to_string),
+        bulk,
+        ..Probe::ok("w").job()
+    };
+    let mut jobs: Vec<_> = (0..5).map(|_| job(Some("firm-a"), true)).collect();
+    jobs.extend((0..2).map(|_| job(Some("firm-b"), false)));
+    jobs.push(job(Some("firm-b"), true));
+    jobs.push(job(None, false));
+    jobs.push(dossier_core::job::NewJob {
+        run_at_ms: Some(now_ms() + 3_600_000),
+        ..job(Some("firm-c"), false)
+    });
+    q.backend.push_bulk(jobs).await.expect("push");
+    let waiting = |firm: Option<&str>, interactive: u64, bulk: u64| GroupWaiting {
+        group: firm.map(str::to_string),
+        interactive,
+        bulk,
+    };
+    assert_eq!(
+        q.backend.waiting_by_group(10).await.expect("waiting"),
+        vec![
+            waiting(Some("firm-a"), 0, 5),
+            waiting(Some("firm-b"), 2, 1),
+            waiting(None, 1, 0),
+        ]
+    );
+    assert_eq!(
+        q.backend.waiting_by_group(1).await.expect("waiting").len(),
+        1
+    );
+    // Fetched jobs wait no more: the interactive ones go first.
+    let leased = q
+        .backend
+        .fetch(PROBE, "w-1", 3, Duration::from_secs(60))
+        .await
+        .expect("fetch");
+    assert_eq!(leased.len(), 3);
+    assert_eq!(
+        q.backend.waiting_by_group(10).await.expect("waiting"),
+        vec![waiting(Some("firm-a"), 0, 5), waiting(Some("firm-b"), 0, 1)]
+    );
     q.cleanup().await;
 }

@@ -194,6 +194,24 @@ async fn dashboard(kind: BackendKind) {
     .await
     .expect("json");
     assert_eq!(found.as_array().map(Vec::len), Some(3), "{found}");
+    // A firm's job no worker here runs: it waits, and the page lists the firm.
+    q.push(NewJob {
+        kind: "tree_setup".into(),
+        payload: serde_json::json!({ "client_id": "c-w" }),
+        group: Some("cabinet-w".into()),
+        subject: Some("c-w".into()),
+        ..check("732 829 320 00074", None)
+    })
+    .await;
+    let waiting: serde_json::Value = admin(reqwest::Method::GET, "/v1/admin/waiting-by-firm")
+        .send()
+        .await
+        .expect("waiting")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(waiting[0]["group"], "cabinet-w", "{waiting}");
+    assert_eq!(waiting[0]["interactive"], 1, "{waiting}");
     // The page: no data in it, so no token needed to load it.
     let page = web
         .get(format!("{base}/dashboard"))
@@ -232,6 +250,7 @@ async fn dashboard(kind: BackendKind) {
         said.contains("http.tokens (API)queue.pausesiret_check{\"reason\":\"registre en panne\"}"),
         "the journal shows who paused, why: {said}"
     );
+    assert!(said.contains("waiting: cabinet-w110"), "{said}");
     assert!(
         said.contains(
             "bulk asks: 3 travaux correspondent au filtre ; 3 seront relancés. Continuer ?"

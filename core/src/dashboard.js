@@ -126,12 +126,20 @@ async function showJob(id) {
 
 async function refresh() {
   try {
-    const [queues, jobs, workers, audit] = await Promise.all([
+    const [queues, jobs, workers, audit, firms] = await Promise.all([
       api("GET", "/v1/admin/queues"),
       api("GET", "/v1/admin/jobs?" + new URLSearchParams(Object.assign({ limit: "100" }, currentFilter()))),
       api("GET", "/v1/admin/workers"),
       api("GET", "/v1/admin/audit?limit=20"),
+      api("GET", "/v1/admin/waiting-by-firm"),
     ]);
+    const fb = $("#firms tbody"); fb.replaceChildren();
+    for (const f of firms) {
+      const name = f.group == null ? el("td", {}, "(aucun)")
+        : el("td", {}, el("a", { class: "count", onclick: () => { $("#f-firm").value = f.group; refresh(); } }, f.group));
+      fb.append(el("tr", { "data-firm": f.group == null ? "" : f.group }, name,
+        el("td", { class: "num" }, f.interactive + f.bulk), el("td", { class: "num" }, f.interactive), el("td", { class: "num" }, f.bulk)));
+    }
     const kinds = $("#f-kind"); const chosen = kinds.value;
     for (const q of queues) if (![...kinds.options].some((o) => o.value === q.kind)) kinds.append(el("option", { value: q.kind }, q.kind));
     kinds.value = chosen;

@@ -80,6 +80,15 @@ pub async fn queues(State(state): State<ApiState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/waiting-by-firm", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "the 20 firms with the most jobs due now and not yet fetched, interactive and bulk", body = Vec<Object>), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
+pub async fn waiting_by_firm(State(state): State<ApiState>) -> Response {
+    match state.queue().waiting_by_group(20).await {
+        Ok(w) => Json(w).into_response(),
+        Err(e) => queue_error(e),
+    }
+}
+
 #[utoipa::path(get, path = "/v1/admin/workers", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "worker processes and their heartbeats", body = Vec<Object>), (status = "default", description = "an error", body = crate::http::ErrorBody)))]
 pub async fn workers(State(state): State<ApiState>) -> Response {

@@ -427,6 +427,7 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("get", "/dashboard.css", Auth::Public),
     ("get", "/v1/admin/queues", Auth::Admin),
     ("get", "/v1/admin/workers", Auth::Admin),
+    ("get", "/v1/admin/waiting-by-firm", Auth::Admin),
     ("get", "/v1/admin/jobs", Auth::Admin),
     ("get", "/v1/admin/jobs/{id}", Auth::Admin),
     ("post", "/v1/admin/jobs/bulk", Auth::Admin),
@@ -450,6 +451,10 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/admin/queues", get(crate::dashboard::queues))
         .route("/v1/admin/workers", get(crate::dashboard::workers))
+        .route(
+            "/v1/admin/waiting-by-firm",
+            get(crate::dashboard::waiting_by_firm),
+        )
         .route("/v1/admin/jobs", get(crate::dashboard::jobs))
         .route("/v1/admin/jobs/{id}", get(crate::dashboard::job))
         .route("/v1/admin/jobs/bulk", post(crate::dashboard::bulk))
@@ -1144,6 +1149,7 @@ async fn confined(
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,
         crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
         crate::dashboard::scale, crate::dashboard::audit_trail, crate::dashboard::bulk,
+        crate::dashboard::waiting_by_firm,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

@@ -400,6 +400,28 @@ pub(crate) async fn relay_outbox(settings: &Settings, db: &Database) {
     }
 }
 
+/// The firms with the most jobs due now and not yet fetched.
+fn firms_table(firms: &[dossier_core::job::GroupWaiting]) -> String {
+    if firms.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("waiting now, per firm (most first):\n");
+    for g in firms {
+        let name = g
+            .group
+            .as_deref()
+            .map(dossier_core::text::for_terminal)
+            .unwrap_or(std::borrow::Cow::Borrowed("(no firm)"));
+        out.push_str(&format!(
+            "  {name:<32} {:>8}  (interactive {}, bulk {})\n",
+            g.total(),
+            g.interactive,
+            g.bulk
+        ));
+    }
+    out
+}
+
 /// The counts as a table, one queue per line.
 fn queues_table(counts: &[dossier_core::job::QueueCounts]) -> String {
     let mut out = format!(
@@ -669,6 +691,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         s.by
                     );
                 }
+                print!("{}", firms_table(&q.waiting_by_group(10).await?));
                 return Ok(());
             }
             watch_queues(q.as_ref(), a.count).await

@@ -1884,6 +1884,20 @@ fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
     let first = create("cabinet-9", "Boulangerie Martin");
     let second = create("cabinet-9", "Fromagerie Martin");
     let other = create("cabinet-7", "Transports Rivière");
+    let table = env.ok(&["queues"]);
+    let firms: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("waiting now, per firm"))
+        .collect();
+    assert_eq!(firms.len(), 3, "{table}");
+    assert!(
+        firms[1].contains("cabinet-9") && firms[1].contains("4  (interactive 4, bulk 0)"),
+        "{table}"
+    );
+    assert!(
+        firms[2].contains("cabinet-7") && firms[2].contains("2  (interactive 2"),
+        "{table}"
+    );
     let ids = |args: &[&str]| -> Vec<(String, String)> {
         let mut all = vec!["jobs", "list", "--json"];
         all.extend_from_slice(args);

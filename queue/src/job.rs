@@ -249,6 +249,34 @@ pub struct QueueCounts {
     pub paused: Option<Pause>,
 }
 
+/// One group's jobs due now and not yet fetched, every kind together:
+/// what `dossier queues` and the dashboard show per firm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GroupWaiting {
+    /// `None`: the jobs of no group.
+    pub group: Option<String>,
+    pub interactive: u64,
+    pub bulk: u64,
+}
+
+impl GroupWaiting {
+    pub fn total(&self) -> u64 {
+        self.interactive + self.bulk
+    }
+}
+
+/// The groups with the most waiting first (ties by name), at most `limit`.
+pub fn most_waiting_first(mut groups: Vec<GroupWaiting>, limit: usize) -> Vec<GroupWaiting> {
+    groups.retain(|g| g.total() > 0);
+    groups.sort_by(|a, b| {
+        b.total()
+            .cmp(&a.total())
+            .then_with(|| a.group.cmp(&b.group))
+    });
+    groups.truncate(limit);
+    groups
+}
+
 impl QueueCounts {
     /// Jobs that still have to run.
     pub fn outstanding(&self) -> u64 {

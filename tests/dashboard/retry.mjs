@@ -42,6 +42,9 @@ try {
     const row = await page.waitForSelector(`#audit tr[data-action="${act}"]`, { timeout: 10000 });
     console.log("journal: " + (await row.textContent()));
   }
+  // The firms with work waiting, the most first.
+  const firmRow = await page.waitForSelector('#firms tr[data-firm="cabinet-w"]', { timeout: 10000 });
+  console.log("waiting: " + (await firmRow.textContent()));
   // Every dead job of one firm at once: the page says how many first.
   await page.selectOption("#f-status", "dead");
   await page.fill("#f-firm", firm);

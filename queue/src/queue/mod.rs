@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{
-    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
-    QueueCounts, Scale, WorkerInfo,
+    AttemptError, GroupWaiting, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause,
+    PushOutcome, QueueCounts, Scale, WorkerInfo,
 };
 use crate::settings::{QueueBackendKind, QueueSettings};
 
@@ -158,6 +158,10 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError>;
 
+    /// The groups with jobs due now and not yet fetched (every kind), the
+    /// most first, at most `limit` ([`crate::job::most_waiting_first`]).
+    async fn waiting_by_group(&self, limit: usize) -> Result<Vec<GroupWaiting>, QueueError>;
+
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
 
     /// The job pushed with this idempotency key (until it is purged).
@@ -226,6 +230,28 @@ pub async fn counts_and_pauses(q: &dyn QueueBackend) -> Result<Vec<QueueCounts>,
     }
     counts.sort_by(|a, b| a.kind.cmp(&b.kind));
     Ok(counts)
+}
+
+/// Waiting jobs per group on both SQL backends: due queued jobs by group,
+/// interactive and bulk (bound: now).
+pub(crate) const WAITING_BY_GROUP: &str = "SELECT group_name,
+        SUM(CASE WHEN bulk = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN bulk = 0 THEN 0 ELSE 1 END)
+     FROM jobs WHERE state = 'queued' AND run_at <= $1 GROUP BY group_name";
+
+pub(crate) fn waiting_from_rows(
+    rows: Vec<(Option<String>, i64, i64)>,
+    limit: usize,
+) -> Vec<GroupWaiting> {
+    crate::job::most_waiting_first(
+        rows.into_iter()
+            .map(|(group, i, b)| GroupWaiting {
+                group,
+                interactive: i.max(0) as u64,
+                bulk: b.max(0) as u64,
+            })
+            .collect(),
+        limit,
+    )
 }
 
 /// A row of the `queue_pauses` table on both SQL backends.

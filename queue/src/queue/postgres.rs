@@ -18,8 +18,8 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::job::{
-    FAIR_LANES, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
-    QueueCounts, Scale, WorkerInfo,
+    FAIR_LANES, GroupWaiting, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause,
+    PushOutcome, QueueCounts, Scale, WorkerInfo,
 };
 
 pub struct PostgresQueue {
@@ -552,6 +552,14 @@ impl QueueBackend for PostgresQueue {
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(|r| record_from_row(r, now)).collect()
+    }
+
+    async fn waiting_by_group(&self, limit: usize) -> Result<Vec<GroupWaiting>, QueueError> {
+        let rows: Vec<(Option<String>, i64, i64)> = sqlx::query_as(super::WAITING_BY_GROUP)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::waiting_from_rows(rows, limit))
     }
 
     async fn get_by_key(&self, key: &str) -> Result<Option<JobRecord>, QueueError> {

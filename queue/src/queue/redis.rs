@@ -42,8 +42,8 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::job::{
-    AttemptError, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause, PushOutcome,
-    QueueCounts, Scale, WorkerInfo,
+    AttemptError, GroupWaiting, JobFilter, JobRecord, JobStatus, LeasedJob, NewJob, Pause,
+    PushOutcome, QueueCounts, Scale, WorkerInfo,
 };
 
 /// Due jobs promoted per fetch: bounded so that `unpack` never overflows
@@ -74,6 +74,7 @@ struct Scripts {
     retry: Script,
     kill: Script,
     reschedule: Script,
+    waiting: Script,
     purge: Script,
 }
 
@@ -475,6 +476,39 @@ end
 return 'ok'
 "#;
 
+/// Due jobs not yet fetched per group: the length of every ready list the
+/// rotations name, as `group, interactive, bulk` triples.
+const WAITING: &str = r#"
+local p = ARGV[1]
+local totals = {}
+local order = {}
+for _, kind in ipairs(redis.call('SMEMBERS', p .. ':kinds')) do
+  local seen = {}
+  for _, lane in ipairs({'0', '1'}) do
+    for _, grp in ipairs(redis.call('LRANGE', p .. ':lanes:' .. kind .. ':' .. lane, 0, -1)) do
+      local list = ready_key(p, kind, lane, grp)
+      if not seen[list] then
+        seen[list] = true
+        if not totals[grp] then
+          totals[grp] = {0, 0}
+          table.insert(order, grp)
+        end
+        local slot = 1
+        if lane == '1' then slot = 2 end
+        totals[grp][slot] = totals[grp][slot] + redis.call('LLEN', list)
+      end
+    end
+  end
+end
+local out = {}
+for _, grp in ipairs(order) do
+  table.insert(out, grp)
+  table.insert(out, totals[grp][1])
+  table.insert(out, totals[grp][2])
+end
+return out
+"#;
+
 /// Puts each kind's plain ready list in the interactive rotation when it
 /// holds ids and is not there (queues from before the fair share).
 const ROTATE_PLAIN_LISTS: &str = r#"
@@ -541,6 +575,7 @@ impl Scripts {
             retry: with_lanes(RETRY),
             kill: with_errors(KILL),
             reschedule: with_lanes(RESCHEDULE),
+            waiting: with_lanes(WAITING),
             purge: Script::new(PURGE),
         }
     }
@@ -1136,6 +1171,28 @@ impl QueueBackend for RedisQueue {
         records.dedup_by(|a, b| a.id == b.id);
         records.truncate(limit);
         Ok(records)
+    }
+
+    async fn waiting_by_group(&self, limit: usize) -> Result<Vec<GroupWaiting>, QueueError> {
+        let mut conn = self.conn.clone();
+        // Flat `group, interactive, bulk` triples; integers read as text.
+        let flat: Vec<String> = self
+            .scripts
+            .waiting
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        let number = |v: &str| v.parse::<u64>().unwrap_or(0);
+        let groups = flat
+            .chunks_exact(3)
+            .map(|t| GroupWaiting {
+                group: (!t[0].is_empty()).then(|| t[0].clone()),
+                interactive: number(&t[1]),
+                bulk: number(&t[2]),
+            })
+            .collect();
+        Ok(crate::job::most_waiting_first(groups, limit))
     }
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
