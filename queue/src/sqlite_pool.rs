@@ -68,6 +68,21 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, Conn
         })
 }
 
+/// An in-memory database on the shipped schema, for the plan tests.
+#[cfg(test)]
+pub(crate) async fn migrated_in_memory() -> SqlitePool {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("memory database");
+    sqlx::migrate!("../migrations/sqlite")
+        .run(&pool)
+        .await
+        .expect("migrated");
+    pool
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

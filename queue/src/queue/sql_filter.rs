@@ -125,15 +125,7 @@ mod tests {
     /// field is read through its index, none through the table.
     #[tokio::test]
     async fn each_filter_reads_its_index_not_the_backlog() {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("memory database");
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .expect("migrated");
+        let pool = crate::sqlite_pool::migrated_in_memory().await;
         let text = |v: &str| Some(v.to_string());
         let cases = [
             (

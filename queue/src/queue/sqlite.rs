@@ -761,15 +761,7 @@ mod tests {
     /// scan of the table, no sort of the backlog.
     #[tokio::test]
     async fn the_fair_fetch_searches_its_index() {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("memory database");
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .expect("migrated");
+        let pool = crate::sqlite_pool::migrated_in_memory().await;
         for sql in [super::NEXT_LANE, super::LANE_CANDIDATES] {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
