@@ -446,6 +446,164 @@ async fn three_processes_share_the_registry_quota_in_the_sqlite_file() {
     three_processes_share_the_registry_quota(BackendKind::Sqlite, QuotaStoreKind::Database).await;
 }
 
+/// Firm A's import is being enriched through a registry allowing 7
+/// requests/s, by three worker processes, with 600 of its lookups queued
+/// (each second of the run the import could use every slot); meanwhile 20
+/// clients are created one by one for firm B, one a second. Each of firm B's
+/// is enriched within 5 s (p99), the quota is used at 95% or more of what
+/// it grants over the run (7 a window stretched by its 5% jitter margin:
+/// firm A has every slot firm B does not need), and no second holds more
+/// than 7 requests. On the PostgreSQL-queue deployment
+/// without Redis (quota in the database) and on the Redis one.
+async fn an_import_does_not_hold_back_clients_created_one_by_one(
+    kind: BackendKind,
+    store: QuotaStoreKind,
+) {
+    let mut q = TestQueue::new(kind).await;
+    let stub = RegistryStub::default();
+    stub.answer_every_siret();
+    let base = stub.start().await;
+    let db = q.business_db().await;
+    q.settings.sirene.quota_store = store;
+    q.settings.sirene.recherche_entreprises.base_url = base.clone();
+    q.settings.sirene.recherche_entreprises.quota_requests = 7;
+    q.settings.sirene.recherche_entreprises.quota_window_ms = 1_000;
+    q.settings.sirene.max_quota_wait_ms = 60_000;
+    q.settings.queue.defaults.concurrency = 8;
+    let numbers = sirets(620);
+    let owned = |client: &str, firm: &str, bulk: bool| NewJob {
+        group: Some(firm.into()),
+        subject: Some(client.into()),
+        bulk,
+        ..job(client)
+    };
+    let mut import = Vec::new();
+    for s in &numbers[..600] {
+        let c = clients::create(
+            &db,
+            NewClient {
+                firm_id: "firm-a".into(),
+                siret: Some(s.clone()),
+                entered: Fields::new(),
+            },
+        )
+        .await
+        .expect("client");
+        import.push(owned(&c.id, "firm-a", true));
+    }
+    // Created by an import, as the importer records them.
+    let Database::Postgres(pool) = &db else {
+        panic!("both deployments keep the business data in PostgreSQL")
+    };
+    sqlx::query(
+        "UPDATE clients SET import_id = 'import-a', import_line = n.line
+         FROM (SELECT id, row_number() OVER (ORDER BY id) + 1 AS line FROM clients
+               WHERE firm_id = 'firm-a') n
+         WHERE clients.id = n.id",
+    )
+    .execute(pool)
+    .await
+    .expect("imported");
+    let events = tempfile::tempdir().expect("dir");
+    let mut children: Vec<_> = (0..3)
+        .map(|_| dossier_e2e::spawn_child_worker(&q.child_env_enrich(events.path())))
+        .collect();
+    let deadline = std::time::Instant::now() + LONG;
+    while q.backend.workers().await.expect("workers").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three workers register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    q.backend
+        .push_bulk(import)
+        .await
+        .expect("the import's jobs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    let mut by_hand = Vec::new();
+    for s in &numbers[600..] {
+        let c = clients::create(
+            &db,
+            NewClient {
+                firm_id: "firm-b".into(),
+                siret: Some(s.clone()),
+                entered: Fields::new(),
+            },
+        )
+        .await
+        .expect("client");
+        by_hand.push(q.push(owned(&c.id, "firm-b", false)).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut waits = Vec::new();
+    for id in &by_hand {
+        let done = q
+            .wait_for(id, Duration::from_secs(30), |j| j.status == JobStatus::Done)
+            .await;
+        waits.push(done.finished_at_ms.unwrap_or(i64::MAX) - done.created_at_ms);
+    }
+    let ended = started.elapsed();
+    for c in &children {
+        dossier_e2e::terminate(c);
+    }
+    for c in &mut children {
+        assert!(c.wait().expect("exit").success());
+    }
+    waits.sort_unstable();
+    let p99 = waits[(waits.len() * 99).div_ceil(100) - 1];
+    let times = {
+        let mut t = stub.requests("search");
+        t.sort();
+        t
+    };
+    let from = times.partition_point(|t| t.elapsed() > ended);
+    let used = times.len() - from;
+    // The quota as granted: 7 per window stretched by the 5% margin kept
+    // for network jitter (`Quota::acquire`), i.e. 6.67 requests/s.
+    let quota = ended.as_secs_f64() * 7.0 / 1.05;
+    let peak = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "firm B's 20 clients enriched in (ms): {waits:?}; p99 {p99} ms; registry used {used} of {quota:.0} slots granted over {ended:?} ({:.1}%; {:.1}% of 7/s); busiest second {peak}",
+        100.0 * used as f64 / quota,
+        100.0 * used as f64 / (ended.as_secs_f64() * 7.0)
+    );
+    assert!(p99 <= 5_000, "firm B waited {p99} ms (p99): {waits:?}");
+    assert!(
+        used as f64 >= 0.95 * quota,
+        "the quota is used: {used} of {quota:.0} slots"
+    );
+    assert!(peak <= 7, "{peak} requests in one second");
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_does_not_hold_back_clients_created_one_by_one_on_postgres_without_redis() {
+    an_import_does_not_hold_back_clients_created_one_by_one(
+        BackendKind::Postgres,
+        QuotaStoreKind::Database,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_does_not_hold_back_clients_created_one_by_one_on_redis() {
+    an_import_does_not_hold_back_clients_created_one_by_one(
+        BackendKind::Redis,
+        QuotaStoreKind::Redis,
+    )
+    .await;
+}
+
 /// Our shared quota used up: the job is snoozed, not failed, and still runs
 /// within `max_attempts = 1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

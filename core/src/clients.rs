@@ -93,6 +93,9 @@ pub struct Client {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub enriched_at_ms: Option<i64>,
+    /// The import that created the client; `None` when it was created one
+    /// by one (by hand, the hook, the command line). Its lookups are bulk.
+    pub import_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -118,6 +121,7 @@ type Row = (
     i64,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 /// Binds: id, firm, SIRET, entered (JSON; also the values in force until
@@ -126,7 +130,7 @@ pub(crate) const INSERT: &str = "INSERT INTO clients (id, firm_id, siret, entere
      VALUES ($1, $2, $3, $4, $4, $5, $6, $6)";
 
 const SELECT: &str = "SELECT id, firm_id, siret, entered, registry, company, differences, directors, \
-     enrichment_status, enrichment_message, warning, created_at, updated_at, enriched_at FROM clients";
+     enrichment_status, enrichment_message, warning, created_at, updated_at, enriched_at, import_id FROM clients";
 
 fn decode(row: Row) -> Result<Client, ClientError> {
     let (
@@ -144,6 +148,7 @@ fn decode(row: Row) -> Result<Client, ClientError> {
         created,
         updated,
         enriched,
+        import_id,
     ) = row;
     let corrupt = |why: String| ClientError::Corrupt {
         id: id.clone(),
@@ -167,6 +172,7 @@ fn decode(row: Row) -> Result<Client, ClientError> {
         created_at_ms: created,
         updated_at_ms: updated,
         enriched_at_ms: enriched,
+        import_id,
         id,
         firm_id,
         siret,

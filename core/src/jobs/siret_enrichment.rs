@@ -55,9 +55,15 @@ pub async fn handle(
     };
     let siret = Siret::parse(raw)
         .map_err(|e| JobError::permanent(format!("stored SIRET {raw} is invalid: {e}")))?;
+    // An import's clients wait for the registry's quota behind the ones
+    // created one by one.
+    let priority = match client.import_id {
+        Some(_) => crate::sirene::Priority::Bulk,
+        None => crate::sirene::Priority::Interactive,
+    };
     match deps
         .sirene
-        .lookup_with(&siret, job.providers.as_deref())
+        .lookup_with(&siret, job.providers.as_deref(), priority)
         .await
     {
         Ok(facts) => {

@@ -20,7 +20,7 @@ pub mod quota;
 pub mod recherche;
 
 pub use facts::{Address, CompanyFacts, Director, State};
-pub use quota::{Quota, QuotaStore};
+pub use quota::{Priority, Quota, QuotaStore};
 
 /// Why a provider gave no facts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,15 +140,18 @@ impl Sirene {
 
     /// Asks each provider in turn until one knows the number.
     pub async fn lookup(&self, siret: &Siret) -> Result<CompanyFacts, SireneError> {
-        self.lookup_with(siret, None).await
+        self.lookup_with(siret, None, Priority::Interactive).await
     }
 
     /// [`Sirene::lookup`], asking only the providers named in `only` (an
     /// import that chose `sirene-file` to stay clear of the shared quota).
+    /// `priority` is whose lookup it is for the shared quota: a client
+    /// created by hand gets the next free slot before an import's.
     pub async fn lookup_with(
         &self,
         siret: &Siret,
         only: Option<&[String]>,
+        priority: Priority,
     ) -> Result<CompanyFacts, SireneError> {
         let chosen: Vec<&Arc<dyn Provider>> = self
             .providers
@@ -167,7 +170,13 @@ impl Sirene {
             if let Some((requests, window)) = provider.quota() {
                 match self
                     .quota
-                    .acquire(provider.name(), requests, window, self.max_quota_wait)
+                    .acquire(
+                        provider.name(),
+                        requests,
+                        window,
+                        self.max_quota_wait,
+                        priority,
+                    )
                     .await
                 {
                     Ok(()) => {}
@@ -422,7 +431,10 @@ mod tests {
     async fn a_job_may_only_ask_providers_the_worker_has() {
         let sirene = Sirene::new(vec![], Quota::local(), Duration::from_secs(1));
         let only = vec!["sirene-file".to_string()];
-        match sirene.lookup_with(&siret(), Some(&only)).await {
+        match sirene
+            .lookup_with(&siret(), Some(&only), Priority::Interactive)
+            .await
+        {
             Err(SireneError::Permanent(m)) => assert!(
                 m.starts_with("the job asks for provider(s) sirene-file but this worker has only"),
                 "{m}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, SqlitePool};
 
-use super::{QuotaError, QuotaStore, Window};
+use super::{Ask, Priority, QuotaError, QuotaStore, Window, reserved, want_until};
 use crate::clock::now_ms;
 use crate::db::Database;
 use crate::write_gate::Lane;
@@ -35,16 +35,63 @@ impl QuotaStore for DatabaseQuota {
         name: &str,
         limit: u32,
         window: Duration,
+        ask: Ask<'_>,
     ) -> Result<Option<Duration>, QuotaError> {
         let window_ms = window.as_millis() as i64;
         match &self.db {
-            Database::Postgres(pool) => take_postgres(pool, name, limit, window_ms).await,
+            Database::Postgres(pool) => take_postgres(pool, name, limit, window_ms, ask).await,
             Database::Sqlite(pool) => {
                 let _turn = self.db.write_turn(Lane::Background).await;
-                take_sqlite(pool, name, limit, window_ms).await
+                take_sqlite(pool, name, limit, window_ms, ask).await
             }
         }
     }
+}
+
+/// What an ask does with the wants of a provider, in the take's
+/// transaction: the slots a bulk ask must leave free (one per live want),
+/// and, once the verdict is known, an interactive waiter's want recorded
+/// or dropped.
+macro_rules! wants {
+    (reserved: $tx:expr, $name:expr, $now:expr, $ask:expr) => {{
+        sqlx::query("DELETE FROM quota_wants WHERE name = $1 AND until_ms <= $2")
+            .bind($name)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        let wants: i64 = if $ask.priority == Priority::Bulk {
+            sqlx::query_scalar("SELECT count(*) FROM quota_wants WHERE name = $1")
+                .bind($name)
+                .fetch_one(&mut *$tx)
+                .await?
+        } else {
+            0
+        };
+        reserved($ask, wants)
+    }};
+    (record: $tx:expr, $name:expr, $now:expr, $ask:expr, $verdict:expr) => {{
+        match ($ask.priority, $verdict) {
+            (Priority::Interactive, None) => {
+                sqlx::query("DELETE FROM quota_wants WHERE name = $1 AND waiter = $2")
+                    .bind($name)
+                    .bind($ask.waiter)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            (Priority::Interactive, Some(wait)) => {
+                sqlx::query(
+                    "INSERT INTO quota_wants (name, waiter, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name, waiter) DO UPDATE SET until_ms = excluded.until_ms",
+                )
+                .bind($name)
+                .bind($ask.waiter)
+                .bind(want_until($now, wait))
+                .execute(&mut *$tx)
+                .await?;
+            }
+            (Priority::Bulk, _) => {}
+        }
+    }};
 }
 
 async fn take_postgres(
@@ -52,6 +99,7 @@ async fn take_postgres(
     name: &str,
     limit: u32,
     window_ms: i64,
+    ask: Ask<'_>,
 ) -> Result<Option<Duration>, QuotaError> {
     let mut tx = pool.begin().await?;
     // Taken before the statement below, whose snapshot then sees every
@@ -60,6 +108,12 @@ async fn take_postgres(
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    // The database's clock, as the slots' stamps below.
+    let clock: i64 =
+        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+    let keep_free = wants!(reserved: tx, name, clock, ask);
     // One statement: read the window, take a slot if one is free, drop the
     // slots that left the window. Only the commit remains between the
     // slot's stamp and the request it lets through (the registry counts
@@ -82,16 +136,18 @@ async fn take_postgres(
     )
     .bind(name)
     .bind(window_ms)
-    .bind(i64::from(limit))
+    .bind(i64::from(limit) - keep_free)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Window {
+    let verdict = Window {
         now_ms,
         taken,
         oldest_ms,
     }
-    .verdict(limit, window_ms))
+    .verdict(limit, window_ms, keep_free);
+    wants!(record: tx, name, now_ms, ask, verdict);
+    tx.commit().await?;
+    Ok(verdict)
 }
 
 async fn take_sqlite(
@@ -99,11 +155,13 @@ async fn take_sqlite(
     name: &str,
     limit: u32,
     window_ms: i64,
+    ask: Ask<'_>,
 ) -> Result<Option<Duration>, QuotaError> {
     // IMMEDIATE: the write lock from the start, so that two processes
     // cannot both count a free slot and both take it.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let now = now_ms();
+    let keep_free = wants!(reserved: tx, name, now, ask);
     sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND taken_at_ms <= $2")
         .bind(name)
         .bind(now - window_ms)
@@ -119,7 +177,7 @@ async fn take_sqlite(
         taken,
         oldest_ms,
     };
-    let verdict = found.verdict(limit, window_ms);
+    let verdict = found.verdict(limit, window_ms, keep_free);
     if verdict.is_none() {
         // Stamped as late as it can be (see `take_postgres`).
         sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
@@ -128,6 +186,7 @@ async fn take_sqlite(
             .execute(&mut *tx)
             .await?;
     }
+    wants!(record: tx, name, now, ask, verdict);
     tx.commit().await?;
     Ok(verdict)
 }

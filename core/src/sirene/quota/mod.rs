@@ -7,6 +7,15 @@
 //!
 //! Waiting for quota happens before a request and inside one attempt: it
 //! never counts as a failed attempt.
+//!
+//! Interactive lookups (a client created by hand) come before bulk ones (an
+//! import's): an interactive lookup that finds the window full says so
+//! (a *want*, kept in the same store until it takes a slot), and while any
+//! want is live no bulk lookup takes a slot of that provider. So the next
+//! free slot goes to the client created by hand, however many of an
+//! import's lookups wait. Each live want reserves one slot of the window:
+//! bulk lookups take the others, so when no one created by hand waits the
+//! import has the whole quota.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,7 +40,33 @@ pub enum QuotaError {
     Database(#[from] sqlx::Error),
 }
 
-/// Takes one slot if the window has one; otherwise says how long until one frees.
+/// Who asks for a slot: interactive lookups are served before bulk ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A client created by hand, through the hook or the command line.
+    Interactive,
+    /// One of an import's clients.
+    Bulk,
+}
+
+/// How long a want outlives the wait its waiter was told, so that it stays
+/// live while the waiter sleeps and wakes, and goes if the waiter died.
+pub(crate) const WANT_HOLD_MS: i64 = 1_000;
+
+/// How long a bulk lookup held back by a want waits before it asks again:
+/// the interactive waiter takes its slot within that time.
+pub(crate) const HELD_BACK: Duration = Duration::from_millis(50);
+
+/// One ask for a slot: by whom (`waiter`, unique per [`Quota::acquire`]
+/// call) and with which priority.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub waiter: &'a str,
+    pub priority: Priority,
+}
+
+/// Takes one slot if the window has one and no interactive waiter comes
+/// first; otherwise says how long to wait before asking again.
 #[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync {
     async fn try_take(
@@ -39,13 +74,21 @@ pub trait QuotaStore: Send + Sync {
         name: &str,
         limit: u32,
         window: Duration,
+        ask: Ask<'_>,
     ) -> Result<Option<Duration>, QuotaError>;
 }
 
 /// One process's count: for tests and tools that run alone.
 #[derive(Default)]
 pub struct LocalQuota {
-    windows: Mutex<HashMap<String, VecDeque<i64>>>,
+    windows: Mutex<HashMap<String, LocalWindow>>,
+}
+
+#[derive(Default)]
+struct LocalWindow {
+    log: VecDeque<i64>,
+    /// Interactive waiters and until when their want holds.
+    wants: HashMap<String, i64>,
 }
 
 #[async_trait::async_trait]
@@ -55,25 +98,48 @@ impl QuotaStore for LocalQuota {
         name: &str,
         limit: u32,
         window: Duration,
+        ask: Ask<'_>,
     ) -> Result<Option<Duration>, QuotaError> {
         let now = now_ms();
         let window_ms = window.as_millis() as i64;
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let log = windows.entry(name.to_string()).or_default();
-        while log.front().is_some_and(|&t| t <= now - window_ms) {
-            log.pop_front();
+        let w = windows.entry(name.to_string()).or_default();
+        while w.log.front().is_some_and(|&t| t <= now - window_ms) {
+            w.log.pop_front();
         }
+        w.wants.retain(|_, until| *until > now);
         let verdict = Window {
             now_ms: now,
-            taken: log.len() as i64,
-            oldest_ms: log.front().copied(),
+            taken: w.log.len() as i64,
+            oldest_ms: w.log.front().copied(),
         }
-        .verdict(limit, window_ms);
-        if verdict.is_none() {
-            log.push_back(now);
+        .verdict(limit, window_ms, reserved(ask, w.wants.len() as i64));
+        match verdict {
+            None => {
+                w.log.push_back(now);
+                w.wants.remove(ask.waiter);
+            }
+            Some(wait) if ask.priority == Priority::Interactive => {
+                w.wants
+                    .insert(ask.waiter.to_string(), want_until(now, wait));
+            }
+            Some(_) => {}
         }
         Ok(verdict)
     }
+}
+
+/// The slots an ask must leave free: one per live want, for a bulk ask.
+pub(crate) fn reserved(ask: Ask<'_>, wants: i64) -> i64 {
+    match ask.priority {
+        Priority::Bulk => wants,
+        Priority::Interactive => 0,
+    }
+}
+
+/// Until when the want of a waiter told to wait `wait` at `now` holds.
+pub(crate) fn want_until(now: i64, wait: Duration) -> i64 {
+    now + wait.as_millis() as i64 + WANT_HOLD_MS
 }
 
 /// What one take found in a provider's window: its slots and the oldest.
@@ -86,9 +152,15 @@ struct Window {
 impl Window {
     /// `None`: a slot is free (and the caller takes it); else the wait
     /// until the oldest slot leaves the window.
-    fn verdict(&self, limit: u32, window_ms: i64) -> Option<Duration> {
-        if self.taken < i64::from(limit) {
+    ///
+    /// An ask that must leave `reserved` slots free (interactive waiters')
+    /// is held back a moment when only those are free.
+    fn verdict(&self, limit: u32, window_ms: i64, reserved: i64) -> Option<Duration> {
+        if self.taken + reserved < i64::from(limit) {
             return None;
+        }
+        if self.taken < i64::from(limit) {
+            return Some(HELD_BACK);
         }
         let oldest = self.oldest_ms.unwrap_or(self.now_ms);
         Some(Duration::from_millis(
@@ -124,11 +196,17 @@ impl Quota {
         limit: u32,
         window: Duration,
         max_wait: Duration,
+        priority: Priority,
     ) -> Result<(), QuotaError> {
         let margin = (window / 20).max(Duration::from_millis(20));
         let window = window + margin;
+        let waiter = uuid::Uuid::now_v7().simple().to_string();
+        let ask = Ask {
+            waiter: &waiter,
+            priority,
+        };
         loop {
-            match self.store.try_take(name, limit, window).await? {
+            match self.store.try_take(name, limit, window, ask).await? {
                 None => return Ok(()),
                 Some(wait) if wait > max_wait => return Err(QuotaError::WaitTooLong(wait)),
                 Some(wait) => {
@@ -148,15 +226,86 @@ mod tests {
     async fn local_window_admits_limit_then_says_how_long() {
         let q = LocalQuota::default();
         let w = Duration::from_millis(500);
+        let ask = Ask {
+            waiter: "a",
+            priority: Priority::Bulk,
+        };
         for _ in 0..3 {
-            assert!(q.try_take("p", 3, w).await.expect("ok").is_none());
+            assert!(q.try_take("p", 3, w, ask).await.expect("ok").is_none());
         }
-        let wait = q.try_take("p", 3, w).await.expect("ok").expect("full");
+        let wait = q.try_take("p", 3, w, ask).await.expect("ok").expect("full");
         assert!(wait <= w && wait > Duration::from_millis(400), "{wait:?}");
         assert!(
-            q.try_take("other", 3, w).await.expect("ok").is_none(),
+            q.try_take("other", 3, w, ask).await.expect("ok").is_none(),
             "per provider"
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_interactive_lookup_takes_the_next_slot_before_bulk_ones() {
+        let q = LocalQuota::default();
+        let w = Duration::from_millis(200);
+        let bulk = Ask {
+            waiter: "import",
+            priority: Priority::Bulk,
+        };
+        let by_hand = Ask {
+            waiter: "hand",
+            priority: Priority::Interactive,
+        };
+        assert!(q.try_take("p", 1, w, bulk).await.expect("ok").is_none());
+        // Full: the interactive lookup waits, and says so.
+        let wait = q
+            .try_take("p", 1, w, by_hand)
+            .await
+            .expect("ok")
+            .expect("full");
+        tokio::time::sleep(wait).await;
+        // The slot is free again, but it is the interactive lookup's.
+        assert_eq!(
+            q.try_take("p", 1, w, bulk).await.expect("ok"),
+            Some(HELD_BACK),
+            "held back while someone created by hand waits"
+        );
+
+        assert!(q.try_take("p", 1, w, by_hand).await.expect("ok").is_none());
+        tokio::time::sleep(w).await;
+        assert!(
+            q.try_take("p", 1, w, bulk).await.expect("ok").is_none(),
+            "no one waits: the import has the quota"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_waiting_interactive_lookup_keeps_one_slot_the_import_takes_the_rest() {
+        let q = LocalQuota::default();
+        let w = Duration::from_millis(200);
+        let bulk = Ask {
+            waiter: "import",
+            priority: Priority::Bulk,
+        };
+        let by_hand = Ask {
+            waiter: "hand",
+            priority: Priority::Interactive,
+        };
+        for _ in 0..2 {
+            assert!(q.try_take("p", 2, w, bulk).await.expect("ok").is_none());
+        }
+        let wait = q
+            .try_take("p", 2, w, by_hand)
+            .await
+            .expect("ok")
+            .expect("full");
+        tokio::time::sleep(wait).await;
+        assert!(
+            q.try_take("p", 2, w, bulk).await.expect("ok").is_none(),
+            "two free, one kept: the import takes the other"
+        );
+        assert_eq!(
+            q.try_take("p", 2, w, bulk).await.expect("ok"),
+            Some(HELD_BACK)
+        );
+        assert!(q.try_take("p", 2, w, by_hand).await.expect("ok").is_none());
     }
 
     #[tokio::test]
@@ -164,11 +313,13 @@ mod tests {
         let quota = Quota::local();
         let w = Duration::from_secs(60);
         quota
-            .acquire("p", 1, w, Duration::ZERO)
+            .acquire("p", 1, w, Duration::ZERO, Priority::Bulk)
             .await
             .expect("first is free");
         assert!(matches!(
-            quota.acquire("p", 1, w, Duration::from_secs(1)).await,
+            quota
+                .acquire("p", 1, w, Duration::from_secs(1), Priority::Interactive)
+                .await,
             Err(QuotaError::WaitTooLong(_))
         ));
     }
