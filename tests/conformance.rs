@@ -39,6 +39,7 @@ dossier_e2e::on_each_backend!(
     jobs_are_found_by_firm_client_trace_and_error,
     bulk_actions_change_what_a_filter_matches,
     each_fetch_serves_the_firms_in_turn_interactive_first,
+    a_firm_arriving_while_another_drains_is_served_promptly,
     waiting_work_is_counted_per_firm,
 );
 
@@ -1635,6 +1636,52 @@ async fn each_fetch_serves_the_firms_in_turn_interactive_first(kind: BackendKind
         }
     }
     assert_eq!(seen.len(), 206);
+    q.cleanup().await;
+}
+
+/// While one firm's import is the only work, the SQL fetches remember its
+/// (lane, firm) and skip the survey (`lane_hint`); a job of another firm
+/// must still be served: at the next fetch when it is pushed in this
+/// process (the push wakes the kind), and once the hint's time is up when
+/// another process pushes it (an SQLite push sends no wake-up).
+async fn a_firm_arriving_while_another_drains_is_served_promptly(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let job = |label: &str, firm: &str, bulk: bool| dossier_core::job::NewJob {
+        group: Some(firm.to_string()),
+        bulk,
+        ..Probe::ok(label).job()
+    };
+    let import: Vec<_> = (0..100)
+        .map(|i| job(&format!("a{i}"), "firm-a", true))
+        .collect();
+    q.backend.push_bulk(import).await.expect("import");
+    let fetch = || async {
+        q.backend
+            .fetch(PROBE, "w-1", 4, Duration::from_secs(60))
+            .await
+            .expect("fetch")
+            .iter()
+            .map(|l| l.payload["label"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<String>>()
+    };
+    for _ in 0..3 {
+        assert!(fetch().await.iter().all(|l| l.starts_with('a')));
+    }
+    q.push(job("b", "firm-b", false)).await;
+    let next = fetch().await;
+    assert!(next.contains(&"b".to_string()), "{next:?}");
+    assert!(fetch().await.iter().all(|l| l.starts_with('a')));
+
+    let other_process = dossier_core::queue::open(&q.settings)
+        .await
+        .expect("a second queue handle");
+    other_process
+        .push(job("c", "firm-c", false))
+        .await
+        .expect("push from elsewhere");
+    tokio::time::sleep(dossier_core::queue::LANE_HINT_TTL + Duration::from_millis(50)).await;
+    let next = fetch().await;
+    assert!(next.contains(&"c".to_string()), "{next:?}");
     q.cleanup().await;
 }
 

@@ -19,12 +19,14 @@ use crate::job::{
 };
 use crate::settings::{QueueBackendKind, QueueSettings};
 
+mod lane_hint;
 pub mod postgres;
 pub mod redis;
 mod sql_filter;
 pub mod sqlite;
 mod wake;
 
+pub use lane_hint::HINT_TTL as LANE_HINT_TTL;
 pub use wake::Wakers;
 
 #[derive(Debug, thiserror::Error)]

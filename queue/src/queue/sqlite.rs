@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
+use super::lane_hint::{LaneHints, LaneKey};
 use super::sql_filter::{Bind, Dialect, where_clause};
 use super::{
     AdminOutcome, Completion, CountsRow, ExpiredLease, Failure, PauseRow, QueueBackend, QueueError,
@@ -29,6 +30,35 @@ pub struct SqliteQueue {
     /// Shared with the business data's pool when both are one file.
     gate: Arc<WriteGate>,
     wakers: Wakers,
+    hints: LaneHints,
+}
+
+/// Who leases, when, and until when.
+struct Leasing<'a> {
+    worker: &'a str,
+    now: i64,
+    deadline: i64,
+}
+
+/// The jobs of a lease statement's `RETURNING` rows.
+fn leased_jobs(rows: &[SqliteRow]) -> Result<Vec<LeasedJob>, QueueError> {
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("id")?;
+            let payload: String = row.try_get("payload")?;
+            Ok(LeasedJob {
+                payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
+                    id: id.clone(),
+                    why: format!("payload: {e}"),
+                })?,
+                id,
+                kind: row.try_get("kind")?,
+                attempt: row.try_get::<i64, _>("attempts")? as u32,
+                max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+                trace_id: row.try_get("trace_id")?,
+            })
+        })
+        .collect()
 }
 
 /// Columns every listing reads, in `record_from_row`'s order.
@@ -53,11 +83,11 @@ impl SqliteQueue {
     /// The (lane, group) pairs of `kind` with due jobs, interactive first,
     /// at most [`FAIR_LANES`]: one index seek each (`jobs_fair`), however
     /// long the backlog behind them.
-    async fn due_lanes(&self, kind: &str, now: i64) -> Result<Vec<(i64, String)>, QueueError> {
-        let mut lanes: Vec<(i64, String)> = Vec::new();
-        let mut after: (i64, String) = (-1, String::new());
+    async fn due_lanes(&self, kind: &str, now: i64) -> Result<Vec<LaneKey>, QueueError> {
+        let mut lanes: Vec<LaneKey> = Vec::new();
+        let mut after: LaneKey = (-1, String::new());
         while lanes.len() < FAIR_LANES {
-            let next: Option<(i64, String)> = sqlx::query_as(NEXT_LANE)
+            let next: Option<LaneKey> = sqlx::query_as(NEXT_LANE)
                 .bind(kind)
                 .bind(now)
                 .bind(after.0)
@@ -71,6 +101,34 @@ impl SqliteQueue {
         Ok(lanes)
     }
 
+    /// Leases the oldest `limit` due jobs of one (lane, group) of `kind`, in
+    /// one statement, as a plain queue takes them.
+    async fn lease_lane(
+        &self,
+        kind: &str,
+        (bulk, group): &LaneKey,
+        limit: usize,
+        lease: &Leasing<'_>,
+    ) -> Result<Vec<SqliteRow>, QueueError> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
+                    lease_expires_at = ?2, updated_at = ?3
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ?4
+                            AND bulk = ?6 AND COALESCE(group_name, '') = ?7 AND run_at <= ?3
+                          ORDER BY run_at, id LIMIT ?5)
+             RETURNING id, kind, payload, attempts, max_attempts, trace_id",
+        )
+        .bind(lease.worker)
+        .bind(lease.deadline)
+        .bind(lease.now)
+        .bind(kind)
+        .bind(limit as i64)
+        .bind(bulk)
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Wraps a pool on a migrated database.
     pub fn new(pool: SqlitePool) -> Self {
         let gate = write_gate::for_file(&pool.connect_options().get_filename().to_string_lossy());
@@ -78,6 +136,7 @@ impl SqliteQueue {
             pool,
             gate,
             wakers: Wakers::default(),
+            hints: LaneHints::default(),
         }
     }
 
@@ -260,75 +319,57 @@ impl QueueBackend for SqliteQueue {
     ) -> Result<Vec<LeasedJob>, QueueError> {
         let _turn = self.gate.turn(Lane::Background).await;
         let now = now_ms();
+        let lease = Leasing {
+            worker,
+            now,
+            deadline: now + lease.as_millis() as i64,
+        };
+        let wakes = self.wakers.wakes(kind);
+        let mut rows = Vec::new();
+        if let Some(lane) = self.hints.one_lane(kind, wakes) {
+            rows = self.lease_lane(kind, &lane, limit, &lease).await?;
+            if rows.len() == limit {
+                return leased_jobs(&rows);
+            }
+            self.hints.forget(kind);
+        }
         let lanes = self.due_lanes(kind, now).await?;
-        let deadline = now + lease.as_millis() as i64;
-        let rows =
-            match lanes.as_slice() {
-                [] => return Ok(Vec::new()),
-                // One lane (one firm, or none): its oldest due jobs, in one
-                // statement, as a plain queue takes them.
-                [(bulk, group)] => sqlx::query(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
-                            lease_expires_at = ?2, updated_at = ?3
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ?4
-                                    AND bulk = ?6 AND COALESCE(group_name, '') = ?7 AND run_at <= ?3
-                                  ORDER BY run_at, id LIMIT ?5)
-                     RETURNING id, kind, payload, attempts, max_attempts, trace_id",
-                )
-                .bind(worker)
-                .bind(deadline)
-                .bind(now)
-                .bind(kind)
-                .bind(limit as i64)
-                .bind(bulk)
-                .bind(group)
-                .fetch_all(&self.pool)
-                .await?,
-                _ => {
-                    let mut candidates = Vec::with_capacity(lanes.len());
-                    for (bulk, group) in &lanes {
-                        let ids: Vec<String> = sqlx::query_scalar(LANE_CANDIDATES)
-                            .bind(kind)
-                            .bind(bulk)
-                            .bind(group)
-                            .bind(now)
-                            .bind(limit as i64)
-                            .fetch_all(&self.pool)
-                            .await?;
-                        candidates.push((*bulk != 0, ids));
-                    }
-                    let picked = fair_pick(&candidates, limit);
-                    sqlx::query(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
-                            lease_expires_at = ?2, updated_at = ?3
-                     WHERE id IN (SELECT value FROM json_each(?4)) AND state = 'queued'
-                     RETURNING id, kind, payload, attempts, max_attempts, trace_id",
-                )
-                .bind(worker)
-                .bind(deadline)
-                .bind(now)
-                .bind(serde_json::Value::from(picked).to_string())
-                .fetch_all(&self.pool)
-                .await?
+        self.hints.observe(kind, &lanes, wakes);
+        let rest = limit - rows.len();
+        match lanes.as_slice() {
+            [] => {}
+            [lane] => rows.extend(self.lease_lane(kind, lane, rest, &lease).await?),
+            _ => {
+                let mut candidates = Vec::with_capacity(lanes.len());
+                for (bulk, group) in &lanes {
+                    let ids: Vec<String> = sqlx::query_scalar(LANE_CANDIDATES)
+                        .bind(kind)
+                        .bind(bulk)
+                        .bind(group)
+                        .bind(now)
+                        .bind(rest as i64)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    candidates.push((*bulk != 0, ids));
                 }
-            };
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let payload: String = row.try_get("payload")?;
-                Ok(LeasedJob {
-                    payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
-                        id: id.clone(),
-                        why: format!("payload: {e}"),
-                    })?,
-                    id,
-                    kind: row.try_get("kind")?,
-                    attempt: row.try_get::<i64, _>("attempts")? as u32,
-                    max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-                    trace_id: row.try_get("trace_id")?,
-                })
-            })
-            .collect()
+                let picked = fair_pick(&candidates, rest);
+                rows.extend(
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?1,
+                                lease_expires_at = ?2, updated_at = ?3
+                         WHERE id IN (SELECT value FROM json_each(?4)) AND state = 'queued'
+                         RETURNING id, kind, payload, attempts, max_attempts, trace_id",
+                    )
+                    .bind(lease.worker)
+                    .bind(lease.deadline)
+                    .bind(now)
+                    .bind(serde_json::Value::from(picked).to_string())
+                    .fetch_all(&self.pool)
+                    .await?,
+                );
+            }
+        }
+        leased_jobs(&rows)
     }
 
     async fn complete(&self, worker: &str, done: &[Completion]) -> Result<(), QueueError> {
