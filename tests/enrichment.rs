@@ -344,6 +344,21 @@ fn sirets(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The most requests of `times` (sorted) in one second, and when that
+/// second starts, from the first request.
+fn busiest_second(times: &[std::time::Instant]) -> (usize, Duration) {
+    (0..times.len())
+        .map(|i| {
+            let n = times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count();
+            (n, times[i] - times[0])
+        })
+        .max_by_key(|(n, _)| *n)
+        .unwrap_or((0, Duration::ZERO))
+}
+
 /// Three worker processes enrich 200 clients through the 7 requests/s
 /// provider: no second of the stub's log holds more than 7 requests, and
 /// the run ends within 15% of the ideal (7 at once, then 7 per second). On
@@ -413,16 +428,8 @@ async fn three_processes_share_the_registry_quota(kind: BackendKind, store: Quot
     let mut times = stub.requests("search");
     assert_eq!(times.len(), 200, "one request per client");
     times.sort();
-    let peak = (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
-    assert!(peak <= 7, "{peak} requests in one second");
+    let (peak, peak_at) = busiest_second(&times);
+    assert!(peak <= 7, "{peak} requests in the second from +{peak_at:?}");
     let ideal = Duration::from_secs_f64(193.0 / 7.0);
     assert!(
         elapsed <= ideal.mul_f64(1.15),
@@ -453,8 +460,8 @@ async fn three_processes_share_the_registry_quota_in_the_sqlite_file() {
 /// runs it with 10,000); meanwhile 20 clients are created one by one for
 /// firm B, one a second. Each of firm B's is enriched within 5 s (p99), the
 /// registry answers at least 95% of the nominal 7/s over the run (firm A
-/// has every slot firm B does not need; the limiter keeps a 2% jitter
-/// margin), and no second holds more than 7 requests. On the
+/// has every slot firm B does not need), and no second holds more than 7
+/// requests. On the
 /// PostgreSQL-queue deployment without Redis (quota in the database) and on
 /// the Redis one.
 async fn an_import_does_not_hold_back_clients_created_one_by_one(
@@ -568,20 +575,13 @@ async fn an_import_does_not_hold_back_clients_created_one_by_one(
     };
     let from = times.partition_point(|t| t.elapsed() > ended);
     let used = times.len() - from;
-    // The nominal quota, 7 per second: the limiter's jitter margin (2%)
+    // The nominal quota, 7 per second. A slot is held from its take to a
+    // window after its answer (plus 10 ms for the clocks' grain): that
     // comes out of the 5% this leaves.
     let quota = ended.as_secs_f64() * 7.0;
-    let peak = (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let (peak, peak_at) = busiest_second(&times);
     eprintln!(
-        "fair share: {kind:?} queue, quota in {store:?}, import of {size}: firm B's 20 clients enriched in (ms) {waits:?}; p99 {p99} ms; registry used {used} of {quota:.0} slots of 7/s over {ended:.1?} ({:.1}%); busiest second {peak}",
+        "fair share: {kind:?} queue, quota in {store:?}, import of {size}: firm B's 20 clients enriched in (ms) {waits:?}; p99 {p99} ms; registry used {used} of {quota:.0} slots of 7/s over {ended:.1?} ({:.1}%); busiest second {peak} (from +{peak_at:.1?})",
         100.0 * used as f64 / quota,
     );
     assert!(p99 <= 5_000, "firm B waited {p99} ms (p99): {waits:?}");
@@ -589,7 +589,7 @@ async fn an_import_does_not_hold_back_clients_created_one_by_one(
         used as f64 >= 0.95 * quota,
         "the quota is used: {used} of {quota:.0} slots"
     );
-    assert!(peak <= 7, "{peak} requests in one second");
+    assert!(peak <= 7, "{peak} requests in the second from +{peak_at:?}");
     q.cleanup_with(db).await;
 }
 

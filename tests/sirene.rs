@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dossier_core::db::Database;
 use dossier_core::sirene::insee::Insee;
-use dossier_core::sirene::quota::{DatabaseQuota, QuotaStore, RedisQuota};
+use dossier_core::sirene::quota::{Ask, DatabaseQuota, Priority, QuotaStore, RedisQuota};
 use dossier_core::sirene::recherche::RechercheEntreprises;
 use dossier_core::sirene::{
     LookupError, Provider, ProviderSettings, Quota, Sirene, SireneError, State,
@@ -343,16 +343,16 @@ enum Store {
 /// Three "processes" (separate clients, pools and connections) share one
 /// quota counted in `store`: 30 requests/s, 90 lookups → never more than 30
 /// in a second, and done close to the ideal 2 s (the first 30 go at once).
-async fn quota_is_shared(store: Store) {
-    let (stub, base) = stub().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (db_url, pg_name) = match store {
+/// A database for `store` (a fresh PostgreSQL one, or a SQLite file in
+/// `dir`), migrated: its URL and the PostgreSQL database's name to drop.
+async fn quota_database(store: Store, dir: &std::path::Path) -> (String, Option<String>) {
+    match store {
         Store::Postgres => {
             let (url, name) = dossier_e2e::create_postgres_database().await;
             (url, Some(name))
         }
         Store::Sqlite => {
-            let url = format!("sqlite://{}", dir.path().join("dossier.db").display());
+            let url = format!("sqlite://{}", dir.join("dossier.db").display());
             Database::connect(&url, 1)
                 .await
                 .expect("sqlite")
@@ -362,7 +362,27 @@ async fn quota_is_shared(store: Store) {
             (url, None)
         }
         Store::Redis => (String::new(), None),
-    };
+    }
+}
+
+/// One "process"'s view of the quota counted in `store`.
+async fn quota_store(store: Store, db_url: &str, prefix: &str) -> Arc<dyn QuotaStore> {
+    match store {
+        Store::Redis => Arc::new(
+            RedisQuota::connect(&dossier_e2e::redis_url(), prefix)
+                .await
+                .expect("redis"),
+        ),
+        Store::Postgres | Store::Sqlite => Arc::new(DatabaseQuota::new(
+            Database::connect(db_url, 2).await.expect("database"),
+        )),
+    }
+}
+
+async fn quota_is_shared(store: Store) {
+    let (stub, base) = stub().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (db_url, pg_name) = quota_database(store, dir.path()).await;
     let prefix = format!("quota-test-{}", uuid::Uuid::now_v7().simple());
     let mut provider_settings = settings(&base);
     provider_settings.quota_requests = 30;
@@ -370,16 +390,7 @@ async fn quota_is_shared(store: Store) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let store: Arc<dyn QuotaStore> = match store {
-            Store::Redis => Arc::new(
-                RedisQuota::connect(&dossier_e2e::redis_url(), &prefix)
-                    .await
-                    .expect("redis"),
-            ),
-            Store::Postgres | Store::Sqlite => Arc::new(DatabaseQuota::new(
-                Database::connect(&db_url, 2).await.expect("database"),
-            )),
-        };
+        let store = quota_store(store, &db_url, &prefix).await;
         let provider: Arc<dyn Provider> = Arc::new(
             RechercheEntreprises::new(provider_settings.clone(), "dossier-tests").expect("client"),
         );
@@ -427,6 +438,64 @@ async fn quota_is_shared_through_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_is_shared_through_a_sqlite_file() {
     quota_is_shared(Store::Sqlite).await;
+}
+
+/// A slot counts from its request's answer: a request taken at 0 and
+/// answered at 300 ms keeps the next (limit 1, window 500 ms) until 800 ms,
+/// seen by another "process". On each store.
+async fn a_slot_counts_a_window_from_its_answer(store: Store) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (db_url, pg_name) = quota_database(store, dir.path()).await;
+    let prefix = format!("quota-test-{}", uuid::Uuid::now_v7().simple());
+    let (one, other) = (
+        quota_store(store, &db_url, &prefix).await,
+        quota_store(store, &db_url, &prefix).await,
+    );
+    let window = Duration::from_millis(500);
+    let ask = |waiter| Ask {
+        waiter,
+        priority: Priority::Bulk,
+    };
+    let taken = one.try_take("p", 1, window, ask("a")).await.expect("take");
+    assert_eq!(taken, None, "{store:?}: the first slot is free");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    one.answered("p", "a", window).await.expect("answered");
+    let wait = other
+        .try_take("p", 1, window, ask("b"))
+        .await
+        .expect("take")
+        .expect("still full");
+    assert!(
+        wait > Duration::from_millis(400),
+        "{store:?}: a window from the answer (500 ms), not from the take (200 ms): {wait:?}"
+    );
+    tokio::time::sleep(wait).await;
+    assert_eq!(
+        other
+            .try_take("p", 1, window, ask("b"))
+            .await
+            .expect("take"),
+        None,
+        "{store:?}: free a window after the answer"
+    );
+    if let Some(name) = pg_name {
+        dossier_e2e::drop_postgres_database(&name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_counts_a_window_from_its_answer_in_redis() {
+    a_slot_counts_a_window_from_its_answer(Store::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_counts_a_window_from_its_answer_in_postgres() {
+    a_slot_counts_a_window_from_its_answer(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_counts_a_window_from_its_answer_in_a_sqlite_file() {
+    a_slot_counts_a_window_from_its_answer(Store::Sqlite).await;
 }
 
 #[tokio::test]

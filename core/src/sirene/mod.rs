@@ -167,6 +167,7 @@ impl Sirene {
         }
         let mut errors: Vec<LookupError> = Vec::new();
         for provider in chosen {
+            let mut slot = None;
             if let Some((requests, window)) = provider.quota() {
                 match self
                     .quota
@@ -179,7 +180,7 @@ impl Sirene {
                     )
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(taken) => slot = Some(taken),
                     Err(quota::QuotaError::WaitTooLong(wait)) => {
                         errors.push(LookupError::QuotaExhausted {
                             provider: provider.name().to_string(),
@@ -196,7 +197,11 @@ impl Sirene {
                     }
                 }
             }
-            match provider.lookup(siret).await {
+            let answer = provider.lookup(siret).await;
+            if let Some(slot) = slot {
+                slot.answered().await;
+            }
+            match answer {
                 Ok(facts) => return Ok(facts),
                 Err(e) => {
                     tracing::info!(provider = provider.name(), error = %e, "provider gave no facts; trying the next");

@@ -46,6 +46,66 @@ impl QuotaStore for DatabaseQuota {
             }
         }
     }
+
+    async fn answered(
+        &self,
+        name: &str,
+        waiter: &str,
+        _window: Duration,
+    ) -> Result<(), QuotaError> {
+        match &self.db {
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Under the take's lock: a take deciding now sees the new
+                // stamp or runs before it.
+                lock_postgres(&mut tx, name).await?;
+                sqlx::query(RESTAMP_POSTGRES)
+                    .bind(name)
+                    .bind(waiter)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Database::Sqlite(pool) => {
+                let _turn = self.db.write_turn(Lane::Background).await;
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query("DELETE FROM quota_slots WHERE name = $1 AND waiter = $2")
+                    .bind(name)
+                    .bind(waiter)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO quota_slots (name, taken_at_ms, waiter) VALUES ($1, $2, $3)",
+                )
+                .bind(name)
+                .bind(now_ms())
+                .bind(waiter)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The slot of a waiter (if still there) replaced by one stamped now, on
+/// the database's clock.
+const RESTAMP_POSTGRES: &str = "WITH gone AS (
+       DELETE FROM quota_slots WHERE name = $1 AND waiter = $2 RETURNING 1)
+     INSERT INTO quota_slots (name, taken_at_ms, waiter)
+     SELECT $1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, $2";
+
+/// One provider's takes and re-stamps, one at a time across processes.
+async fn lock_postgres(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dossier.quota:' || $1, 0))")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// What an ask does with the wants of a provider, in the take's
@@ -104,10 +164,7 @@ async fn take_postgres(
     let mut tx = pool.begin().await?;
     // Taken before the statement below, whose snapshot then sees every
     // slot committed by whoever held the lock before us.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dossier.quota:' || $1, 0))")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    lock_postgres(&mut tx, name).await?;
     // The database's clock, as the slots' stamps below.
     let clock: i64 =
         sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
@@ -125,8 +182,8 @@ async fn take_postgres(
            FROM clock LEFT JOIN quota_slots s
              ON s.name = $1 AND s.taken_at_ms > clock.ms - $2),
          take AS (
-           INSERT INTO quota_slots (name, taken_at_ms)
-           SELECT $1, clock.ms FROM clock, found WHERE found.taken < $3
+           INSERT INTO quota_slots (name, taken_at_ms, waiter)
+           SELECT $1, clock.ms, $4 FROM clock, found WHERE found.taken < $3
            RETURNING 1),
          gone AS (
            DELETE FROM quota_slots s USING clock
@@ -137,6 +194,7 @@ async fn take_postgres(
     .bind(name)
     .bind(window_ms)
     .bind(i64::from(limit) - keep_free)
+    .bind(ask.waiter)
     .fetch_one(&mut *tx)
     .await?;
     let verdict = Window {
@@ -180,9 +238,10 @@ async fn take_sqlite(
     let verdict = found.verdict(limit, window_ms, keep_free);
     if verdict.is_none() {
         // Stamped as late as it can be (see `take_postgres`).
-        sqlx::query("INSERT INTO quota_slots (name, taken_at_ms) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO quota_slots (name, taken_at_ms, waiter) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(now_ms().max(found.now_ms))
+            .bind(ask.waiter)
             .execute(&mut *tx)
             .await?;
     }

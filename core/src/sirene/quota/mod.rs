@@ -8,6 +8,21 @@
 //! Waiting for quota happens before a request and inside one attempt: it
 //! never counts as a failed attempt.
 //!
+//! A slot counts from when it is taken until one window after the answer
+//! ([`Slot::answered`] re-stamps it): the registry counts arrivals, and a
+//! request arrives somewhere between the two. Stamping only at the take
+//! needs a margin wider than any delay on the way, and one cold connection
+//! (a worker's first request) is longer than any margin worth keeping: the
+//! next window's requests then arrive in the same second as the delayed
+//! ones. Answers on loopback cost the quota nothing; a registry answering
+//! in 100 ms holds each slot 10% longer, and never sees more than its quota.
+//!
+//! In one process, bulk lookups ask the store one at a time
+//! ([`Quota::acquire`]): when a slot frees, the process's next bulk lookup
+//! takes it, instead of every waiting lookup of every process racing for
+//! it (dozens of store transactions for one slot, which on a busy database
+//! delay the one that wins, and waste the quota).
+//!
 //! Interactive lookups (a client created by hand) come before bulk ones (an
 //! import's): an interactive lookup that finds the window full says so
 //! (a *want*, kept in the same store until it takes a slot), and while any
@@ -69,6 +84,7 @@ pub struct Ask<'a> {
 /// first; otherwise says how long to wait before asking again.
 #[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync {
+    /// On success the slot is the waiter's (`ask.waiter`), stamped now.
     async fn try_take(
         &self,
         name: &str,
@@ -76,6 +92,11 @@ pub trait QuotaStore: Send + Sync {
         window: Duration,
         ask: Ask<'_>,
     ) -> Result<Option<Duration>, QuotaError>;
+
+    /// The request of `waiter`'s slot was answered: the slot now counts from
+    /// now (added again if it already left the window: the request was
+    /// slower than the window, and may have arrived just now).
+    async fn answered(&self, name: &str, waiter: &str, window: Duration) -> Result<(), QuotaError>;
 }
 
 /// One process's count: for tests and tools that run alone.
@@ -86,7 +107,8 @@ pub struct LocalQuota {
 
 #[derive(Default)]
 struct LocalWindow {
-    log: VecDeque<i64>,
+    /// Each slot's stamp and waiter, oldest first.
+    log: VecDeque<(i64, String)>,
     /// Interactive waiters and until when their want holds.
     wants: HashMap<String, i64>,
 }
@@ -104,19 +126,19 @@ impl QuotaStore for LocalQuota {
         let window_ms = window.as_millis() as i64;
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let w = windows.entry(name.to_string()).or_default();
-        while w.log.front().is_some_and(|&t| t <= now - window_ms) {
+        while w.log.front().is_some_and(|(t, _)| *t <= now - window_ms) {
             w.log.pop_front();
         }
         w.wants.retain(|_, until| *until > now);
         let verdict = Window {
             now_ms: now,
             taken: w.log.len() as i64,
-            oldest_ms: w.log.front().copied(),
+            oldest_ms: w.log.front().map(|(t, _)| *t),
         }
         .verdict(limit, window_ms, reserved(ask, w.wants.len() as i64));
         match verdict {
             None => {
-                w.log.push_back(now);
+                w.log.push_back((now, ask.waiter.to_string()));
                 w.wants.remove(ask.waiter);
             }
             Some(wait) if ask.priority == Priority::Interactive => {
@@ -126,6 +148,20 @@ impl QuotaStore for LocalQuota {
             Some(_) => {}
         }
         Ok(verdict)
+    }
+
+    async fn answered(
+        &self,
+        name: &str,
+        waiter: &str,
+        _window: Duration,
+    ) -> Result<(), QuotaError> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let w = windows.entry(name.to_string()).or_default();
+        w.log.retain(|(_, who)| who != waiter);
+        // Every stamp is of an earlier now: the log stays oldest first.
+        w.log.push_back((now_ms(), waiter.to_string()));
+        Ok(())
     }
 }
 
@@ -169,15 +205,57 @@ impl Window {
     }
 }
 
+/// Stamps are whole milliseconds, and a store's clock may step by one
+/// between a slot's answer and the next take: the window is kept this much
+/// longer.
+const CLOCK_MARGIN: Duration = Duration::from_millis(10);
+
 /// Waits for a slot, up to a limit.
 #[derive(Clone)]
 pub struct Quota {
     store: Arc<dyn QuotaStore>,
+    /// Per provider: the turn of this process's bulk lookups to ask the
+    /// store (tokio's mutex is first come, first served).
+    bulk_turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A slot taken: say when its request was answered ([`Slot::answered`]).
+/// Dropped unanswered (the lookup's future cancelled), the slot counts from
+/// its take only.
+#[must_use = "the slot counts from its answer: call `answered` after the request"]
+pub struct Slot {
+    store: Arc<dyn QuotaStore>,
+    name: String,
+    waiter: String,
+    window: Duration,
+}
+
+impl Slot {
+    /// The request was answered (or failed): the slot counts a window from
+    /// now. A store that cannot be reached leaves the take's stamp, which a
+    /// delayed request may then share a second with the next: it is logged.
+    pub async fn answered(self) {
+        if let Err(e) = self
+            .store
+            .answered(&self.name, &self.waiter, self.window)
+            .await
+        {
+            tracing::warn!(provider = %self.name, error = %e, "could not re-stamp a quota slot at its answer");
+        }
+    }
 }
 
 impl Quota {
     pub fn new(store: Arc<dyn QuotaStore>) -> Quota {
-        Quota { store }
+        Quota {
+            store,
+            bulk_turns: Arc::default(),
+        }
+    }
+
+    fn bulk_turn(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.bulk_turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(name.to_string()).or_default().clone()
     }
 
     pub fn local() -> Quota {
@@ -185,13 +263,8 @@ impl Quota {
     }
 
     /// Takes a slot of `name`, sleeping while the window is full; gives up
-    /// (`WaitTooLong`) when the next slot is further than `max_wait`.
-    ///
-    /// The window is stretched by 2% (at least 20 ms): requests leave at the
-    /// quota's pace but reach the registry with network jitter, and the
-    /// registry counts arrivals. Wider would waste the quota (a 5% margin
-    /// left firm A's import 94% of 7 requests/s); narrower, a request
-    /// delayed on the way arrives in the previous one's second.
+    /// (`WaitTooLong`) when the next slot is further than `max_wait`. Bulk
+    /// lookups of this process take turns; interactive ones ask at once.
     pub async fn acquire(
         &self,
         name: &str,
@@ -199,9 +272,16 @@ impl Quota {
         window: Duration,
         max_wait: Duration,
         priority: Priority,
-    ) -> Result<(), QuotaError> {
-        let margin = (window / 50).max(Duration::from_millis(20));
-        let window = window + margin;
+    ) -> Result<Slot, QuotaError> {
+        let window = window + CLOCK_MARGIN;
+        let turn = match priority {
+            Priority::Bulk => Some(self.bulk_turn(name)),
+            Priority::Interactive => None,
+        };
+        let _turn = match &turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
         let waiter = uuid::Uuid::now_v7().simple().to_string();
         let ask = Ask {
             waiter: &waiter,
@@ -209,7 +289,14 @@ impl Quota {
         };
         loop {
             match self.store.try_take(name, limit, window, ask).await? {
-                None => return Ok(()),
+                None => {
+                    return Ok(Slot {
+                        store: self.store.clone(),
+                        name: name.to_string(),
+                        waiter,
+                        window,
+                    });
+                }
                 Some(wait) if wait > max_wait => return Err(QuotaError::WaitTooLong(wait)),
                 Some(wait) => {
                     crate::metrics::quota_waited(name, wait.as_secs_f64());
@@ -311,13 +398,95 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answered_slot_counts_from_its_answer() {
+        let q = LocalQuota::default();
+        let w = Duration::from_millis(300);
+        let ask = |waiter| Ask {
+            waiter,
+            priority: Priority::Bulk,
+        };
+        assert!(q.try_take("p", 1, w, ask("a")).await.expect("ok").is_none());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        q.answered("p", "a", w).await.expect("answered");
+        let wait = q.try_take("p", 1, w, ask("b")).await.expect("ok");
+        assert!(
+            wait.is_some_and(|d| d > Duration::from_millis(250)),
+            "a window from the answer, not from the take: {wait:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_lookups_of_one_process_ask_the_store_in_turn() {
+        let counting = Arc::new(Counting::default());
+        let quota = Quota::new(counting.clone());
+        let w = Duration::from_millis(200);
+        let slot = quota
+            .acquire("p", 1, w, Duration::from_secs(5), Priority::Bulk)
+            .await
+            .expect("free");
+        slot.answered().await;
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let quota = quota.clone();
+                tokio::spawn(async move {
+                    quota
+                        .acquire("p", 1, w, Duration::from_secs(5), Priority::Bulk)
+                        .await
+                        .expect("in turn")
+                        .answered()
+                        .await
+                })
+            })
+            .collect();
+        for task in waiting {
+            task.await.expect("task");
+        }
+        // Each of the 8 asks when its turn comes: once told to wait, once
+        // to take (the 8 racing would ask ~8 times per slot).
+        let asks = counting.asks.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(asks <= 1 + 8 * 3, "{asks} asks for 9 slots");
+    }
+
+    /// A [`LocalQuota`] that counts the asks.
+    #[derive(Default)]
+    struct Counting {
+        inner: LocalQuota,
+        asks: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl QuotaStore for Counting {
+        async fn try_take(
+            &self,
+            name: &str,
+            limit: u32,
+            window: Duration,
+            ask: Ask<'_>,
+        ) -> Result<Option<Duration>, QuotaError> {
+            self.asks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.try_take(name, limit, window, ask).await
+        }
+
+        async fn answered(
+            &self,
+            name: &str,
+            waiter: &str,
+            window: Duration,
+        ) -> Result<(), QuotaError> {
+            self.inner.answered(name, waiter, window).await
+        }
+    }
+
+    #[tokio::test]
     async fn acquire_gives_up_beyond_max_wait() {
         let quota = Quota::local();
         let w = Duration::from_secs(60);
         quota
             .acquire("p", 1, w, Duration::ZERO, Priority::Bulk)
             .await
-            .expect("first is free");
+            .expect("first is free")
+            .answered()
+            .await;
         assert!(matches!(
             quota
                 .acquire("p", 1, w, Duration::from_secs(1), Priority::Interactive)

@@ -12,9 +12,11 @@ pub struct RedisQuota {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    answered: Script,
 }
 
-/// Sliding-window log: drop entries older than the window, take a slot if
+/// Sliding-window log, one member per slot (its waiter, scored by its
+/// stamp): drop entries older than the window, take a slot if
 /// fewer than `limit` remain, else answer the wait until the oldest leaves.
 /// Redis's own clock (`TIME`) is used so that machines' clocks do not matter.
 /// The interactive waiters' wants are a second sorted set (KEYS[2]: waiter
@@ -32,9 +34,8 @@ local reserved = 0
 if priority == 'b' then reserved = redis.call('ZCARD', wants) end
 local taken = redis.call('ZCARD', key)
 if taken + reserved < limit then
-  redis.call('ZADD', key, now, now .. '-' .. t[2] .. '-' .. redis.call('INCR', key .. ':seq'))
+  redis.call('ZADD', key, now, waiter)
   redis.call('PEXPIRE', key, window)
-  redis.call('PEXPIRE', key .. ':seq', window)
   if priority == 'i' then redis.call('ZREM', wants, waiter) end
   return -1
 end
@@ -48,6 +49,15 @@ end
 return wait
 "#;
 
+/// A slot's request was answered: its stamp becomes now (on Redis's clock).
+const ANSWERED: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"#;
+
 impl RedisQuota {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisQuota, QuotaError> {
         let client = ::redis::Client::open(url)?;
@@ -55,6 +65,7 @@ impl RedisQuota {
             conn: ConnectionManager::new(client).await?,
             prefix: prefix.to_string(),
             script: Script::new(TAKE),
+            answered: Script::new(ANSWERED),
         })
     }
 }
@@ -85,5 +96,17 @@ impl QuotaStore for RedisQuota {
             .invoke_async(&mut conn)
             .await?;
         Ok((wait >= 0).then(|| Duration::from_millis(wait as u64)))
+    }
+
+    async fn answered(&self, name: &str, waiter: &str, window: Duration) -> Result<(), QuotaError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .answered
+            .key(format!("{}:quota:{name}", self.prefix))
+            .arg(waiter)
+            .arg(window.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 }
