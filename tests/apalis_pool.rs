@@ -589,3 +589,73 @@ async fn a_failed_apalis_worker_is_rebuilt_and_its_jobs_go_on(kind: BackendKind)
     w.stop().await;
     q.cleanup().await;
 }
+
+/// A backend that leases jobs but refuses to record them done (here a
+/// SQLite trigger: a disk that takes some writes and not others) gets no
+/// more leased than the pool can keep track of: the outcomes waiting for
+/// the completer stay bounded and most of the backlog stays queued, for
+/// another worker or for later. Once the writes go through again,
+/// every job is recorded done, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_that_cannot_be_recorded_hold_back_the_fetch() {
+    let q = TestQueue::new(BackendKind::Sqlite).await;
+    // The embedded deployment: the queue is in the business database's file.
+    let db = sqlx::SqlitePool::connect(&q.settings.database.url)
+        .await
+        .expect("the file");
+    sqlx::query(
+        "CREATE TRIGGER refuse_done BEFORE UPDATE OF state ON jobs WHEN NEW.state = 'done'
+         BEGIN SELECT RAISE(ABORT, 'this disk refuses the write'); END",
+    )
+    .execute(&db)
+    .await
+    .expect("trigger");
+    let jobs: Vec<NewJob> = (0..6_000)
+        .map(|i| Probe::ok(&format!("p{i}")).job())
+        .collect();
+    q.backend.push_bulk(jobs).await.expect("pushed");
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    let leased = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+        n
+    };
+    // Until the count stops growing for a second.
+    let mut last = -1;
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let now = leased().await;
+        if now == last && now > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leasing settles ({now} leased)");
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // One kind: 1,024 slots at most, two batches of 1,000 outcomes, and
+    // the fetch that was under way.
+    assert!(
+        (1_000..=3_024 + 64).contains(&last),
+        "{last} jobs leased while none can be recorded"
+    );
+    sqlx::query("DROP TRIGGER refuse_done")
+        .execute(&db)
+        .await
+        .expect("drop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+        if done == 6_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of 6,000 done");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.stop().await;
+    q.cleanup().await;
+}

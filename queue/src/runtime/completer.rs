@@ -36,6 +36,9 @@ impl Outcome {
     }
 }
 
+/// The most outcomes recorded in one go.
+pub(crate) const BATCH: usize = 1_000;
+
 /// Persists outcomes in batches. A backend error is retried with backoff:
 /// until an outcome is stored its job stays in the running set, so its lease
 /// keeps being renewed and nobody else runs it meanwhile.
@@ -44,7 +47,6 @@ pub(crate) async fn completer(
     mut rx: mpsc::UnboundedReceiver<Outcome>,
     shutdown: CancellationToken,
 ) {
-    const BATCH: usize = 1_000;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -79,6 +81,8 @@ pub(crate) async fn completer(
         for o in &batch {
             running.remove(o.id());
         }
+        drop(running);
+        shared.recorded.notify_waiters();
     }
 }
 

@@ -113,6 +113,11 @@ pub(crate) async fn fetch_loop(ctx: FetchContext) {
         if super::pauses::is_paused(&pauses, kind) {
             continue;
         }
+        // Slots are freed when a job is decided, before its outcome is
+        // recorded: this bounds what waits for the completer.
+        if !shared.wait_for_room(&ctx.soft_stop, poll).await {
+            return;
+        }
         let asked = permits.len();
         match shared.backend.fetch(kind, &shared.name, asked, lease).await {
             Ok(jobs) => {

@@ -76,6 +76,12 @@ struct Shared {
     backend: Arc<dyn QueueBackend>,
     settings: QueueSettings,
     running: Mutex<HashSet<String>>,
+    /// How many jobs may be leased and not yet recorded (in flight, or
+    /// decided with their outcome waiting for the completer): the fetch
+    /// loops lease no more beyond it ([`Shared::wait_for_room`]).
+    running_cap: usize,
+    /// Notified when the completer has recorded a batch.
+    recorded: tokio::sync::Notify,
     stats: Stats,
     info: WorkerInfo,
     pauses: pauses::PauseBoard,
@@ -88,6 +94,34 @@ impl Shared {
         let set = self.running.lock().unwrap_or_else(|e| e.into_inner());
         set.iter().cloned().collect()
     }
+
+    fn running_len(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Returns once fewer than `running_cap` jobs are leased and not yet
+    /// recorded (false: `stop` fired first). A backend that leases but
+    /// cannot record outcomes (a disk that refuses some writes, a replica
+    /// gone read-only mid-batch) would otherwise have every decided job's
+    /// outcome kept in memory, and the whole backlog leased.
+    async fn wait_for_room(&self, stop: &CancellationToken, poll: Duration) -> bool {
+        while self.running_len() >= self.running_cap {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = self.recorded.notified() => {}
+                // A batch recorded between the check and the wait.
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        true
+    }
+}
+
+/// The most jobs a worker keeps leased and unrecorded: every kind's slots
+/// at the most they can be scaled to, and two of the completer's batches
+/// (one being written, one gathering).
+fn running_cap(kinds: usize) -> usize {
+    kinds * crate::job::MAX_CONCURRENCY as usize + 2 * completer::BATCH
 }
 
 /// One worker process's pool.
@@ -125,6 +159,8 @@ impl Worker {
                 backend,
                 settings,
                 running: Mutex::new(HashSet::new()),
+                running_cap: running_cap(registry.kinds().count()),
+                recorded: tokio::sync::Notify::new(),
                 stats: Stats::default(),
                 info,
                 pauses: pauses::PauseBoard::new(),
