@@ -240,6 +240,15 @@ pub(crate) const WAITING_BY_GROUP: &str = "SELECT group_name,
         SUM(CASE WHEN bulk = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN bulk = 0 THEN 0 ELSE 1 END)
      FROM jobs WHERE state = 'queued' AND run_at <= $1 GROUP BY group_name";
 
+/// A leased job's stored payload (JSON text), read back; one that is not
+/// JSON is an error naming the job.
+pub(crate) fn leased_payload(id: &str, text: &str) -> Result<serde_json::Value, QueueError> {
+    serde_json::from_str(text).map_err(|e| QueueError::Corrupt {
+        id: id.to_string(),
+        why: format!("payload: {e}"),
+    })
+}
+
 pub(crate) fn waiting_from_rows(
     rows: Vec<(Option<String>, i64, i64)>,
     limit: usize,

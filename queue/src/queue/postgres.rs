@@ -37,10 +37,7 @@ fn leased_jobs(rows: &[PgRow]) -> Result<Vec<LeasedJob>, QueueError> {
             let id: String = row.try_get("id")?;
             let payload: String = row.try_get("payload")?;
             Ok(LeasedJob {
-                payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
-                    id: id.clone(),
-                    why: format!("payload: {e}"),
-                })?,
+                payload: super::leased_payload(&id, &payload)?,
                 id,
                 kind: row.try_get("kind")?,
                 attempt: row.try_get::<i32, _>("attempts")?.max(0) as u32,

@@ -916,10 +916,7 @@ impl QueueBackend for RedisQueue {
         rows.into_iter()
             .map(|(id, payload, attempt, max_attempts, trace)| {
                 Ok(LeasedJob {
-                    payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt {
-                        id: id.clone(),
-                        why: format!("payload: {e}"),
-                    })?,
+                    payload: super::leased_payload(&id, &payload)?,
                     id,
                     kind: kind.to_string(),
                     attempt,
