@@ -105,7 +105,10 @@ impl<P> KindQueue<P> {
     }
 }
 
-/// apalis's codec slot: our payloads are JSON values.
+/// apalis's codec slot: our payloads are JSON values. Ours because
+/// apalis-core 1.0 defines the `Codec` trait and no JSON codec (apalis's
+/// JSON codecs live in its storage crates, whose backends we do not use):
+/// ten lines here rather than a backend crate's dependency tree.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonCodec;
 
