@@ -263,8 +263,9 @@ impl Quota {
     }
 
     /// Takes a slot of `name`, sleeping while the window is full; gives up
-    /// (`WaitTooLong`) when the next slot is further than `max_wait`. Bulk
-    /// lookups of this process take turns; interactive ones ask at once.
+    /// (`WaitTooLong`) when the slot would come later than `max_wait` from
+    /// the call, waiting in line included. Bulk lookups of this process
+    /// take turns; interactive ones ask at once.
     pub async fn acquire(
         &self,
         name: &str,
@@ -274,12 +275,19 @@ impl Quota {
         priority: Priority,
     ) -> Result<Slot, QuotaError> {
         let window = window + CLOCK_MARGIN;
+        let deadline = tokio::time::Instant::now() + max_wait;
         let turn = match priority {
             Priority::Bulk => Some(self.bulk_turn(name)),
             Priority::Interactive => None,
         };
+        // A lookup at the back of a long line would hold its worker for
+        // minutes: past `max_wait` it gives its place up (the job is
+        // snoozed) and the line is served by those fetched after it.
         let _turn = match &turn {
-            Some(turn) => Some(turn.lock().await),
+            Some(turn) => match tokio::time::timeout_at(deadline, turn.lock()).await {
+                Ok(held) => Some(held),
+                Err(_) => return Err(QuotaError::WaitTooLong(max_wait)),
+            },
             None => None,
         };
         let waiter = uuid::Uuid::now_v7().simple().to_string();
@@ -297,7 +305,9 @@ impl Quota {
                         window,
                     });
                 }
-                Some(wait) if wait > max_wait => return Err(QuotaError::WaitTooLong(wait)),
+                Some(wait) if tokio::time::Instant::now() + wait > deadline => {
+                    return Err(QuotaError::WaitTooLong(wait));
+                }
                 Some(wait) => {
                     crate::metrics::quota_waited(name, wait.as_secs_f64());
                     tokio::time::sleep(wait).await
@@ -445,6 +455,45 @@ mod tests {
         // to take (the 8 racing would ask ~8 times per slot).
         let asks = counting.asks.load(std::sync::atomic::Ordering::Relaxed);
         assert!(asks <= 1 + 8 * 3, "{asks} asks for 9 slots");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_lookup_waits_in_line_no_longer_than_max_wait() {
+        let quota = Quota::local();
+        let w = Duration::from_millis(400);
+        let max_wait = Duration::from_millis(500);
+        quota
+            .acquire("p", 1, w, max_wait, Priority::Bulk)
+            .await
+            .expect("first is free")
+            .answered()
+            .await;
+        // One slot per 400 ms and eight in line: the last would wait ~3 s.
+        let line: Vec<_> = (0..8)
+            .map(|_| {
+                let quota = quota.clone();
+                tokio::spawn(async move {
+                    let asked = std::time::Instant::now();
+                    let got = quota.acquire("p", 1, w, max_wait, Priority::Bulk).await;
+                    let waited = asked.elapsed();
+                    if let Ok(slot) = got {
+                        slot.answered().await;
+                        return (true, waited);
+                    }
+                    (false, waited)
+                })
+            })
+            .collect();
+        let mut served = 0;
+        for task in line {
+            let (took, waited) = task.await.expect("task");
+            served += usize::from(took);
+            assert!(
+                waited < max_wait + Duration::from_millis(400),
+                "waited {waited:?} in line, beyond max_wait {max_wait:?}"
+            );
+        }
+        assert!((1..8).contains(&served), "{served} of 8 served");
     }
 
     /// A [`LocalQuota`] that counts the asks.
