@@ -318,6 +318,47 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         assert_eq!(call("get", &export, &bad, None).await.0, 401);
     }
 
+    // POST /v1/clients/{id}/archive and /unarchive: the firm's own clients
+    // (and an admin); another firm's client answers like none.
+    let archive = format!("/v1/clients/{client_a}/archive");
+    let unarchive = format!("/v1/clients/{client_a}/unarchive");
+    for path in [&archive, &unarchive] {
+        let hidden = call("post", path, &t.other, None).await;
+        let missing = call(
+            "post",
+            &path.replace(client_a.as_str(), "no-such-client"),
+            &t.other,
+            None,
+        )
+        .await;
+        assert_eq!(
+            hidden, missing,
+            "another firm's client is not touched, exactly"
+        );
+        assert_eq!(hidden.0, 404);
+        for bad in [t.expired.clone(), t.revoked.clone()]
+            .into_iter()
+            .chain(malformed(&t.own))
+        {
+            assert_eq!(call("post", path, &bad, None).await.0, 401);
+        }
+    }
+    let (st, done) = call("post", &archive, &t.own, None).await;
+    assert_eq!((st, done["already"].clone()), (200, false.into()), "{done}");
+    let (st, shown) = call("get", &format!("/v1/clients/{client_a}"), &t.own, None).await;
+    assert!(
+        st == 200 && shown["client"]["archived_at_ms"].is_i64(),
+        "{shown}"
+    );
+    let (st, back) = call("post", &unarchive, &t.admin, None).await;
+    assert_eq!(
+        (st, back["was_active"].clone()),
+        (200, false.into()),
+        "{back}"
+    );
+    let (_, shown) = call("get", &format!("/v1/clients/{client_a}"), &t.own, None).await;
+    assert!(shown["client"]["archived_at_ms"].is_null(), "{shown}");
+
     // POST /v1/jobs/{kind}: a firm's own clients' kinds; never another
     // firm's client, never a maintenance kind.
     let jobs = || async {
@@ -538,7 +579,12 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
     assert!(exports.iter().all(|d| d.2 == client_a));
     assert!(
         done.iter()
-            .filter(|d| d.1 != "client.export")
+            .any(|d| d.1 == "client.archive" && d.2 == client_a && d.0 != "platform-admin (API)"),
+        "archived under the firm's token: {done:?}"
+    );
+    assert!(
+        done.iter()
+            .filter(|d| d.1 != "client.export" && d.1 != "client.archive")
             .all(|d| d.0 == "platform-admin (API)"),
         "{done:?}"
     );

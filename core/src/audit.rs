@@ -30,6 +30,8 @@ pub mod action {
     pub const QUEUE_SCALE: &str = "queue.scale";
     pub const FIRM_ADD: &str = "firm.add";
     pub const CLIENT_EXPORT: &str = "client.export";
+    pub const CLIENT_ARCHIVE: &str = "client.archive";
+    pub const CLIENT_UNARCHIVE: &str = "client.unarchive";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
 }

@@ -22,11 +22,13 @@ pub type Fields = BTreeMap<String, String>;
 pub enum ClientError {
     #[error("invalid SIRET: {0}")]
     InvalidSiret(#[from] NumberError),
-    #[error("SIRET {siret} is already used by client {existing_id}{}", existing_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    #[error("SIRET {siret} is already used by client {existing_id}{}{}", existing_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        if *existing_archived { format!(", archived: `dossier client unarchive {existing_id}` brings it back") } else { String::new() })]
     DuplicateSiret {
         siret: String,
         existing_id: String,
         existing_name: Option<String>,
+        existing_archived: bool,
     },
     #[error("no client with id {0}")]
     NotFound(String),
@@ -96,6 +98,9 @@ pub struct Client {
     /// The import that created the client; `None` when it was created one
     /// by one (by hand, the hook, the command line). Its lookups are bulk.
     pub import_id: Option<String>,
+    /// When the firm stopped working with the client (`client archive`):
+    /// hidden from listings, its work stopped. `None`: active.
+    pub archived_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -122,6 +127,7 @@ type Row = (
     i64,
     Option<i64>,
     Option<String>,
+    Option<i64>,
 );
 
 /// Binds: id, firm, SIRET, entered (JSON; also the values in force until
@@ -130,7 +136,7 @@ pub(crate) const INSERT: &str = "INSERT INTO clients (id, firm_id, siret, entere
      VALUES ($1, $2, $3, $4, $4, $5, $6, $6)";
 
 const SELECT: &str = "SELECT id, firm_id, siret, entered, registry, company, differences, directors, \
-     enrichment_status, enrichment_message, warning, created_at, updated_at, enriched_at, import_id FROM clients";
+     enrichment_status, enrichment_message, warning, created_at, updated_at, enriched_at, import_id, archived_at FROM clients";
 
 fn decode(row: Row) -> Result<Client, ClientError> {
     let (
@@ -149,6 +155,7 @@ fn decode(row: Row) -> Result<Client, ClientError> {
         updated,
         enriched,
         import_id,
+        archived_at_ms,
     ) = row;
     let corrupt = |why: String| ClientError::Corrupt {
         id: id.clone(),
@@ -173,6 +180,7 @@ fn decode(row: Row) -> Result<Client, ClientError> {
         updated_at_ms: updated,
         enriched_at_ms: enriched,
         import_id,
+        archived_at_ms,
         id,
         firm_id,
         siret,
@@ -183,9 +191,25 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// A firm's clients, newest first (at most `limit`).
+/// A firm's clients, newest first (at most `limit`); archived ones are
+/// not listed ([`archived`]).
 pub async fn list(db: &Database, firm_id: &str, limit: i64) -> Result<Vec<Client>, ClientError> {
-    let sql = format!("{SELECT} WHERE firm_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+    let sql = format!(
+        "{SELECT} WHERE firm_id = $1 AND archived_at IS NULL ORDER BY created_at DESC, id DESC LIMIT $2"
+    );
+    let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(firm_id).bind(limit).fetch_all(pool).await?);
+    rows.into_iter().map(decode).collect()
+}
+
+/// A firm's archived clients, last archived first (at most `limit`).
+pub async fn archived(
+    db: &Database,
+    firm_id: &str,
+    limit: i64,
+) -> Result<Vec<Client>, ClientError> {
+    let sql = format!(
+        "{SELECT} WHERE firm_id = $1 AND archived_at IS NOT NULL ORDER BY archived_at DESC, id DESC LIMIT $2"
+    );
     let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(firm_id).bind(limit).fetch_all(pool).await?);
     rows.into_iter().map(decode).collect()
 }
@@ -210,6 +234,7 @@ fn duplicate(siret: &str, existing: Client) -> ClientError {
     ClientError::DuplicateSiret {
         siret: siret.to_string(),
         existing_name: existing.company.get("legal_name").cloned(),
+        existing_archived: existing.archived_at_ms.is_some(),
         existing_id: existing.id,
     }
 }
@@ -370,6 +395,64 @@ pub async fn record_not_found(db: &Database, id: &str, message: &str) -> Result<
     .await?
     .rows_affected());
     Ok(())
+}
+
+/// Marks the client archived at `at_ms` with what archiving stops
+/// (`record`, JSON), unless it already is: then its record is replaced by
+/// `record` (the caller merged the two). `None`: no such client.
+pub(crate) async fn set_archived(
+    db: &Database,
+    id: &str,
+    at_ms: i64,
+    record: &str,
+) -> Result<Option<()>, ClientError> {
+    let _turn = db.write_turn(Lane::Interactive).await;
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE clients SET archived_at = COALESCE(archived_at, $1), archive = $2, updated_at = $1 WHERE id = $3",
+    )
+    .bind(at_ms)
+    .bind(record)
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok((changed == 1).then_some(()))
+}
+
+/// The record kept by [`set_archived`], if the client is archived.
+pub(crate) async fn archive_record(db: &Database, id: &str) -> Result<Option<String>, ClientError> {
+    let row: Option<(Option<String>,)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT archive FROM clients WHERE id = $1 AND archived_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?);
+    Ok(row.map(|(r,)| r.unwrap_or_default()))
+}
+
+/// Makes an archived client active again; whether it was archived.
+pub(crate) async fn clear_archived(db: &Database, id: &str) -> Result<bool, ClientError> {
+    let _turn = db.write_turn(Lane::Interactive).await;
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE clients SET archived_at = NULL, archive = NULL, updated_at = $1 WHERE id = $2 AND archived_at IS NOT NULL",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(changed == 1)
+}
+
+/// Whether the client is archived (a client that does not exist is not).
+pub async fn is_archived(db: &Database, id: &str) -> Result<bool, ClientError> {
+    let row: Option<(i64,)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT archived_at FROM clients WHERE id = $1 AND archived_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?);
+    Ok(row.is_some())
 }
 
 #[cfg(test)]

@@ -419,6 +419,8 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("post", "/v1/clients", Auth::Hooks),
     ("get", "/v1/clients/{id}", Auth::Hooks),
     ("get", "/v1/clients/{id}/export", Auth::Hooks),
+    ("post", "/v1/clients/{id}/archive", Auth::Hooks),
+    ("post", "/v1/clients/{id}/unarchive", Auth::Hooks),
     ("post", "/v1/jobs/{kind}", Auth::Hooks),
     ("post", "/v1/invitations/accept", Auth::Hooks),
     ("get", "/metrics", Auth::Admin),
@@ -445,6 +447,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/clients", post(create_client))
         .route("/v1/clients/{id}", get(get_client))
         .route("/v1/clients/{id}/export", get(export_client))
+        .route("/v1/clients/{id}/archive", post(archive_client))
+        .route("/v1/clients/{id}/unarchive", post(unarchive_client))
         .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept));
     let admin = Router::new()
@@ -886,6 +890,121 @@ async fn get_client(
     }
 }
 
+fn no_such_client() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no client with this id")
+}
+
+/// Whether the caller may act on the client: another firm's client is
+/// touched by no one but an admin, and answers like a client that does not
+/// exist.
+async fn visible_client(state: &ApiState, access: &Access, id: &str) -> Result<(), Response> {
+    if !plausible_id(id) {
+        return Err(no_such_client());
+    }
+    match crate::clients::get(&state.db, id).await {
+        Ok(Some(client)) if access.sees(&client.firm_id) => Ok(()),
+        Ok(_) => Err(no_such_client()),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a client failed");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            ))
+        }
+    }
+}
+
+/// The firm stops working with the client (`client_archive`).
+#[utoipa::path(post, path = "/v1/clients/{id}/archive", tag = "clients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the client's id")),
+    responses((status = 200, description = "archived (again: `already`): waiting jobs cancelled, invitations revoked, apps disabled; nothing deleted", body = Object),
+        (status = 404, description = "no such client", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
+async fn archive_client(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = visible_client(&state, &access, &id).await {
+        return refused;
+    }
+    let done =
+        crate::client_archive::archive(&state.db, state.queue.as_ref(), &state.settings.queue, &id)
+            .await;
+    archive_answer(
+        &state,
+        &who,
+        crate::audit::action::CLIENT_ARCHIVE,
+        &id,
+        done,
+    )
+    .await
+}
+
+/// Undoes `archive` (`client_archive`).
+#[utoipa::path(post, path = "/v1/clients/{id}/unarchive", tag = "clients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the client's id")),
+    responses((status = 200, description = "active again (`was_active`: it was not archived): cancelled jobs restarted, invitations sent again, apps enabled again", body = Object),
+        (status = 404, description = "no such client", body = ErrorBody), (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
+async fn unarchive_client(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = visible_client(&state, &access, &id).await {
+        return refused;
+    }
+    let done = crate::client_archive::unarchive(
+        &state.db,
+        state.queue.as_ref(),
+        &state.settings.queue,
+        &id,
+    )
+    .await;
+    archive_answer(
+        &state,
+        &who,
+        crate::audit::action::CLIENT_UNARCHIVE,
+        &id,
+        done,
+    )
+    .await
+}
+
+async fn archive_answer<T: serde::Serialize>(
+    state: &ApiState,
+    who: &TokenName,
+    action: &str,
+    id: &str,
+    done: Result<Option<T>, crate::client_archive::ArchiveError>,
+) -> Response {
+    match done {
+        Ok(Some(done)) => {
+            let body = serde_json::to_value(&done).unwrap_or_default();
+            crate::audit::note(
+                &state.db,
+                &crate::audit::api_actor(who),
+                action,
+                id,
+                body.clone(),
+            )
+            .await;
+            Json(body).into_response()
+        }
+        Ok(None) => no_such_client(),
+        Err(e) => {
+            tracing::error!(error = %e, action, "archiving or unarchiving a client failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            )
+        }
+    }
+}
+
 /// Everything held about one client and its people (`client_export`).
 #[utoipa::path(get, path = "/v1/clients/{id}/export", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path, description = "the client's id")),
@@ -897,23 +1016,8 @@ async fn export_client(
     axum::Extension(who): axum::Extension<TokenName>,
     Path(id): Path<String>,
 ) -> Response {
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no client with this id");
-    if !plausible_id(&id) {
-        return not_found();
-    }
-    // The firm is checked first: another firm's client is exported by no one
-    // but an admin, and answers like a client that does not exist.
-    match crate::clients::get(&state.db, &id).await {
-        Ok(Some(client)) if access.sees(&client.firm_id) => {}
-        Ok(_) => return not_found(),
-        Err(e) => {
-            tracing::error!(error = %e, "reading a client failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "try again shortly",
-            );
-        }
+    if let Err(refused) = visible_client(&state, &access, &id).await {
+        return refused;
     }
     match crate::client_export::export(&state.db, Some(state.queue.as_ref()), &id).await {
         Ok(Some(doc)) => {
@@ -927,7 +1031,7 @@ async fn export_client(
             .await;
             Json(doc).into_response()
         }
-        Ok(None) => not_found(),
+        Ok(None) => no_such_client(),
         Err(e) => {
             tracing::error!(error = %e, "exporting a client failed");
             error(
@@ -1143,7 +1247,7 @@ async fn confined(
 #[openapi(
     info(title = "Dossier hooks", description = "Create clients, follow their onboarding, enqueue jobs, accept invitations; the operators' admin API."),
     paths(
-        healthz, readyz, openapi_json, create_client, get_client, export_client, enqueue, accept, metrics,
+        healthz, readyz, openapi_json, create_client, get_client, export_client, archive_client, unarchive_client, enqueue, accept, metrics,
         crate::dashboard::page, crate::dashboard::script, crate::dashboard::style,
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,

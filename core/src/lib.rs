@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bench;
 pub mod bulk;
 pub mod catalogue;
+pub mod client_archive;
 pub mod client_export;
 pub mod clients;
 pub mod collaborators;

@@ -24,6 +24,7 @@ macro_rules! eprintln {
 }
 
 mod apps;
+mod archive;
 mod firms;
 mod folders;
 mod import;
@@ -128,12 +129,15 @@ enum ClientCommand {
     /// exercice, tree, invitation and apps in one transaction, with their
     /// jobs.
     Create(Box<onboard::CreateArgs>),
-    /// A firm's clients, newest first.
+    /// A firm's clients, newest first (archived ones with `--archived`).
     List {
         #[command(flatten)]
         firm: folders::FirmArg,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// The firm's archived clients instead, last archived first.
+        #[arg(long)]
+        archived: bool,
         #[arg(long)]
         json: bool,
     },
@@ -157,6 +161,13 @@ enum ClientCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// The firm stops working with the client: its waiting jobs are
+    /// cancelled, its invitations revoked, its apps disabled (torn down at
+    /// the partner), and it leaves the listings. Nothing is deleted.
+    Archive { id: String },
+    /// Undoes `archive`: the cancelled jobs run, the invitations are sent
+    /// again (fresh links), the apps are enabled again.
+    Unarchive { id: String },
 }
 
 #[derive(Subcommand)]
@@ -737,8 +748,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client_show(&settings, &id, json).await
         }
         Command::Client(ClientCommand::Create(args)) => onboard::create(*args, &settings).await,
-        Command::Client(ClientCommand::List { firm, limit, json }) => {
-            onboard::list(&settings, &firm.firm, limit, json).await
+        Command::Client(ClientCommand::List {
+            firm,
+            limit,
+            archived,
+            json,
+        }) => onboard::list(&settings, &firm.firm, limit, archived, json).await,
+        Command::Client(ClientCommand::Archive { id }) => archive::archive(&settings, &id).await,
+        Command::Client(ClientCommand::Unarchive { id }) => {
+            archive::unarchive(&settings, &id).await
         }
         Command::Client(ClientCommand::Tree { id, json }) => {
             folders::client_tree(&settings, &id, json).await

@@ -150,9 +150,19 @@ pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn list(settings: &Settings, firm: &str, limit: i64, json: bool) -> anyhow::Result<()> {
+pub async fn list(
+    settings: &Settings,
+    firm: &str,
+    limit: i64,
+    archived: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let db = Database::connect(&settings.database.url, 2).await?;
-    let list = clients::list(&db, firm, limit).await?;
+    let list = if archived {
+        clients::archived(&db, firm, limit).await?
+    } else {
+        clients::list(&db, firm, limit).await?
+    };
     if json {
         println!("{}", serde_json::to_string(&list)?);
         return Ok(());

@@ -2023,6 +2023,50 @@ fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
     let err = env.refused(&["client", "export", "no-such-client"]);
     assert!(err.contains("no client with id no-such-client"), "{err}");
     assert!(env.ok(&["audit", "list"]).contains("client.export"));
+
+    // Archived: its work stops, it leaves the listing, nothing is deleted.
+    let said = env.ok(&["client", "archive", &first]);
+    assert!(
+        said.contains(&format!(
+            "client {first} archived: 2 waiting job(s) cancelled, 1 invitation(s) revoked, 0 app(s) disabled"
+        )),
+        "{said}"
+    );
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["client", "list", "--firm", "cabinet-9", "--json"];
+        all.extend_from_slice(args);
+        env.json(&all)
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&[]), [second.as_str()]);
+    assert_eq!(listed(&["--archived"]), [first.as_str()]);
+    assert_eq!(ids(&["--client", &first, "--status", "dead"]).len(), 2);
+    let said = env.ok(&["client", "archive", &first]);
+    assert!(
+        said.contains("archived (already; finished): 0 waiting"),
+        "{said}"
+    );
+    let said = env.ok(&["client", "unarchive", &first]);
+    assert!(
+        said.contains("unarchived: 2 job(s) restarted, 1 invitation(s) sent again"),
+        "{said}"
+    );
+    assert_eq!(listed(&[]).len(), 2);
+    assert!(
+        env.ok(&["client", "unarchive", &first])
+            .contains("is not archived")
+    );
+    let err = env.refused(&["client", "archive", "no-such-client"]);
+    assert!(err.contains("no client with id no-such-client"), "{err}");
+    let trail = env.ok(&["audit", "list"]);
+    assert!(
+        trail.contains("client.archive") && trail.contains("client.unarchive"),
+        "{trail}"
+    );
 }
 
 /// An action whose audit entry cannot be written (here the business

@@ -478,6 +478,16 @@ pub async fn enable(
             app.id
         )));
     }
+    match crate::clients::is_archived(db, client_id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(AppError::Invalid(format!(
+                "client {client_id} is archived: `dossier client unarchive {client_id}` first"
+            )));
+        }
+        Err(crate::clients::ClientError::Db(e)) => return Err(e.into()),
+        Err(e) => return Err(AppError::Corrupt(e.to_string())),
+    }
     let now = now_ms();
     let settings = serde_json::to_string(settings).map_err(|e| AppError::Corrupt(e.to_string()))?;
     let _turn = db.write_turn(Lane::Background).await;
@@ -531,6 +541,32 @@ pub async fn disable(db: &Database, client_id: &str, app_id: &str) -> Result<Cli
     client_app(db, client_id, app_id)
         .await?
         .ok_or_else(|| AppError::Corrupt("activation vanished".into()))
+}
+
+/// Enables again, with the settings it kept, an app that archiving its
+/// client disabled (`crate::client_archive`): `pending` under a new
+/// generation (the caller queues `app_setup`; a teardown still under way
+/// is superseded). `None`: the app was enabled or removed meanwhile.
+pub async fn reinstate(
+    db: &Database,
+    client_id: &str,
+    app_id: &str,
+) -> Result<Option<ClientApp>, AppError> {
+    let _turn = db.write_turn(Lane::Background).await;
+    let changed = on_pool!(db, pool => sqlx::query(
+        "UPDATE client_apps SET status = 'pending', last_error = NULL, generation = generation + 1, updated_at = $1
+         WHERE client_id = $2 AND app_id = $3 AND status IN ('disabled', 'disabling')",
+    )
+    .bind(now_ms())
+    .bind(client_id)
+    .bind(app_id)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    if changed == 0 {
+        return Ok(None);
+    }
+    client_app(db, client_id, app_id).await
 }
 
 /// What a job learnt about an activation.

@@ -289,8 +289,8 @@ async fn add_inner(
 }
 
 /// The latest exercice of each client that ends between `not_before` and
-/// `horizon` and has no successor: those the rollover extends. Paged by
-/// client id.
+/// `horizon` and has no successor: those the rollover extends (archived
+/// clients get none). Paged by client id.
 pub async fn due_for_rollover(
     db: &Database,
     not_before: NaiveDate,
@@ -302,6 +302,7 @@ pub async fn due_for_rollover(
         "{SELECT} e WHERE end_date <= $1 AND end_date >= $2 AND client_id > $3
            AND NOT EXISTS (SELECT 1 FROM exercices later
                            WHERE later.client_id = e.client_id AND later.start_date > e.start_date)
+           AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = e.client_id AND c.archived_at IS NOT NULL)
          ORDER BY client_id LIMIT $4"
     );
     let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -316,14 +317,16 @@ pub async fn due_for_rollover(
 
 /// Exercices created before `created_before_ms` whose folders were never
 /// written (the job was lost before it was queued, say): the rollover
-/// queues their folders again.
+/// queues their folders again (not an archived client's).
 pub async fn folders_pending(
     db: &Database,
     created_before_ms: i64,
     limit: i64,
 ) -> Result<Vec<Exercice>, ExerciceError> {
     let sql = format!(
-        "{SELECT} WHERE folders_done_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2"
+        "{SELECT} e WHERE folders_done_at IS NULL AND created_at < $1
+           AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = e.client_id AND c.archived_at IS NOT NULL)
+         ORDER BY created_at LIMIT $2"
     );
     let rows: Vec<Row> = on_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(created_before_ms)

@@ -341,6 +341,15 @@ pub async fn create_with_attempts(
             problems.push(format!("the {what}: {e}"));
         }
     }
+    match crate::clients::is_archived(db, &new.client_id).await {
+        Ok(false) => {}
+        Ok(true) => problems.push(format!(
+            "client {} is archived: `dossier client unarchive {}` first",
+            new.client_id, new.client_id
+        )),
+        Err(crate::clients::ClientError::Db(e)) => return Err(e.into()),
+        Err(e) => return Err(InvitationError::Invalid(vec![e.to_string()])),
+    }
     let shared = shared_themes(db, &new.client_id).await?;
     let (role, allowed): (Role, Vec<String>) = match &new.invited_by {
         None => (Role::Director, shared.clone()),
@@ -597,6 +606,62 @@ pub async fn revoke(db: &Database, id: &str) -> Result<Invitation, InvitationErr
     .await?
     .rows_affected());
     must_get(db, id).await
+}
+
+/// Brings back an invitation revoked by archiving its client
+/// (`crate::client_archive`): a draft stays a draft (onboarding sends it);
+/// one that was queued or sent is sent again under a new generation, with
+/// a fresh link. `Ok(None)`: it is no longer revoked, nothing to do.
+pub async fn reinstate(
+    db: &Database,
+    id: &str,
+    was: Status,
+    job_attempts: u32,
+) -> Result<Option<Invitation>, InvitationError> {
+    let inv = must_get(db, id).await?;
+    if inv.status != Status::Revoked {
+        return Ok(None);
+    }
+    let now = now_ms();
+    let send = was != Status::Draft;
+    let status = if send { "queued" } else { "draft" };
+    let job = send_job(id, &inv.client_id, inv.generation + 1, job_attempts);
+    let _turn = db.write_turn(Lane::Interactive).await;
+    let changed: Result<u64, sqlx::Error> = on_pool!(db, pool => async {
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE invitations SET generation = generation + 1, status = $1, token_hash = NULL,
+                    expires_at = NULL, send_state = NULL, message_id = NULL, last_error = NULL,
+                    revoked_at = NULL, expired_at = NULL,
+                    queued_at = CASE WHEN $1 = 'queued' THEN $2 ELSE queued_at END, updated_at = $2
+             WHERE id = $3 AND generation = $4 AND status = 'revoked'",
+        )
+        .bind(status)
+        .bind(now)
+        .bind(id)
+        .bind(inv.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 && send {
+            crate::outbox::stage!(tx, &job)?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }.await);
+    match changed {
+        Ok(1) => must_get(db, id).await.map(Some),
+        Ok(_) => Ok(None),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Err(InvitationError::Invalid(vec![format!(
+                "invitation {id} stays revoked: its email has another live invitation on the client now"
+            )]))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How the job's first write for a send went.

@@ -148,6 +148,7 @@ pub async fn handle(
     _ctx: JobContext,
     deps: Arc<JobDeps>,
 ) -> Result<serde_json::Value, JobError> {
+    super::for_live_client(&deps, &job.client_id).await?;
     let Some(activation) = current(&deps, &job, "pending").await? else {
         return Ok(
             serde_json::json!({ "status": "skipped", "reason": "superseded by a later enable or disable" }),

@@ -29,6 +29,7 @@ pub async fn handle(
     _ctx: JobContext,
     deps: Arc<JobDeps>,
 ) -> Result<serde_json::Value, JobError> {
+    super::for_live_client(&deps, &job.client_id).await?;
     let ex = exercice::get(&deps.db, &job.exercice_id)
         .await
         .map_err(from_exercice)?

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::catalogue::KindSpec;
 use crate::db::Database;
+use crate::job::JobError;
 use crate::runtime::Registry;
 use crate::sirene::Sirene;
 
@@ -142,6 +143,20 @@ pub enum DepsError {
     Mail(String),
     #[error("apps settings: {0}")]
     Apps(String),
+}
+
+/// Refuses to work for an archived client: the job fails permanently with
+/// [`crate::client_archive::CANCELLED`], which `unarchive` looks for to
+/// restart it. Every kind acting on a client asks first, but
+/// `app_teardown` (archiving relies on it).
+pub(crate) async fn for_live_client(deps: &JobDeps, client_id: &str) -> Result<(), JobError> {
+    match crate::clients::is_archived(&deps.db, client_id).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(JobError::permanent(crate::client_archive::CANCELLED)),
+        Err(e) => Err(JobError::transient(format!(
+            "reading client {client_id}: {e}"
+        ))),
+    }
 }
 
 /// Every kind the product knows, for payload validation at enqueue.

@@ -48,6 +48,9 @@ pub async fn handle(
         .await
         .map_err(db_error)?
         .ok_or_else(|| JobError::permanent(format!("client {} does not exist", job.client_id)))?;
+    if client.archived_at_ms.is_some() {
+        return Err(JobError::permanent(crate::client_archive::CANCELLED));
+    }
     let Some(raw) = client.siret.as_deref() else {
         return Ok(
             serde_json::json!({"status": "skipped", "reason": "no SIRET: the client was entered by hand"}),

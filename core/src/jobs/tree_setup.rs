@@ -29,6 +29,7 @@ pub async fn handle(
     _ctx: JobContext,
     deps: Arc<JobDeps>,
 ) -> Result<serde_json::Value, JobError> {
+    super::for_live_client(&deps, &job.client_id).await?;
     let report = folders::materialize(
         &deps.db,
         std::slice::from_ref(&job.client_id),
