@@ -41,6 +41,7 @@ dossier_e2e::on_each_backend!(
     each_fetch_serves_the_firms_in_turn_interactive_first,
     a_firm_arriving_while_another_drains_is_served_promptly,
     waiting_work_is_counted_per_firm,
+    forgotten_jobs_leave_no_trace,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -869,6 +870,88 @@ async fn redis_restart_mid_run_loses_nothing() {
     let ran: HashSet<String> = rec.events().into_iter().map(|e| e.job_id).collect();
     assert_eq!(ran, ids, "every job ran");
     w.stop().await;
+}
+
+/// `forget` (an erasure's) removes jobs in every state but running, with
+/// their idempotency keys and index entries; on Redis no key of the queue
+/// names them afterwards.
+async fn forgotten_jobs_leave_no_trace(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let labelled = |mut job: dossier_core::job::NewJob, n: u32| {
+        job.subject = Some("client-forgotten".into());
+        job.group = Some("firm-forgotten".into());
+        job.trace_id = Some(format!("trace-forgotten-{n}"));
+        job.idempotency_key = Some(format!("forgotten:{n}"));
+        job
+    };
+    let done = q.push(labelled(Probe::ok("done").job(), 1)).await;
+    let mut bad = Probe {
+        label: "dead".into(),
+        fail_times: 1,
+        mode: "permanent".into(),
+        ..Probe::default()
+    }
+    .job();
+    bad.max_attempts = 1;
+    let dead = q.push(labelled(bad, 2)).await;
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.drain(LONG).await;
+    w.stop().await;
+    // Leased by a worker of this test's own: running until its lease ends.
+    let running = q.push(labelled(Probe::ok("running").job(), 3)).await;
+    let leased = q
+        .backend
+        .fetch(PROBE, "forgetful-worker", 10, Duration::from_secs(60))
+        .await
+        .expect("fetch");
+    assert_eq!(leased.len(), 1);
+    let mut later = labelled(Probe::ok("scheduled").job(), 4);
+    later.run_at_ms = Some(now_ms() + 60_000);
+    let scheduled = q.push(later).await;
+    let mut bulk = labelled(Probe::ok("pending").job(), 5);
+    bulk.bulk = true;
+    let pending = q.push(bulk).await;
+    let gone = [&done, &dead, &scheduled, &pending];
+    let mut all: Vec<String> = gone.iter().map(|id| id.to_string()).collect();
+    all.push(running.clone());
+    assert_eq!(q.backend.forget(&all).await.expect("forget"), 4);
+    for id in gone {
+        assert!(q.backend.get(id).await.expect("get").is_none(), "{id} left");
+    }
+    let left = q
+        .backend
+        .list(&JobFilter {
+            subject: Some("client-forgotten".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        left.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [running.as_str()],
+        "a running job is left to its lease"
+    );
+    let waiting = q.backend.waiting_by_group(10).await.expect("waiting");
+    assert!(waiting.is_empty(), "{waiting:?}");
+    // The keys are free again; forgetting twice forgets nothing more.
+    let again = q
+        .backend
+        .push(labelled(Probe::ok("again").job(), 1))
+        .await
+        .expect("push");
+    assert!(matches!(again, PushOutcome::Created(_)), "{again:?}");
+    assert_eq!(q.backend.forget(&all).await.expect("forget"), 0);
+    if kind == BackendKind::Redis {
+        let dump = dossier_e2e::redis_dump(&q.settings.queue.prefix).await;
+        for id in gone {
+            assert!(
+                !dump.contains(id.as_str()),
+                "{id} still named in Redis:\n{dump}"
+            );
+        }
+    }
+    q.cleanup().await;
 }
 
 async fn finished_jobs_are_purged_after_retention(kind: BackendKind) {

@@ -359,6 +359,53 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
     let (_, shown) = call("get", &format!("/v1/clients/{client_a}"), &t.own, None).await;
     assert!(shown["client"]["archived_at_ms"].is_null(), "{shown}");
 
+    // POST /v1/clients/{id}/erase: an archived client only (409 here);
+    // another firm's client answers like none.
+    let erase = format!("/v1/clients/{client_a}/erase");
+    let (st, body) = call("post", &erase, &t.own, None).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is not archived")),
+        "{body}"
+    );
+    let hidden = call("post", &erase, &t.other, None).await;
+    let missing = call("post", "/v1/clients/no-such-client/erase", &t.other, None).await;
+    assert_eq!(hidden, missing);
+    assert_eq!(hidden.0, 404);
+    // POST /v1/persons/erase: a firm's token erases in its own firm only.
+    let nobody = serde_json::json!({ "email": "personne@inconnu.example" });
+    let (st, body) = call("post", "/v1/persons/erase", &t.own, Some(nobody.clone())).await;
+    assert_eq!(st, 200, "{body}");
+    let elsewhere = serde_json::json!({ "email": "personne@inconnu.example", "firm_id": "firm-b" });
+    assert_eq!(
+        call("post", "/v1/persons/erase", &t.own, Some(elsewhere))
+            .await
+            .0,
+        404
+    );
+    let (st, _) = call(
+        "post",
+        "/v1/persons/erase",
+        &t.own,
+        Some(serde_json::json!({ "email": "sans-arobase" })),
+    )
+    .await;
+    assert_eq!(st, 400);
+    for bad in [t.expired.clone(), t.revoked.clone()]
+        .into_iter()
+        .chain(malformed(&t.own))
+    {
+        assert_eq!(call("post", &erase, &bad, None).await.0, 401);
+        assert_eq!(
+            call("post", "/v1/persons/erase", &bad, Some(nobody.clone()))
+                .await
+                .0,
+            401
+        );
+    }
+
     // POST /v1/jobs/{kind}: a firm's own clients' kinds; never another
     // firm's client, never a maintenance kind.
     let jobs = || async {
@@ -584,7 +631,7 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
     );
     assert!(
         done.iter()
-            .filter(|d| d.1 != "client.export" && d.1 != "client.archive")
+            .filter(|d| !["client.export", "client.archive", "person.erase"].contains(&d.1))
             .all(|d| d.0 == "platform-admin (API)"),
         "{done:?}"
     );

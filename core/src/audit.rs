@@ -32,6 +32,9 @@ pub mod action {
     pub const CLIENT_EXPORT: &str = "client.export";
     pub const CLIENT_ARCHIVE: &str = "client.archive";
     pub const CLIENT_UNARCHIVE: &str = "client.unarchive";
+    pub const CLIENT_ERASE: &str = "client.erase";
+    /// Its target never names the person (the trail would keep them).
+    pub const PERSON_ERASE: &str = "person.erase";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
 }

@@ -102,6 +102,10 @@ pub enum ArchiveError {
     Label(#[from] sqlx::Error),
     #[error("stored archive record of client {0} is unreadable: {1}")]
     Corrupt(String, String),
+    #[error(
+        "client {0} was erased: it stays archived (its people's data is gone; create the client anew)"
+    )]
+    Erased(String),
 }
 
 fn read_record(id: &str, text: &str) -> Result<Stopped, ArchiveError> {
@@ -226,6 +230,9 @@ pub async fn unarchive(
         done.was_active = true;
         return Ok(Some(done));
     };
+    if crate::clients::erased_at(db, id).await?.is_some() {
+        return Err(ArchiveError::Erased(id.to_string()));
+    }
     let record = read_record(id, &text)?;
     // Cleared first: the jobs restarted below must find the client active.
     if !crate::clients::clear_archived(db, id).await? {

@@ -444,6 +444,62 @@ pub(crate) async fn clear_archived(db: &Database, id: &str) -> Result<bool, Clie
     Ok(changed == 1)
 }
 
+/// When the client's people were erased (`crate::erasure`), if they were.
+pub async fn erased_at(db: &Database, id: &str) -> Result<Option<i64>, ClientError> {
+    let row: Option<(Option<i64>,)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT erased_at FROM clients WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?);
+    Ok(row.and_then(|(at,)| at))
+}
+
+/// Removes the people the registry listed from the client's record (its
+/// directors, also inside the stored registry answer) and marks it erased:
+/// 1 if there were some, else 0. The company facts stay.
+pub(crate) async fn erase_people(db: &Database, id: &str, now: i64) -> Result<u64, ClientError> {
+    let row: Option<(Option<String>, String)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT registry, directors FROM clients WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?);
+    let Some((registry, directors)) = row else {
+        return Ok(0);
+    };
+    let mut had = directors.trim() != "[]";
+    let registry = match registry {
+        Some(text) => {
+            let mut value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ClientError::Corrupt {
+                    id: id.to_string(),
+                    why: format!("registry: {e}"),
+                })?;
+            if let Some(list) = value.get_mut("directors").and_then(|d| d.as_array_mut())
+                && !list.is_empty()
+            {
+                list.clear();
+                had = true;
+            }
+            Some(value.to_string())
+        }
+        None => None,
+    };
+    let _turn = db.write_turn(Lane::Interactive).await;
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE clients SET directors = '[]', registry = $1, erased_at = COALESCE(erased_at, $2), updated_at = $2
+         WHERE id = $3",
+    )
+    .bind(registry)
+    .bind(now)
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(u64::from(had))
+}
+
 /// Whether the client is archived (a client that does not exist is not).
 pub async fn is_archived(db: &Database, id: &str) -> Result<bool, ClientError> {
     let row: Option<(i64,)> = on_pool!(db, pool => sqlx::query_as(

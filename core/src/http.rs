@@ -421,6 +421,8 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("get", "/v1/clients/{id}/export", Auth::Hooks),
     ("post", "/v1/clients/{id}/archive", Auth::Hooks),
     ("post", "/v1/clients/{id}/unarchive", Auth::Hooks),
+    ("post", "/v1/clients/{id}/erase", Auth::Hooks),
+    ("post", "/v1/persons/erase", Auth::Hooks),
     ("post", "/v1/jobs/{kind}", Auth::Hooks),
     ("post", "/v1/invitations/accept", Auth::Hooks),
     ("get", "/metrics", Auth::Admin),
@@ -449,6 +451,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/clients/{id}/export", get(export_client))
         .route("/v1/clients/{id}/archive", post(archive_client))
         .route("/v1/clients/{id}/unarchive", post(unarchive_client))
+        .route("/v1/clients/{id}/erase", post(erase_client))
+        .route("/v1/persons/erase", post(erase_person))
         .route("/v1/jobs/{kind}", post(enqueue))
         .route("/v1/invitations/accept", post(accept));
     let admin = Router::new()
@@ -973,6 +977,125 @@ async fn unarchive_client(
     .await
 }
 
+/// Erases every personal datum of an archived client's people (`erasure`).
+#[utoipa::path(post, path = "/v1/clients/{id}/erase", tag = "clients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the client's id")),
+    responses((status = 200, description = "erased (`already`: again): what was removed or replaced, per store", body = Object),
+        (status = 404, description = "no such client", body = ErrorBody),
+        (status = 409, description = "the client is not archived, or one of its jobs is running", body = ErrorBody),
+        (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
+async fn erase_client(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = visible_client(&state, &access, &id).await {
+        return refused;
+    }
+    let mail = crate::erasure::mail_dir(&state.settings);
+    let done =
+        crate::erasure::erase_client(&state.db, state.queue.as_ref(), mail.as_deref(), &id).await;
+    match done {
+        Ok(Some(done)) => {
+            crate::audit::note(
+                &state.db,
+                &crate::audit::api_actor(&who),
+                crate::audit::action::CLIENT_ERASE,
+                &id,
+                serde_json::to_value(&done.removed).unwrap_or_default(),
+            )
+            .await;
+            Json(done).into_response()
+        }
+        Ok(None) => no_such_client(),
+        Err(e) => erasure_refused(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PersonErase {
+    email: String,
+    /// Only this firm's clients; a firm's token always means its own.
+    #[serde(default)]
+    firm_id: Option<String>,
+}
+
+/// Erases one person's data across clients (`erasure::erase_person`).
+#[utoipa::path(post, path = "/v1/persons/erase", tag = "clients", security(("bearer" = [])),
+    request_body = PersonErase,
+    responses((status = 200, description = "what was removed or replaced, per store", body = Object),
+        (status = 400, description = "not an email address", body = ErrorBody),
+        (status = "default", description = "an error, as every error of the hooks", body = ErrorBody)))]
+async fn erase_person(
+    State(state): State<ApiState>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(who): axum::Extension<TokenName>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(asked) = serde_json::from_slice::<PersonErase>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected {\"email\": \"…\", \"firm_id\": \"…\" (optional)}",
+        );
+    };
+    let firm = match (access.firm(), asked.firm_id.as_deref()) {
+        (Some(own), Some(named)) if own != named => {
+            return error(StatusCode::NOT_FOUND, "not_found", "no firm with this id");
+        }
+        (Some(own), _) => Some(own.to_string()),
+        (None, named) => named.map(str::to_string),
+    };
+    let mail = crate::erasure::mail_dir(&state.settings);
+    match crate::erasure::erase_person(
+        &state.db,
+        state.queue.as_ref(),
+        mail.as_deref(),
+        &asked.email,
+        firm.as_deref(),
+    )
+    .await
+    {
+        Ok(done) => {
+            // The trail keeps what was done, never whom for.
+            let target = firm
+                .as_deref()
+                .map(|f| format!("a person of firm {f}"))
+                .unwrap_or_else(|| "a person".into());
+            crate::audit::note(
+                &state.db,
+                &crate::audit::api_actor(&who),
+                crate::audit::action::PERSON_ERASE,
+                &target,
+                serde_json::to_value(&done.removed).unwrap_or_default(),
+            )
+            .await;
+            Json(done).into_response()
+        }
+        Err(e) => erasure_refused(e),
+    }
+}
+
+fn erasure_refused(e: crate::erasure::ErasureError) -> Response {
+    use crate::erasure::ErasureError as E;
+    match &e {
+        E::NotArchived(_) | E::Running { .. } => {
+            error(StatusCode::CONFLICT, "conflict", &e.to_string())
+        }
+        E::NotAnAddress => error(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "an erasure failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            )
+        }
+    }
+}
+
 async fn archive_answer<T: serde::Serialize>(
     state: &ApiState,
     who: &TokenName,
@@ -994,6 +1117,9 @@ async fn archive_answer<T: serde::Serialize>(
             Json(body).into_response()
         }
         Ok(None) => no_such_client(),
+        Err(e @ crate::client_archive::ArchiveError::Erased(_)) => {
+            error(StatusCode::CONFLICT, "conflict", &e.to_string())
+        }
         Err(e) => {
             tracing::error!(error = %e, action, "archiving or unarchiving a client failed");
             error(
@@ -1247,7 +1373,7 @@ async fn confined(
 #[openapi(
     info(title = "Dossier hooks", description = "Create clients, follow their onboarding, enqueue jobs, accept invitations; the operators' admin API."),
     paths(
-        healthz, readyz, openapi_json, create_client, get_client, export_client, archive_client, unarchive_client, enqueue, accept, metrics,
+        healthz, readyz, openapi_json, create_client, get_client, export_client, archive_client, unarchive_client, erase_client, erase_person, enqueue, accept, metrics,
         crate::dashboard::page, crate::dashboard::script, crate::dashboard::style,
         crate::dashboard::queues, crate::dashboard::workers, crate::dashboard::jobs,
         crate::dashboard::job, crate::dashboard::retry, crate::dashboard::kill,

@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod digest;
+pub mod erasure;
 pub mod exercice;
 pub mod firms;
 pub mod folder_bench;

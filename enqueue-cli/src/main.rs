@@ -88,6 +88,9 @@ enum Command {
     /// Clients: what was typed, what the registries say, the differences.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// One person across clients (`person erase`: an employee who left).
+    #[command(subcommand)]
+    Person(PersonCommand),
     /// Folder tree templates (arborescences) of a firm.
     #[command(subcommand)]
     Tree(folders::TreeCommand),
@@ -168,6 +171,24 @@ enum ClientCommand {
     /// Undoes `archive`: the cancelled jobs run, the invitations are sent
     /// again (fresh links), the apps are enabled again.
     Unarchive { id: String },
+    /// Erases every personal datum of an archived client's people, in every
+    /// store (tables, queue, hook answers, imports, mail files); the company
+    /// facts stay. Prints what it removed per store; idempotent.
+    Erase { id: String },
+}
+
+#[derive(Subcommand)]
+enum PersonCommand {
+    /// Erases one person's data across clients: their invitations (revoked
+    /// if live), their jobs, the hook answers, imports and mail files that
+    /// hold their address.
+    Erase {
+        #[arg(long)]
+        email: String,
+        /// Only this firm's clients.
+        #[arg(long)]
+        firm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -757,6 +778,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(ClientCommand::Archive { id }) => archive::archive(&settings, &id).await,
         Command::Client(ClientCommand::Unarchive { id }) => {
             archive::unarchive(&settings, &id).await
+        }
+        Command::Client(ClientCommand::Erase { id }) => archive::erase(&settings, &id).await,
+        Command::Person(PersonCommand::Erase { email, firm }) => {
+            archive::erase_person(&settings, &email, firm.as_deref()).await
         }
         Command::Client(ClientCommand::Tree { id, json }) => {
             folders::client_tree(&settings, &id, json).await

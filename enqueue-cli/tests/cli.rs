@@ -2067,6 +2067,55 @@ fn jobs_found_by_client_and_firm_and_changed_in_bulk() {
         trail.contains("client.archive") && trail.contains("client.unarchive"),
         "{trail}"
     );
+
+    // Erasure: an archived client only; then it stays archived.
+    let err = env.refused(&["client", "erase", &first]);
+    assert!(
+        err.contains("is not archived: `dossier client archive"),
+        "{err}"
+    );
+    env.ok(&["client", "archive", &first]);
+    let said = env.ok(&["client", "erase", &first]);
+    assert!(
+        said.contains("its people's data erased; removed or replaced"),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.trim_start().starts_with("invitations") && l.trim_end().ends_with(" 1")),
+        "{said}"
+    );
+    assert!(
+        env.ok(&["client", "erase", &first])
+            .contains("erased (again)")
+    );
+    let err = env.refused(&["client", "unarchive", &first]);
+    assert!(err.contains("was erased: it stays archived"), "{err}");
+    // One person across the firm's clients (the second has Camille too).
+    let said = env.ok(&[
+        "person",
+        "erase",
+        "--email",
+        "Camille@Example.fr",
+        "--firm",
+        "cabinet-9",
+    ]);
+    assert!(
+        said.lines()
+            .any(|l| l.trim_start().starts_with("invitations") && l.trim_end().ends_with(" 1")),
+        "{said}"
+    );
+    let err = env.refused(&["person", "erase", "--email", "camille"]);
+    assert!(err.contains("not an email address"), "{err}");
+    let trail = env.ok(&["audit", "list"]);
+    assert!(
+        trail.contains("person.erase") && trail.contains("a person of firm cabinet-9"),
+        "{trail}"
+    );
+    assert!(
+        !trail.to_lowercase().contains("camille@example.fr"),
+        "the trail names no one:\n{trail}"
+    );
 }
 
 /// An action whose audit entry cannot be written (here the business

@@ -123,6 +123,83 @@ pub fn redis_url() -> String {
     std::env::var("DOSSIER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// Every key under `prefix` on the suites' Redis with everything it holds
+/// (hash fields and values, list, set and sorted-set members, strings), one
+/// line per key: what a search of a deployment's Redis as bytes reads.
+pub async fn redis_dump(prefix: &str) -> String {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("type");
+        let items: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await,
+            "list" => {
+                redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+            }
+            "set" => {
+                redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            }
+            "zset" => {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+            }
+            "string" => redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Vec<u8>>(&mut conn)
+                .await
+                .map(|v| vec![v]),
+            _ => Ok(Vec::new()),
+        }
+        .expect("read key");
+        out.push_str(&key);
+        for item in items {
+            out.push(' ');
+            out.push_str(&String::from_utf8_lossy(&item));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// What the probe does on each attempt, set by its payload.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -155,6 +155,12 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Deletes finished jobs older than `retention`, and workers silent that long.
     async fn purge(&self, retention: Duration) -> Result<u64, QueueError>;
 
+    /// Deletes the jobs `ids` whatever their state but running (a running
+    /// job's lease is left to end), with every trace of them: payload,
+    /// result, errors, idempotency key, indexes. How an erasure removes
+    /// what a job held about a person. Returns how many went.
+    async fn forget(&self, ids: &[String]) -> Result<u64, QueueError>;
+
     /// Per-kind counts, every kind that has jobs.
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError>;
 

@@ -561,6 +561,16 @@ impl QueueBackend for PostgresQueue {
         Ok(jobs)
     }
 
+    async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
+        Ok(
+            sqlx::query("DELETE FROM jobs WHERE id = ANY($1) AND state <> 'running'")
+                .bind(ids)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
         let now = now_ms();
         let rows: Vec<CountsRow> = sqlx::query_as(

@@ -76,6 +76,7 @@ struct Scripts {
     reschedule: Script,
     waiting: Script,
     purge: Script,
+    forget: Script,
 }
 
 /// Appends one JSON object to the JSON array text of `errors` (no cjson
@@ -558,6 +559,41 @@ end
 return n
 "#;
 
+/// Deletes the jobs ARGV[2..] but running ones: the hash and the id from
+/// every structure that may hold it (ready list, schedules, dead set, done
+/// list, failed set, idempotency map, indexes).
+const FORGET: &str = r#"
+local p = ARGV[1]
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local key = p .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'kind', 'idempotency_key', 'trace_id', 'group', 'subject')
+  if f[1] and f[1] ~= 'running' then
+    local kind = f[2]
+    if f[1] == 'queued' then
+      local lane, grp = lane_of(key)
+      unready(p, kind, lane, grp, id)
+    end
+    redis.call('ZREM', p .. ':sched:' .. kind, id)
+    redis.call('ZREM', p .. ':retry:' .. kind, id)
+    redis.call('ZREM', p .. ':dead:' .. kind, id)
+    redis.call('LREM', p .. ':done:' .. kind, 0, id)
+    redis.call('ZREM', p .. ':failed', id)
+    if f[3] and f[3] ~= '' and redis.call('HGET', p .. ':idem', f[3]) == id then
+      redis.call('HDEL', p .. ':idem', f[3])
+    end
+    for j, index in ipairs({'trace', 'group', 'subject'}) do
+      local v = f[3 + j]
+      if v and v ~= '' then redis.call('ZREM', p .. ':by:' .. index .. ':' .. v, id) end
+    end
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+return n
+"#;
+
 impl Scripts {
     fn new() -> Self {
         let with_errors =
@@ -577,6 +613,7 @@ impl Scripts {
             reschedule: with_lanes(RESCHEDULE),
             waiting: with_lanes(WAITING),
             purge: Script::new(PURGE),
+            forget: with_lanes(FORGET),
         }
     }
 }
@@ -1073,6 +1110,22 @@ impl QueueBackend for RedisQueue {
             .arg(now_ms() - retention.as_millis() as i64)
             .invoke_async(&mut conn)
             .await?;
+        Ok(n)
+    }
+
+    async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut n = 0;
+        // Bounded scripts: a long one would block the server for others.
+        for chunk in ids.chunks(100) {
+            let mut call = self.scripts.forget.prepare_invoke();
+            call.arg(&self.prefix);
+            for id in chunk {
+                call.arg(id);
+            }
+            let gone: u64 = call.invoke_async(&mut conn).await?;
+            n += gone;
+        }
         Ok(n)
     }
 

@@ -548,6 +548,19 @@ impl QueueBackend for SqliteQueue {
         Ok(jobs)
     }
 
+    async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
+        let _turn = self.gate.turn(Lane::Interactive).await;
+        let mut n = 0;
+        for id in ids {
+            n += sqlx::query("DELETE FROM jobs WHERE id = ?1 AND state <> 'running'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
         let now = now_ms();
         let rows: Vec<CountsRow> = sqlx::query_as(
