@@ -43,6 +43,74 @@ pub struct Settings {
     pub apps: AppsSettings,
     pub imports: ImportSettings,
     pub audit: AuditSettings,
+    pub retention: RetentionSettings,
+}
+
+/// How long people's data is kept where nothing else bounds it
+/// (`crate::retention`, run by the scheduled `retention` job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Cron expression with seconds, in UTC, of the `retention` job.
+    pub cron: String,
+    /// The hooks' stored answers (`Idempotency-Key`): a retry comes within
+    /// minutes, a day covers a caller's outage.
+    pub hook_answers_hours: u32,
+    /// A finished import's file and reports (its counts stay).
+    pub import_files_days: u32,
+    /// The personal fields of an accepted, expired or revoked invitation,
+    /// counted from its last change (the row and its dates stay).
+    pub closed_invitations_days: u32,
+    /// The `.eml` files of the file transport.
+    pub mail_files_days: u32,
+    /// Dead jobs (payload and errors), left this long for operators.
+    pub dead_jobs_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            cron: "0 30 3 * * *".into(),
+            hook_answers_hours: 24,
+            import_files_days: 30,
+            closed_invitations_days: 90,
+            mail_files_days: 30,
+            dead_jobs_days: 30,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Each problem as (key, why).
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (key, value) in [
+            ("retention.hook_answers_hours", self.hook_answers_hours),
+            ("retention.import_files_days", self.import_files_days),
+            (
+                "retention.closed_invitations_days",
+                self.closed_invitations_days,
+            ),
+            ("retention.mail_files_days", self.mail_files_days),
+            ("retention.dead_jobs_days", self.dead_jobs_days),
+        ] {
+            if value == 0 {
+                out.push((
+                    key,
+                    "must be at least 1 (0 would remove what is still in use)".to_string(),
+                ));
+            }
+        }
+        if let Err(e) = self.cron.parse::<cron::Schedule>() {
+            out.push((
+                "retention.cron",
+                format!(
+                    "not a cron expression ({e}): six fields, `sec min hour day month weekday`, e.g. \"0 30 3 * * *\""
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// The operators' audit trail (`crate::audit`).
@@ -749,6 +817,9 @@ impl Settings {
         if let Err(e) = crate::secrets::KeyRing::new(&self.apps.encryption_keys) {
             bad("apps.encryption_keys", e.to_string());
         }
+        for (key, why) in self.retention.problems() {
+            bad(key, why);
+        }
         if self.audit.retention_days == 0 {
             bad(
                 "audit.retention_days",
@@ -1008,6 +1079,17 @@ mod tests {
             .expect_err("missing url refused")
             .to_string();
         assert!(err.contains("queue.url"), "{err}");
+    }
+
+    #[test]
+    fn a_retention_period_of_zero_or_a_bad_cron_is_refused_with_its_key() {
+        let err = Settings::from_figment(&figment_with(
+            "[retention]\nimport_files_days = 0\ncron = 'tous les jours'\n",
+        ))
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains("retention.import_files_days"), "{err}");
+        assert!(err.contains("retention.cron"), "{err}");
     }
 
     #[test]

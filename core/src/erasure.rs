@@ -244,7 +244,7 @@ pub async fn erase_person(
 
 /// Replaces the person's data on each invitation (revoking a live one):
 /// how many still held some.
-async fn scrub_invitations(db: &Database, ids: &[String]) -> Result<u64, sqlx::Error> {
+pub(crate) async fn scrub_invitations(db: &Database, ids: &[String]) -> Result<u64, sqlx::Error> {
     let now = now_ms();
     let mut n = 0;
     let _turn = db.write_turn(Lane::Interactive).await;

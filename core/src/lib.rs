@@ -34,6 +34,7 @@ pub mod onboarding;
 pub mod outbox;
 pub mod owners;
 pub mod queue;
+pub mod retention;
 pub mod schedule;
 pub mod secrets;
 pub mod sirene;

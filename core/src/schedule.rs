@@ -1,5 +1,5 @@
 //! The product's schedules: the exercice rollover, the invitations'
-//! housekeeping and each drop folder's scan, on the pool's apalis-cron
+//! housekeeping, the retention of people's data and each drop folder's scan, on the pool's apalis-cron
 //! workers (`dossier_queue::schedule`). A missed rollover tick is harmless:
 //! its lead time is 30 days.
 
@@ -48,7 +48,27 @@ pub fn product(settings: &Settings) -> Result<Vec<Scheduled>, ScheduleError> {
             bulk: false,
         },
     )?;
-    let mut all = vec![rollover, housekeeping];
+    let retention_attempts = settings
+        .queue
+        .kind(crate::jobs::retention::KIND)
+        .max_attempts;
+    let periods = crate::jobs::retention::Retention::from_settings(&settings.retention);
+    let retention = Scheduled::new(
+        crate::jobs::retention::KIND,
+        &settings.retention.cron,
+        move |_| NewJob {
+            kind: crate::jobs::retention::KIND.to_string(),
+            payload: serde_json::to_value(&periods).unwrap_or_default(),
+            run_at_ms: None,
+            max_attempts: retention_attempts,
+            idempotency_key: None,
+            trace_id: None,
+            group: None,
+            subject: None,
+            bulk: false,
+        },
+    )?;
+    let mut all = vec![rollover, housekeeping, retention];
     let scan_attempts = settings
         .queue
         .kind(crate::jobs::import_scan::KIND)

@@ -18,6 +18,7 @@ mod folder_errors;
 pub mod import_scan;
 pub mod invitation;
 pub mod invitation_housekeeping;
+pub mod retention;
 pub mod siret_check;
 pub mod siret_enrichment;
 pub mod tree_setup;
@@ -173,6 +174,7 @@ pub fn catalogue() -> Vec<KindSpec> {
         app_teardown::spec(),
         bulk_import::spec(),
         import_scan::spec(),
+        retention::spec(),
     ]
 }
 
@@ -188,5 +190,6 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     app_setup::register(registry, deps.clone());
     app_teardown::register(registry, deps.clone());
     bulk_import::register(registry, deps.clone());
+    retention::register(registry, deps.clone());
     import_scan::register(registry, deps);
 }

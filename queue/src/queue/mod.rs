@@ -161,6 +161,11 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// what a job held about a person. Returns how many went.
     async fn forget(&self, ids: &[String]) -> Result<u64, QueueError>;
 
+    /// Deletes dead jobs that died longer than `retention` ago, as
+    /// [`QueueBackend::forget`] does (the retention of people's data: a
+    /// dead job's payload and errors may name someone).
+    async fn purge_dead(&self, retention: Duration) -> Result<u64, QueueError>;
+
     /// Per-kind counts, every kind that has jobs.
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError>;
 

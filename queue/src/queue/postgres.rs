@@ -561,6 +561,17 @@ impl QueueBackend for PostgresQueue {
         Ok(jobs)
     }
 
+    async fn purge_dead(&self, retention: Duration) -> Result<u64, QueueError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        Ok(
+            sqlx::query("DELETE FROM jobs WHERE state = 'dead' AND finished_at < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
         Ok(
             sqlx::query("DELETE FROM jobs WHERE id = ANY($1) AND state <> 'running'")

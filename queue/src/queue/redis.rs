@@ -1113,6 +1113,35 @@ impl QueueBackend for RedisQueue {
         Ok(n)
     }
 
+    async fn purge_dead(&self, retention: Duration) -> Result<u64, QueueError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let mut n = 0;
+        for kind in self.kinds().await? {
+            // Each dead set is scored by the time of death.
+            loop {
+                let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.key(&format!("dead:{kind}")))
+                    .arg("-inf")
+                    .arg(format!("({cutoff}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1_000)
+                    .query_async(&mut conn)
+                    .await?;
+                if ids.is_empty() {
+                    break;
+                }
+                let gone = self.forget(&ids).await?;
+                n += gone;
+                if gone == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
         let mut n = 0;

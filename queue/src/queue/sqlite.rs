@@ -548,6 +548,18 @@ impl QueueBackend for SqliteQueue {
         Ok(jobs)
     }
 
+    async fn purge_dead(&self, retention: Duration) -> Result<u64, QueueError> {
+        let _turn = self.gate.turn(Lane::Background).await;
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        Ok(
+            sqlx::query("DELETE FROM jobs WHERE state = 'dead' AND finished_at < ?1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn forget(&self, ids: &[String]) -> Result<u64, QueueError> {
         let _turn = self.gate.turn(Lane::Interactive).await;
         let mut n = 0;
