@@ -42,6 +42,7 @@ dossier_e2e::on_each_backend!(
     a_firm_arriving_while_another_drains_is_served_promptly,
     waiting_work_is_counted_per_firm,
     forgotten_jobs_leave_no_trace,
+    retrying_every_dead_job_counts_each_once_while_they_die_again,
 );
 
 /// Not a test: the entry point of child worker processes (see support).
@@ -326,6 +327,43 @@ async fn timeouts_count_as_failed_attempts(kind: BackendKind) {
         "{:?}",
         job.errors
     );
+    q.cleanup().await;
+}
+
+/// "Retry every dead job" retries the jobs dead when it was asked, each
+/// once, while a running worker fails them again at once (on Redis the
+/// retry goes by batches: a job of the first that died again before the
+/// next was once retried twice, and could be for ever).
+async fn retrying_every_dead_job_counts_each_once_while_they_die_again(kind: BackendKind) {
+    let q = TestQueue::new(kind).await;
+    let jobs: Vec<_> = (0..1_500)
+        .map(|i| {
+            let mut j = Probe {
+                label: format!("doomed-{i}"),
+                fail_times: 99,
+                mode: "permanent".into(),
+                ..Probe::default()
+            }
+            .job();
+            j.max_attempts = 1;
+            j
+        })
+        .collect();
+    q.backend.push_bulk(jobs).await.expect("push");
+    let w = q.start_worker(probe_registry(Recorder::default()));
+    q.drain(LONG).await;
+    assert_eq!(
+        q.backend.retry_all_dead(Some(PROBE)).await.expect("retry"),
+        1_500
+    );
+    q.drain(LONG).await;
+    w.stop().await;
+    let counts = q.backend.counts().await.expect("counts");
+    let probe = counts
+        .iter()
+        .find(|c| c.kind == PROBE)
+        .expect("probe counts");
+    assert_eq!(probe.dead, 1_500, "{probe:?}");
     q.cleanup().await;
 }
 

@@ -427,7 +427,9 @@ local function retry_one(id)
   return 'ok'
 end
 if ARGV[3] ~= '' then return retry_one(ARGV[3]) end
-local ids = redis.call('ZRANGE', p .. ':dead:' .. ARGV[4], 0, 999)
+-- Only the jobs dead before the first batch (ARGV[5]): one retried by an
+-- earlier batch that died again meanwhile is not retried twice.
+local ids = redis.call('ZRANGEBYSCORE', p .. ':dead:' .. ARGV[4], '-inf', ARGV[5], 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do retry_one(id) end
 return #ids
 "#;
@@ -1309,6 +1311,7 @@ impl QueueBackend for RedisQueue {
         };
         let mut conn = self.conn.clone();
         let mut total = 0;
+        let dead_before = now_ms();
         for k in kinds {
             loop {
                 let n: u64 = self
@@ -1319,6 +1322,7 @@ impl QueueBackend for RedisQueue {
                     .arg(now_ms())
                     .arg("")
                     .arg(&k)
+                    .arg(dead_before)
                     .invoke_async(&mut conn)
                     .await?;
                 total += n;
