@@ -2,7 +2,6 @@
 //! unarchiving brings exactly that work back: on SQLite, on PostgreSQL with
 //! its queue in the same database, and on PostgreSQL with the Redis queue.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::apps;
@@ -12,11 +11,10 @@ use dossier_core::config::{MailTransportKind, Settings};
 use dossier_core::db::Database;
 use dossier_core::invitations::{self, Status};
 use dossier_core::job::{JobFilter, JobStatus};
-use dossier_core::jobs::{self, JobDeps, Mailer, Partners};
+
 use dossier_core::onboarding::{self, AppChoice, ClientForm, Director};
 use dossier_core::runtime::{self, Registry};
 use dossier_core::secrets::KeyRing;
-use dossier_core::sirene::{Quota, Sirene};
 use dossier_e2e::partner_stub::PartnerStub;
 use dossier_e2e::{BackendKind, TestQueue};
 
@@ -96,18 +94,7 @@ fn form() -> ClientForm {
 }
 
 fn registry(q: &TestQueue, db: &Database) -> Registry {
-    let deps = Arc::new(JobDeps {
-        db: db.clone(),
-        sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
-        mail: Mailer::from_settings(&q.settings).expect("mail"),
-        queue: q.backend.clone(),
-        queue_settings: q.settings.queue.clone(),
-        imports: Default::default(),
-        partners: Partners::from_settings(&q.settings).expect("partners"),
-    });
-    let mut registry = Registry::new();
-    jobs::register_all(&mut registry, deps);
-    registry
+    dossier_e2e::product_registry(q, db)
 }
 
 /// Runs `kinds` until none of them has work left.

@@ -5,7 +5,6 @@
 //! clients are untouched. On SQLite, PostgreSQL with its queue, and
 //! PostgreSQL with the Redis queue.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::client_archive::{self, ArchiveError};
@@ -17,11 +16,10 @@ use dossier_core::import::{self, Limits, Request, store};
 use dossier_core::import_bench::siret_for;
 use dossier_core::invitations::{self, Status};
 use dossier_core::job::JobFilter;
-use dossier_core::jobs::{self, JobDeps, Mailer, Partners};
+
 use dossier_core::onboarding::{self, ClientForm, Director};
 use dossier_core::runtime::{self, Registry};
 use dossier_core::secrets::KeyRing;
-use dossier_core::sirene::{Quota, Sirene};
 use dossier_e2e::{BackendKind, TestQueue};
 
 const FIRM: &str = "cabinet-effacement";
@@ -37,18 +35,7 @@ const KINDS: &[&str] = &[
 ];
 
 fn registry(q: &TestQueue, db: &Database) -> Registry {
-    let deps = Arc::new(JobDeps {
-        db: db.clone(),
-        sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
-        mail: Mailer::from_settings(&q.settings).expect("mail"),
-        queue: q.backend.clone(),
-        queue_settings: q.settings.queue.clone(),
-        imports: q.settings.imports.clone(),
-        partners: Partners::from_settings(&q.settings).expect("partners"),
-    });
-    let mut registry = Registry::new();
-    jobs::register_all(&mut registry, deps);
-    registry
+    dossier_e2e::product_registry(q, db)
 }
 
 async fn drain(q: &TestQueue, db: &Database) {

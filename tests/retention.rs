@@ -4,7 +4,6 @@
 //! their stored times back. On SQLite, PostgreSQL with its queue, and
 //! PostgreSQL with the Redis queue.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dossier_core::clock::now_ms;
@@ -14,10 +13,9 @@ use dossier_core::import::{self, Limits, Request, store};
 use dossier_core::import_bench::siret_for;
 use dossier_core::invitations;
 use dossier_core::job::{JobStatus, NewJob};
-use dossier_core::jobs::{self, JobDeps, Mailer, Partners, retention::Retention};
+use dossier_core::jobs::retention::Retention;
 use dossier_core::runtime::Registry;
 use dossier_core::secrets::KeyRing;
-use dossier_core::sirene::{Quota, Sirene};
 use dossier_e2e::{BackendKind, TestQueue};
 
 const FIRM: &str = "cabinet-retention";
@@ -26,18 +24,7 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
 fn registry(q: &TestQueue, db: &Database) -> Registry {
-    let deps = Arc::new(JobDeps {
-        db: db.clone(),
-        sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
-        mail: Mailer::from_settings(&q.settings).expect("mail"),
-        queue: q.backend.clone(),
-        queue_settings: q.settings.queue.clone(),
-        imports: q.settings.imports.clone(),
-        partners: Partners::from_settings(&q.settings).expect("partners"),
-    });
-    let mut registry = Registry::new();
-    jobs::register_all(&mut registry, deps);
-    registry
+    dossier_e2e::product_registry(q, db)
 }
 
 async fn exec(db: &Database, sql: &str, at: i64, id: &str) {

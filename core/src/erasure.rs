@@ -375,36 +375,19 @@ async fn scrub_imports(
     Ok(n)
 }
 
-/// Deletes the regular files of `dir` (not links, not below) that hold one
-/// of `addresses`.
+/// Deletes the mail files of `dir` that hold one of `addresses`.
 fn delete_mail_files(dir: Option<&Path>, addresses: &[String]) -> Result<u64, ErasureError> {
     let Some(dir) = dir else { return Ok(0) };
     if addresses.is_empty() {
         return Ok(0);
     }
-    let failed = |source| ErasureError::Mail {
+    crate::mail::remove_files(dir, |path, meta| {
+        Ok(meta.len() <= MAX_MAIL_FILE && mentions(&std::fs::read(path)?, addresses))
+    })
+    .map_err(|source| ErasureError::Mail {
         path: dir.display().to_string(),
         source,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(failed(e)),
-    };
-    let mut n = 0;
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        let meta = entry.metadata().map_err(failed)?;
-        if !meta.file_type().is_file() || meta.len() > MAX_MAIL_FILE {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path()).map_err(failed)?;
-        if mentions(&bytes, addresses) {
-            std::fs::remove_file(entry.path()).map_err(failed)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    })
 }
 
 #[cfg(test)]

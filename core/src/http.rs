@@ -930,20 +930,7 @@ async fn archive_client(
     axum::Extension(who): axum::Extension<TokenName>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = visible_client(&state, &access, &id).await {
-        return refused;
-    }
-    let done =
-        crate::client_archive::archive(&state.db, state.queue.as_ref(), &state.settings.queue, &id)
-            .await;
-    archive_answer(
-        &state,
-        &who,
-        crate::audit::action::CLIENT_ARCHIVE,
-        &id,
-        done,
-    )
-    .await
+    archive_route(&state, &access, &who, &id, true).await
 }
 
 /// Undoes `archive` (`client_archive`).
@@ -957,24 +944,7 @@ async fn unarchive_client(
     axum::Extension(who): axum::Extension<TokenName>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = visible_client(&state, &access, &id).await {
-        return refused;
-    }
-    let done = crate::client_archive::unarchive(
-        &state.db,
-        state.queue.as_ref(),
-        &state.settings.queue,
-        &id,
-    )
-    .await;
-    archive_answer(
-        &state,
-        &who,
-        crate::audit::action::CLIENT_UNARCHIVE,
-        &id,
-        done,
-    )
-    .await
+    archive_route(&state, &access, &who, &id, false).await
 }
 
 /// Erases every personal datum of an archived client's people (`erasure`).
@@ -1093,6 +1063,28 @@ fn erasure_refused(e: crate::erasure::ErasureError) -> Response {
                 "try again shortly",
             )
         }
+    }
+}
+
+/// `archive` (or, `archiving` false, `unarchive`) for a caller who sees
+/// the client.
+async fn archive_route(
+    state: &ApiState,
+    access: &Access,
+    who: &TokenName,
+    id: &str,
+    archiving: bool,
+) -> Response {
+    if let Err(refused) = visible_client(state, access, id).await {
+        return refused;
+    }
+    let (db, queue, settings) = (&state.db, state.queue.as_ref(), &state.settings.queue);
+    if archiving {
+        let done = crate::client_archive::archive(db, queue, settings, id).await;
+        archive_answer(state, who, crate::audit::action::CLIENT_ARCHIVE, id, done).await
+    } else {
+        let done = crate::client_archive::unarchive(db, queue, settings, id).await;
+        archive_answer(state, who, crate::audit::action::CLIENT_UNARCHIVE, id, done).await
     }
 }
 

@@ -61,6 +61,31 @@ impl DeliveryError {
     }
 }
 
+/// Deletes the regular files of the file transport's folder `dir` (not
+/// links, nothing below it) that `doomed` picks: how erasure and retention
+/// remove sent messages. A folder that does not exist holds none.
+pub(crate) fn remove_files(
+    dir: &std::path::Path,
+    mut doomed: impl FnMut(&std::path::Path, &std::fs::Metadata) -> std::io::Result<bool>,
+) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry?;
+        // The entry's own type: a link is never followed.
+        let meta = entry.metadata()?;
+        if meta.file_type().is_file() && doomed(&entry.path(), &meta)? {
+            std::fs::remove_file(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Where messages go.
 #[derive(Debug, Clone)]
 pub enum Transport {

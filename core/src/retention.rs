@@ -108,30 +108,13 @@ pub async fn sweep(
     Ok(swept)
 }
 
-/// Deletes the regular files of `dir` (not links, not below) last changed
-/// before `before`.
+/// Deletes the mail files of `dir` last changed before `before`.
 fn delete_old_files(dir: Option<&Path>, before: SystemTime) -> Result<u64, RetentionError> {
     let Some(dir) = dir else { return Ok(0) };
-    let failed = |source| RetentionError::Mail {
-        path: dir.display().to_string(),
-        source,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(failed(e)),
-    };
-    let mut n = 0;
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        let meta = entry.metadata().map_err(failed)?;
-        if !meta.file_type().is_file() {
-            continue;
+    crate::mail::remove_files(dir, |_, meta| Ok(meta.modified()? < before)).map_err(|source| {
+        RetentionError::Mail {
+            path: dir.display().to_string(),
+            source,
         }
-        if meta.modified().map_err(failed)? < before {
-            std::fs::remove_file(entry.path()).map_err(failed)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    })
 }

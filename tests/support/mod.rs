@@ -123,6 +123,25 @@ pub fn redis_url() -> String {
     std::env::var("DOSSIER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// Every product job kind, for a worker on `q` with the business data in
+/// `db`: mail, partners and imports as `q`'s settings say, no registry.
+pub fn product_registry(q: &TestQueue, db: &Database) -> Registry {
+    use dossier_core::jobs::{self, JobDeps, Mailer, Partners};
+    use dossier_core::sirene::{Quota, Sirene};
+    let deps = Arc::new(JobDeps {
+        db: db.clone(),
+        sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
+        mail: Mailer::from_settings(&q.settings).expect("mail"),
+        queue: q.backend.clone(),
+        queue_settings: q.settings.queue.clone(),
+        imports: q.settings.imports.clone(),
+        partners: Partners::from_settings(&q.settings).expect("partners"),
+    });
+    let mut registry = Registry::new();
+    jobs::register_all(&mut registry, deps);
+    registry
+}
+
 /// Every key under `prefix` on the suites' Redis with everything it holds
 /// (hash fields and values, list, set and sorted-set members, strings), one
 /// line per key: what a search of a deployment's Redis as bytes reads.
