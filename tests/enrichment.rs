@@ -376,6 +376,11 @@ async fn three_processes_share_the_registry_quota(kind: BackendKind, store: Quot
     q.settings.sirene.recherche_entreprises.quota_requests = 7;
     q.settings.sirene.recherche_entreprises.quota_window_ms = 1_000;
     q.settings.sirene.max_quota_wait_ms = 60_000;
+    // An attempt must outlast its wait for quota plus its request, as with
+    // the shipped defaults (5 min): with the suites' 10 s, a lookup in a
+    // line slowed by a loaded host was cut after taking its slot, and its
+    // retry asked the registry a second time (seen: 201 requests).
+    q.settings.queue.defaults.timeout_ms = 120_000;
     q.settings.queue.defaults.concurrency = 8;
     let mut jobs = Vec::new();
     for s in sirets(200) {

@@ -682,6 +682,34 @@ impl Settings {
                 );
             }
         }
+        // Each provider in turn may wait for quota, then for its answer: an
+        // attempt cut before the end would have taken a slot (and perhaps
+        // been answered), and its retry would ask the registry again.
+        let lookup_ms: u64 = self
+            .sirene
+            .providers
+            .iter()
+            .map(|name| {
+                let timeout = match name.as_str() {
+                    "recherche-entreprises" => self.sirene.recherche_entreprises.timeout_ms,
+                    "insee" => self.sirene.insee.timeout_ms,
+                    _ => 0,
+                };
+                self.sirene.max_quota_wait_ms + timeout
+            })
+            .sum();
+        let attempt_ms = self
+            .queue
+            .kind(crate::jobs::siret_enrichment::KIND)
+            .timeout_ms;
+        if lookup_ms > 0 && attempt_ms <= lookup_ms {
+            bad(
+                "queue.kinds.siret_enrichment.timeout_ms",
+                format!(
+                    "is {attempt_ms} ms but a lookup may take {lookup_ms} ms (sirene.max_quota_wait_ms plus each provider's timeout_ms): raise it above that, or lower those"
+                ),
+            );
+        }
         if self.sirene.quota_store == QuotaStoreKind::Redis
             && self.sirene_quota_redis_url().is_none()
         {
@@ -1090,6 +1118,17 @@ mod tests {
         .to_string();
         assert!(err.contains("retention.import_files_days"), "{err}");
         assert!(err.contains("retention.cron"), "{err}");
+    }
+
+    #[test]
+    fn an_attempt_shorter_than_a_lookup_is_refused_with_its_key() {
+        let err = Settings::from_figment(&figment_with(
+            "[queue.kinds.siret_enrichment]\ntimeout_ms = 12000\n",
+        ))
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains("queue.kinds.siret_enrichment.timeout_ms"), "{err}");
+        assert!(err.contains("15000 ms"), "{err}");
     }
 
     #[test]
