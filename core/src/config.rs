@@ -1127,7 +1127,10 @@ mod tests {
         ))
         .expect_err("refused")
         .to_string();
-        assert!(err.contains("queue.kinds.siret_enrichment.timeout_ms"), "{err}");
+        assert!(
+            err.contains("queue.kinds.siret_enrichment.timeout_ms"),
+            "{err}"
+        );
         assert!(err.contains("15000 ms"), "{err}");
     }
 
