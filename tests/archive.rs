@@ -157,6 +157,17 @@ async fn archive_stops_the_work_and_unarchive_brings_it_back(kind: BackendKind) 
     assert_eq!(automation.status, "active");
     assert!(automation.external_id.is_some());
 
+    let due = || async {
+        let from = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
+        let to = chrono::NaiveDate::from_ymd_opt(2028, 1, 1).expect("date");
+        dossier_core::exercice::due_for_rollover(&db, from, to, "", 100)
+            .await
+            .expect("due")
+            .into_iter()
+            .filter(|e| e.client_id == id)
+            .count()
+    };
+    assert_eq!(due().await, 1, "an active client's exercice is rolled over");
     let done = client_archive::archive(&db, &*q.backend, &q.settings.queue, &id)
         .await
         .expect("archive")
@@ -229,6 +240,12 @@ async fn archive_stops_the_work_and_unarchive_brings_it_back(kind: BackendKind) 
     )
     .await
     .expect_err("archived");
+    assert!(refused.to_string().contains("is archived"), "{refused}");
+    assert_eq!(due().await, 0, "an archived client gets no new exercice");
+    let definition = apps::app(&db, FIRM, "banque_en_ligne").await.expect("app");
+    let refused = apps::enable(&db, &id, &definition, &Default::default(), true)
+        .await
+        .expect_err("archived");
     assert!(refused.to_string().contains("is archived"), "{refused}");
 
     let again = client_archive::archive(&db, &*q.backend, &q.settings.queue, &id)
