@@ -235,6 +235,32 @@ async fn hostile_input_changes_nothing(kind: BackendKind) {
             );
         }
     }
+    // A line break in the director's name would start a header of the
+    // invitation email: refused, the field named.
+    for (field, first, last) in [
+        (
+            "/director/first_name",
+            "Jean\r\nBcc: x@evil.example",
+            "Dupont",
+        ),
+        ("/director/last_name", "Jean", "Dupont\nX-Spam: no"),
+    ] {
+        let mut f = client_form();
+        f["director"] = serde_json::json!({ "email": "jean@dupont.fr", "first_name": first, "last_name": last });
+        let r = web
+            .post(format!("{}/v1/clients", s.base))
+            .bearer_auth(BEARER)
+            .json(&f)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 422, "{field}");
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            text.contains(field) && text.contains("control character U+000"),
+            "{field}: {text}"
+        );
+    }
     // The importer: a file of hostile cells is refused whole.
     let keys = dossier_core::secrets::KeyRing::new(&[]).expect("ring");
     let file = format!(

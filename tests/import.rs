@@ -272,6 +272,12 @@ fn bad_rows() -> Vec<String> {
             siret_for(14)
         ),
         ";Sans date;;;;;;;;;;;R15".into(),
+        // A line break in a quoted cell is the spreadsheet's; in a name it
+        // would start a header of the invitation: refused, at its cell.
+        format!(
+            "{};Saut;01/01/2026;;;jean@example.fr;\"Jean\r\nBcc: x@evil.example\";Dupont;;oui;;;R16",
+            siret_for(16)
+        ),
     ]
 }
 
@@ -294,6 +300,7 @@ async fn every_bad_row_reported(kind: BackendKind) {
         "line 13, column M « Référence externe », value \"R1\": this reference is also on line 2: keep one line per client",
         "line 14, column A « SIRET », value \"552 100 554 00014\": not a SIRET: checksum failed: not a valid SIRET (check for a mistyped digit)",
         "line 16, column C « Début d'exercice »: empty: give the first day of the client's current exercice, e.g. 01/01/2026",
+        "line 17, column G « Dirigeant prénom », value \"Jean\\r\\nBcc: x@evil.example\": holds the invisible control character U+000D at character 5: retype the value",
     ];
     for want in exact {
         assert!(
@@ -326,7 +333,7 @@ async fn every_bad_row_reported(kind: BackendKind) {
     let r = f.import(&bytes, &request(false)).await;
     assert_eq!(
         (r.status.as_str(), r.rows_created, r.rows_refused),
-        ("refused", 0, 13)
+        ("refused", 0, 14)
     );
     assert_eq!(f.census().await, before, "nothing written, nothing queued");
     f.done().await;

@@ -280,6 +280,90 @@ pub struct MailSettings {
     /// Links in emails start with this; never taken from a request.
     pub public_base_url: String,
     pub smtp: SmtpSettings,
+    pub dkim: DkimSettings,
+}
+
+/// DKIM signing of outgoing mail (`crate::mail::Signer`): off while the
+/// selector is empty.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimSettings {
+    /// The DNS name's first label: the key is published at
+    /// `{selector}._domainkey.{domain}`.
+    pub selector: String,
+    /// The signing domain (`d=`): the From address's domain or a parent of
+    /// it, so that DMARC finds the signature aligned.
+    pub domain: String,
+    pub algorithm: DkimAlgorithm,
+    /// `DOSSIER__MAIL__DKIM__PRIVATE_KEY` or `…_FILE`: RSA in PKCS#1 PEM
+    /// (`-----BEGIN RSA PRIVATE KEY-----`), or Ed25519 as the base64 of its
+    /// 32 bytes.
+    pub private_key: Option<Secret>,
+}
+
+impl DkimSettings {
+    pub fn enabled(&self) -> bool {
+        !self.selector.is_empty()
+    }
+
+    /// The key itself is parsed where the signer is built (`crate::mail`).
+    fn problems(&self, from_address: &str) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !self.enabled() {
+            if self.private_key.is_some() || !self.domain.is_empty() {
+                out.push((
+                    "mail.dkim.selector",
+                    "required when a DKIM key or domain is set (the DNS record's name, e.g. dossier2026)".into(),
+                ));
+            }
+            return out;
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if !self.selector.split('.').all(label_ok) {
+            out.push((
+                "mail.dkim.selector",
+                "must be DNS labels (letters, digits, hyphens), e.g. dossier2026".into(),
+            ));
+        }
+        let from_domain = from_address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let domain = self.domain.to_ascii_lowercase();
+        if domain.is_empty() || !domain.split('.').all(label_ok) {
+            out.push((
+                "mail.dkim.domain",
+                "required with a selector: the signing domain, e.g. cabinet.fr".into(),
+            ));
+        } else if from_domain != domain && !from_domain.ends_with(&format!(".{domain}")) {
+            out.push((
+                "mail.dkim.domain",
+                format!(
+                    "{domain} is not mail.from_address's domain ({from_domain}) nor a parent of it: DMARC would find the signature unaligned"
+                ),
+            ));
+        }
+        if self.private_key.is_none() {
+            out.push((
+                "mail.dkim.private_key",
+                "required with a selector: set DOSSIER__MAIL__DKIM__PRIVATE_KEY or DOSSIER__MAIL__DKIM__PRIVATE_KEY_FILE".into(),
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    /// Every receiver verifies RSA; Ed25519 (RFC 8463) not yet everywhere.
+    #[default]
+    Rsa,
+    Ed25519,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,6 +389,12 @@ pub struct InvitationSettings {
     /// A new client's invitation waits this long for enrichment, so that
     /// the email carries the registry's name; then it goes with the typed one.
     pub wait_for_enrichment_secs: u64,
+    /// `DOSSIER__INVITATIONS__LINK_KEY` or `…_FILE`: 64 hex characters, the
+    /// key the links' tokens derive from (a retried send carries the same
+    /// link). Unset: a key kept in the database (`server_keys`), shared by
+    /// every process on it, so that a copy of the database and of this key
+    /// together are needed to rebuild a link still in flight.
+    pub link_key: Option<Secret>,
 }
 
 impl Default for MailSettings {
@@ -317,6 +407,7 @@ impl Default for MailSettings {
             contact_address: "contact@cabinet.example".into(),
             public_base_url: "http://localhost:8080".into(),
             smtp: SmtpSettings::default(),
+            dkim: DkimSettings::default(),
         }
     }
 }
@@ -340,6 +431,7 @@ impl Default for InvitationSettings {
             expiry_days: 7,
             reminder_after_days: 3,
             wait_for_enrichment_secs: 120,
+            link_key: None,
         }
     }
 }
@@ -860,6 +952,17 @@ impl Settings {
         if self.invitations.expiry_days == 0 || self.invitations.expiry_days > 90 {
             bad("invitations.expiry_days", "must be between 1 and 90".into());
         }
+        if let Some(key) = &self.invitations.link_key
+            && (key.expose().len() != 64 || !key.expose().chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            bad(
+                "invitations.link_key",
+                "must be 64 hex characters (32 random bytes, e.g. `openssl rand -hex 32`)".into(),
+            );
+        }
+        for (key, why) in self.mail.dkim.problems(&self.mail.from_address) {
+            bad(key, why);
+        }
         if self.worker.threads > 1024 {
             bad(
                 "worker.threads",
@@ -1091,6 +1194,35 @@ mod tests {
         ))
         .expect("the queue's Redis counts");
         assert_eq!(s.sirene_quota_redis_url(), Some("redis://q:6379"));
+    }
+
+    #[test]
+    fn dkim_and_link_key_settings_are_checked() {
+        let refused = |toml: &str| {
+            Settings::from_figment(&figment_with(toml))
+                .expect_err("refused")
+                .to_string()
+        };
+        let err = refused("[mail.dkim]\nselector = 'dossier2026'\ndomain = 'cabinet.example'\n");
+        assert!(err.contains("mail.dkim.private_key: required"), "{err}");
+        let err = refused(
+            "[mail.dkim]\nselector = 'dossier2026'\ndomain = 'autre.fr'\nprivate_key = 'k'\n",
+        );
+        assert!(
+            err.contains("autre.fr is not mail.from_address's domain (cabinet.example)"),
+            "{err}"
+        );
+        let err = refused("[mail.dkim]\nprivate_key = 'k'\n");
+        assert!(err.contains("mail.dkim.selector: required"), "{err}");
+        let err = refused("[invitations]\nlink_key = 'short'\n");
+        assert!(
+            err.contains("invitations.link_key: must be 64 hex"),
+            "{err}"
+        );
+        let ok = Settings::from_figment(&figment_with(
+            "[mail]\nfrom_address = 'invitations@mail.cabinet.fr'\n[mail.dkim]\nselector = 's1'\ndomain = 'cabinet.fr'\nprivate_key = 'k'\n",
+        ));
+        assert!(ok.is_ok(), "a parent domain aligns: {ok:?}");
     }
 
     #[test]

@@ -121,6 +121,11 @@ async function showJob(id) {
     for (const e of j.errors) t.append(el("tr", {}, el("td", {}, e.attempt), el("td", {}, new Date(e.at_ms).toLocaleString()), el("td", {}, e.class), el("td", {}, e.message)));
     body.append(el("h3", {}, "Essais et erreurs"), t);
   }
+  // What the mail server answered (its queue id), to quote to its postmaster.
+  if (j.kind === "invitation" && j.result && j.result.reply) {
+    body.append(el("p", { class: "smtp-reply" }, "Réponse du serveur de courrier : ", el("code", {}, j.result.reply),
+      j.result.repeats ? " · renvoyé à l'identique " + j.result.repeats + " fois après une réponse perdue" : ""));
+  }
   if (j.result != null) body.append(el("h3", {}, "Résultat"), el("pre", {}, JSON.stringify(j.result, null, 2)));
 }
 

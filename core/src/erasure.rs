@@ -254,6 +254,7 @@ pub(crate) async fn scrub_invitations(db: &Database, ids: &[String]) -> Result<u
         n += on_pool!(db, pool => sqlx::query(
             "UPDATE invitations SET email = $1, email_key = $1, first_name = '', last_name = '',
                     token_hash = NULL, message_id = NULL, last_error = NULL, send_state = NULL,
+                    send_frame = NULL, smtp_reply = NULL,
                     status = CASE WHEN status IN ('draft', 'queued', 'sent') THEN 'revoked' ELSE status END,
                     revoked_at = CASE WHEN status IN ('draft', 'queued', 'sent') THEN $2 ELSE revoked_at END,
                     updated_at = $2

@@ -1,5 +1,6 @@
 //! Delivering one message: to an SMTP server (lettre's connection, driven
-//! step by step) or to a file in an outbox directory.
+//! step by step) or to a file in an outbox directory; and signing it with
+//! DKIM ([`Signer`]).
 //!
 //! SMTP cannot say whether a message whose final reply was lost was taken
 //! (RFC 1047). [`Transport::deliver`] therefore calls `commit` at the last
@@ -8,7 +9,9 @@
 //! final dot — so the caller can record that the outcome is from then on
 //! uncertain. A failure before `commit` means nothing was delivered; after
 //! it, an explicit 4xx/5xx reply still means nothing was delivered, and only
-//! a lost connection or a timeout leaves the outcome unknown.
+//! a lost connection or a timeout leaves the outcome unknown. The caller
+//! then sends the identical message again (`jobs::invitation`): a copy too
+//! many is recognisable by its Message-ID, a lost one is not seen at all.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,7 +23,81 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::config::{MailSettings, MailTransportKind, SmtpSecurity};
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::HeaderName;
+
+use crate::config::{DkimAlgorithm, DkimSettings, MailSettings, MailTransportKind, SmtpSecurity};
+
+/// Signs messages with DKIM (RFC 6376) for `mail.dkim.domain`.
+pub struct Signer(DkimConfig);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(***)")
+    }
+}
+
+/// The headers signed: those a forger would change, each present once in
+/// every message we send (lettre signs one header of each name). Not
+/// Content-Type: lettre 0.11 canonicalizes its folded `boundary=` line
+/// otherwise than verifiers do (dkimpy fails the signature); the body hash
+/// covers the parts and their boundaries anyway.
+const SIGNED_HEADERS: [&str; 7] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "MIME-Version",
+];
+
+impl Signer {
+    /// `None` while DKIM is off (no selector); an error names what is wrong
+    /// with the key, never the key.
+    pub fn from_settings(d: &DkimSettings) -> Result<Option<Signer>, String> {
+        if !d.enabled() {
+            return Ok(None);
+        }
+        let key = d.private_key.as_ref().ok_or_else(|| {
+            "mail.dkim.private_key: set DOSSIER__MAIL__DKIM__PRIVATE_KEY or …_FILE".to_string()
+        })?;
+        let (algorithm, form) = match d.algorithm {
+            DkimAlgorithm::Rsa => (
+                DkimSigningAlgorithm::Rsa,
+                "an RSA key in PKCS#1 PEM (-----BEGIN RSA PRIVATE KEY-----; `openssl rsa -traditional` converts one)",
+            ),
+            DkimAlgorithm::Ed25519 => (
+                DkimSigningAlgorithm::Ed25519,
+                "the base64 of a 32-byte Ed25519 key",
+            ),
+        };
+        let key = DkimSigningKey::new(key.expose().trim(), algorithm)
+            .map_err(|e| format!("mail.dkim.private_key is not {form}: {e}"))?;
+        Ok(Some(Signer(DkimConfig::new(
+            d.selector.clone(),
+            d.domain.to_ascii_lowercase(),
+            key,
+            SIGNED_HEADERS
+                .iter()
+                .map(|h| HeaderName::new_from_ascii_str(h))
+                .collect(),
+            // Relaxed: survives the header folding and trailing-space
+            // changes relays make.
+            DkimCanonicalization {
+                header: DkimCanonicalizationType::Relaxed,
+                body: DkimCanonicalizationType::Relaxed,
+            },
+        ))))
+    }
+
+    pub fn sign(&self, message: &mut lettre::Message) {
+        message.sign(&self.0);
+    }
+}
 
 /// A message ready to go: its envelope and its bytes (RFC 5322).
 #[derive(Debug, Clone)]
@@ -123,7 +200,8 @@ impl Transport {
     }
 
     /// Delivers `mail`, calling `commit` just before the point of no return.
-    pub async fn deliver<F, Fut>(&self, mail: &Outgoing, commit: F) -> Result<(), DeliveryError>
+    /// Returns the server's answer (for a file, where it was written).
+    pub async fn deliver<F, Fut>(&self, mail: &Outgoing, commit: F) -> Result<String, DeliveryError>
     where
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<(), String>> + Send,
@@ -134,7 +212,7 @@ impl Transport {
                 let started = std::time::Instant::now();
                 let sent = deliver_smtp(target, mail, commit).await;
                 match &sent {
-                    Ok(()) => crate::metrics::smtp_sent(started.elapsed().as_secs_f64()),
+                    Ok(_) => crate::metrics::smtp_sent(started.elapsed().as_secs_f64()),
                     Err(e) => crate::metrics::smtp_failed(e.class()),
                 }
                 sent
@@ -149,7 +227,7 @@ async fn deliver_file<F, Fut>(
     dir: &PathBuf,
     mail: &Outgoing,
     commit: F,
-) -> Result<(), DeliveryError>
+) -> Result<String, DeliveryError>
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<(), String>> + Send,
@@ -168,14 +246,24 @@ where
         })
         .collect();
     let path = dir.join(format!("{name}.eml"));
+    let reply = format!("in the outbox as {name}.eml");
     if tokio::fs::try_exists(&path).await.map_err(io)? {
-        return Ok(());
+        return Ok(reply);
     }
     commit().await.map_err(DeliveryError::Commit)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     tokio::fs::write(&tmp, &mail.bytes).await.map_err(io)?;
     tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-    Ok(())
+    Ok(reply)
+}
+
+/// What is kept of a server's answer: one line, addresses and control
+/// characters out, short (`250 2.0.0 Ok: queued as 4Xk3Yz1abc`).
+fn reply_text(r: &lettre::transport::smtp::response::Response) -> String {
+    let lines: Vec<&str> = r.message().collect();
+    let text = redact_addresses(&format!("{} {}", r.code(), lines.join(" ")));
+    let printable: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    printable
 }
 
 /// `text` with every email address replaced by `<address>`: servers echo
@@ -231,7 +319,7 @@ async fn deliver_smtp<F, Fut>(
     t: &SmtpTarget,
     mail: &Outgoing,
     commit: F,
-) -> Result<(), DeliveryError>
+) -> Result<String, DeliveryError>
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<(), String>> + Send,
@@ -291,9 +379,15 @@ where
     // From here a lost answer leaves the outcome unknown: say so first.
     commit().await.map_err(DeliveryError::Commit)?;
     match tokio::time::timeout(t.timeout, conn.message(&mail.bytes)).await {
-        Ok(Ok(_)) => {
-            let _ = tokio::time::timeout(t.timeout, conn.quit()).await;
-            Ok(())
+        Ok(Ok(response)) => {
+            // Taken: say so now. Waiting for QUIT's answer first would
+            // widen the window in which a crash makes the retry send a
+            // second copy.
+            let timeout = t.timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, conn.quit()).await;
+            });
+            Ok(reply_text(&response))
         }
         // The server answered: not taken, whatever the class.
         Ok(Err(e)) if e.is_permanent() => Err(classify("message", e)),

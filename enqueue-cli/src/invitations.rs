@@ -140,18 +140,19 @@ pub async fn run(cmd: InvitationCommand, settings: &Settings) -> anyhow::Result<
                 return Ok(());
             }
             println!(
-                "{:<36} {:<8} {:<9} {:<32} {:<24} {:<24} note",
-                "invitation", "role", "status", "email", "sent", "expires"
+                "{:<36} {:<8} {:<9} {:<32} {:<24} {:<24} {:<40} note",
+                "invitation", "role", "status", "email", "sent", "expires", "mail server's answer"
             );
             for i in list {
                 println!(
-                    "{:<36} {:<8} {:<9} {:<32} {:<24} {:<24} {}",
+                    "{:<36} {:<8} {:<9} {:<32} {:<24} {:<24} {:<40} {}",
                     i.id,
                     i.role.as_str(),
                     i.status.as_str(),
                     i.email,
                     i.sent_at_ms.map(format_ms).unwrap_or_else(|| "-".into()),
                     i.expires_at_ms.map(format_ms).unwrap_or_else(|| "-".into()),
+                    i.smtp_reply.as_deref().unwrap_or("-"),
                     i.last_error.as_deref().unwrap_or("")
                 );
             }

@@ -756,6 +756,25 @@ async fn invitations_from_the_command_line() {
         "{err}"
     );
     assert!(err.contains("unknown theme \"secret\""), "{err}");
+    // A line break in a name would start a header of the email.
+    let out = env.run(&[
+        "invitation",
+        "add",
+        "--client",
+        client.as_str(),
+        "--first-name",
+        "Anne\r\nBcc: x@evil.example",
+        "--last-name",
+        "Roux",
+        "--email",
+        "anne.roux@example.fr",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the first name: holds the invisible control character U+000D"),
+        "{err}"
+    );
     let out = add(&["--email", "anne.roux@example.fr", "--draft"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");

@@ -9,6 +9,11 @@ faults, by the local part of their address:
   tempfail…  451 at RCPT on their first two attempts, then accepted
   stallrcpt… the RCPT reply is held for 60 s (a client killed meanwhile
              never reaches DATA)
+  stalldata… on its first message, the message is stored and then the
+             final reply held for 10 s: the client, timing out, cannot
+             know it was taken (RFC 1047)
+Accepted messages are answered "250 2.0.0 Ok: queued as N", N being the
+file's number, as Postfix names its queue ids.
 Prints "ready" on stdout once listening.
 """
 import asyncio
@@ -52,7 +57,13 @@ class Capture:
             f.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
             f.write(envelope.original_content or envelope.content)
         os.rename(tmp, os.path.join(self.directory, "%d.eml" % n))
-        return "250 2.0.0 accepted"
+        for address in envelope.rcpt_tos:
+            if address.split("@", 1)[0].lower().startswith("stalldata"):
+                key = "data:" + address
+                self.tries[key] = self.tries.get(key, 0) + 1
+                if self.tries[key] == 1:
+                    await asyncio.sleep(10)
+        return "250 2.0.0 Ok: queued as %d" % n
 
 
 def main():

@@ -262,6 +262,13 @@ fn field_of(problem: &str) -> (Option<Field>, &str) {
         "company" => Field::LegalName,
         "exercice" => Field::ExerciceStart,
         "tree" => Field::Tree,
+        // The text rules (`onboarding::text_problems`) name the field: a
+        // line break in a name passes the cell check (spreadsheets put
+        // them in addresses) and is refused there.
+        "director.first_name" => Field::DirectorFirstName,
+        "director.last_name" => Field::DirectorLastName,
+        "director.email" => Field::DirectorEmail,
+        "company.legal_name" => Field::LegalName,
         "director" if message.contains("first name") => Field::DirectorFirstName,
         "director" if message.contains("last name") => Field::DirectorLastName,
         "director" => Field::DirectorEmail,

@@ -1,12 +1,17 @@
 //! The invitation email: French, a plain-text and an HTML part saying the
 //! same, from the firm's name, with Message-ID, Date and Reply-To — what
-//! spam filters look for in a clean message.
+//! spam filters look for in a clean message — and signed with DKIM when a
+//! key is configured.
+//!
+//! The same [`Content`] gives the same bytes (the Date and the MIME
+//! boundary come from it, not from the clock or a random draw): a message
+//! sent again after a lost answer is the identical message.
 
 use chrono::{DateTime, Datelike, Utc};
 use lettre::Address;
 use lettre::message::{Mailbox, Message, MultiPart, header::ContentType};
 
-use crate::mail::Outgoing;
+use crate::mail::{Outgoing, Signer};
 
 const WEEKDAYS: [&str; 7] = [
     "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
@@ -56,6 +61,8 @@ pub struct Content<'a> {
     /// Labels of the sections the person will see.
     pub themes: &'a [String],
     pub message_id: &'a str,
+    /// The Date header: when the first attempt of this send composed it.
+    pub date: DateTime<Utc>,
     /// The one reminder: says so, and that the earlier link no longer works.
     pub reminder: bool,
 }
@@ -157,9 +164,43 @@ pub fn html(c: &Content) -> String {
     )
 }
 
-/// The whole message, ready for a transport.
-pub fn compose(c: &Content) -> Result<Outgoing, String> {
-    let message = Message::builder()
+/// Why a value cannot go into a header: header injection (a CR or LF
+/// would start a header of the sender's choosing) and mangled names.
+/// Entry points refuse such names already (`crate::text`); this catches
+/// what came another way — a registry's company name, a row written before
+/// the rule.
+fn header_problems(c: &Content) -> Vec<String> {
+    [
+        ("the person's first name", c.first_name),
+        ("the person's last name", c.last_name),
+        ("the company name", c.company),
+        ("the firm's name (mail.from_name)", c.firm_name),
+    ]
+    .into_iter()
+    .filter_map(|(what, v)| {
+        crate::text::check(v, crate::text::MAX_TEXT)
+            .err()
+            .map(|e| format!("{what} {e}"))
+    })
+    .collect()
+}
+
+/// The whole message, ready for a transport; signed when `signer` is set.
+/// An error says why this message can never be composed as is.
+pub fn compose(c: &Content, signer: Option<&Signer>) -> Result<Outgoing, String> {
+    let problems = header_problems(c);
+    if !problems.is_empty() {
+        return Err(format!(
+            "cannot compose the email: {}; correct it and resend",
+            problems.join("; ")
+        ));
+    }
+    // Unique per message, the same for each copy of it.
+    let boundary = format!(
+        "=_dossier_{}",
+        &crate::digest::sha256_hex(c.message_id.as_bytes())[..32]
+    );
+    let mut message = Message::builder()
         .from(Mailbox::new(Some(c.firm_name.to_string()), c.from.clone()))
         .reply_to(Mailbox::new(
             Some(c.firm_name.to_string()),
@@ -171,9 +212,10 @@ pub fn compose(c: &Content) -> Result<Outgoing, String> {
         ))
         .subject(subject(c))
         .message_id(Some(format!("<{}>", c.message_id)))
-        .date_now()
+        .date(std::time::SystemTime::from(c.date))
         .multipart(
             MultiPart::alternative()
+                .boundary(boundary)
                 .singlepart(
                     lettre::message::SinglePart::builder()
                         .header(ContentType::TEXT_PLAIN)
@@ -186,6 +228,9 @@ pub fn compose(c: &Content) -> Result<Outgoing, String> {
                 ),
         )
         .map_err(|e| format!("cannot build the email: {e}"))?;
+    if let Some(signer) = signer {
+        signer.sign(&mut message);
+    }
     Ok(Outgoing {
         message_id: c.message_id.to_string(),
         from: c.from.clone(),
@@ -217,6 +262,66 @@ mod tests {
             french_date(t("2027-02-14T23:59:59Z")),
             "dimanche 14 février 2027"
         );
+    }
+
+    fn content<'a>(
+        addresses: &'a [Address; 3],
+        first_name: &'a str,
+        themes: &'a [String],
+    ) -> Content<'a> {
+        let t = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        Content {
+            firm_name: "Cabinet Durand & Associés",
+            from: &addresses[0],
+            contact: &addresses[1],
+            to: &addresses[2],
+            first_name,
+            last_name: "Lefèvre",
+            company: "SCI Les Tilleuls",
+            link: "https://app.cabinet-durand.fr/invitations/abc",
+            expires: t,
+            themes,
+            message_id: "invitation.1.0@cabinet-durand.fr",
+            date: t,
+            reminder: false,
+        }
+    }
+
+    fn addresses() -> [Address; 3] {
+        [
+            "invitations@cabinet-durand.fr",
+            "accueil@cabinet-durand.fr",
+            "h.lefevre@sci-tilleuls.fr",
+        ]
+        .map(|a| a.parse().expect("address"))
+    }
+
+    #[test]
+    fn the_same_content_gives_the_same_bytes() {
+        let (a, themes) = (addresses(), vec!["Comptabilité".to_string()]);
+        let one = compose(&content(&a, "Hélène", &themes), None).expect("composed");
+        let two = compose(&content(&a, "Hélène", &themes), None).expect("composed");
+        assert_eq!(one.bytes, two.bytes);
+        let text = String::from_utf8_lossy(&one.bytes);
+        assert!(
+            text.contains("Date: Fri, 04 Dec 2026 10:00:00 +0000"),
+            "{text}"
+        );
+        assert!(text.contains("boundary=\"=_dossier_"), "{text}");
+    }
+
+    #[test]
+    fn a_name_that_would_start_a_header_is_refused_not_sent() {
+        let a = addresses();
+        for name in ["Jean\r\nBcc: victime@example.org", "Jean\nX", "Je\u{7}an"] {
+            let why = compose(&content(&a, name, &[]), None).expect_err("refused");
+            assert!(
+                why.contains("first name") && why.contains("control character"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Invitations of a client's director and employees: validation, the life
 //! cycle (draft → queued → sent → accepted; expired, revoked), and the
 //! records the `invitation` job keeps around each send so that no email
-//! goes out twice (see `jobs::invitation`).
+//! is lost and a repeated one is the identical message (see
+//! `jobs::invitation`).
 //!
 //! Emails and names are personal data: `Invitation`'s `Debug` hides them,
 //! and nothing here logs them.
 
 pub mod email;
+pub mod link;
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
@@ -97,12 +99,18 @@ pub struct Invitation {
     pub message_id: Option<String>,
     /// Why the last send failed, or a note on how it ended.
     pub last_error: Option<String>,
+    /// The mail server's answer to the message (its queue id when it
+    /// gives one), addresses redacted.
+    pub smtp_reply: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub sent_at_ms: Option<i64>,
     pub accepted_at_ms: Option<i64>,
     /// This generation is the reminder (its email says so).
     pub is_reminder: bool,
+    /// The send in flight, as stored ([`SendFrame`] in JSON).
+    #[serde(skip)]
+    send_frame: Option<String>,
 }
 
 impl std::fmt::Debug for Invitation {
@@ -175,7 +183,7 @@ pub(crate) const INSERT: &str = "INSERT INTO invitations (id, client_id, email, 
 
 const COLUMNS: &str = "id, client_id, email, first_name, last_name, role, invited_by, themes, \
      status, generation, expires_at, send_state, message_id, last_error, \
-     created_at, updated_at, sent_at, accepted_at, reminder_generation";
+     created_at, updated_at, sent_at, accepted_at, reminder_generation, send_frame, smtp_reply";
 
 /// A row as stored (more columns than sqlx decodes into a tuple).
 #[derive(sqlx::FromRow)]
@@ -199,6 +207,8 @@ struct Flat {
     sent_at: Option<i64>,
     accepted_at: Option<i64>,
     reminder_generation: Option<i64>,
+    send_frame: Option<String>,
+    smtp_reply: Option<String>,
 }
 
 fn decode(r: Flat) -> Result<Invitation, InvitationError> {
@@ -226,6 +236,8 @@ fn decode(r: Flat) -> Result<Invitation, InvitationError> {
         sent_at_ms: r.sent_at,
         accepted_at_ms: r.accepted_at,
         is_reminder: r.reminder_generation == Some(r.generation),
+        send_frame: r.send_frame,
+        smtp_reply: r.smtp_reply,
     })
 }
 
@@ -557,6 +569,7 @@ pub async fn resend(
         let n = sqlx::query(
             "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
                     expires_at = NULL, send_state = NULL, message_id = NULL, last_error = NULL,
+                    send_frame = NULL, smtp_reply = NULL,
                     queued_at = $1, updated_at = $1, expired_at = NULL
              WHERE id = $2 AND generation = $3 AND status IN ('draft', 'queued', 'sent', 'expired')",
         )
@@ -597,7 +610,8 @@ pub async fn revoke(db: &Database, id: &str) -> Result<Invitation, InvitationErr
     let now = now_ms();
     let _turn = db.write_turn(Lane::Interactive).await;
     on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET status = 'revoked', token_hash = NULL, revoked_at = $1, updated_at = $1
+        "UPDATE invitations SET status = 'revoked', token_hash = NULL, send_state = NULL, send_frame = NULL,
+                revoked_at = $1, updated_at = $1
          WHERE id = $2 AND status NOT IN ('accepted', 'revoked')",
     )
     .bind(now)
@@ -664,26 +678,45 @@ pub async fn reinstate(
     }
 }
 
+/// What a send needs to be repeated identically: kept with the invitation
+/// (`send_frame`) from the first attempt of a generation until its outcome
+/// is known, so that an attempt after a lost answer sends the same bytes
+/// — same link (the token derives from `nonce`, see [`link`]), same Date,
+/// same company and theme labels — even if enrichment or the tree changed
+/// in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendFrame {
+    pub nonce: String,
+    pub date_ms: i64,
+    pub expires_ms: i64,
+    pub company: String,
+    pub themes: Vec<String>,
+    /// How many attempts found an earlier one's outcome unknown and sent
+    /// again: the person may hold that many identical extra copies.
+    #[serde(default)]
+    pub repeats: u32,
+}
+
 /// How the job's first write for a send went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
-    /// The token is recorded: send.
-    Go,
+    /// Send the message this frame describes (`repeats > 0`: an earlier
+    /// copy may have arrived; this one is identical).
+    Go(SendFrame),
     /// Nothing to send (revoked, superseded, already sent…), with why.
     Skip(String),
-    /// A previous attempt handed the body to the server and its answer was
-    /// lost: sending again could deliver twice.
-    Uncertain,
 }
 
-/// Records a fresh token (its hash) and that sending starts, if this
-/// generation is still the one to send.
+/// Records that sending starts, if this generation is still the one to
+/// send: the frame of the send already in flight when there is one (a
+/// retry), else `fresh`; and the hash of its token, which `token_hash`
+/// derives from the frame.
 pub async fn begin_send(
     db: &Database,
     id: &str,
     generation: i64,
-    token_hash: &str,
-    expires_at_ms: i64,
+    fresh: SendFrame,
+    token_hash: impl FnOnce(&SendFrame) -> String,
     message_id: &str,
 ) -> Result<Begin, InvitationError> {
     let inv = must_get(db, id).await?;
@@ -699,34 +732,52 @@ pub async fn begin_send(
             inv.status.as_str()
         )));
     }
-    if inv.send_state.as_deref() == Some("committing") {
-        return Ok(Begin::Uncertain);
+    let in_flight = inv
+        .send_frame
+        .as_deref()
+        .and_then(|f| serde_json::from_str::<SendFrame>(f).ok());
+    let handed_over = inv.send_state.as_deref() == Some("committing");
+    let mut frame = in_flight.unwrap_or(fresh);
+    if handed_over {
+        // Sent before, answer lost: this copy may be the second.
+        frame.repeats += 1;
     }
+    let hash = token_hash(&frame);
+    let stored = serde_json::to_string(&frame).map_err(|e| InvitationError::Corrupt {
+        id: id.to_string(),
+        why: format!("send frame: {e}"),
+    })?;
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
+    // Compare-and-set on the state read above: of two attempts racing
+    // (a rescued job and its slow first run), one goes.
     let changed = on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET token_hash = $1, expires_at = $2, send_state = 'sending',
-                message_id = $3, updated_at = $4
-         WHERE id = $5 AND generation = $6 AND status = 'queued'
-           AND (send_state IS NULL OR send_state = 'sending')",
+                message_id = $3, send_frame = $4, updated_at = $5
+         WHERE id = $6 AND generation = $7 AND status = 'queued'
+           AND COALESCE(send_state, '') = $8 AND COALESCE(send_frame, '') = $9",
     )
-    .bind(token_hash)
-    .bind(expires_at_ms)
+    .bind(hash)
+    .bind(frame.expires_ms)
     .bind(message_id)
+    .bind(&stored)
     .bind(now)
     .bind(id)
     .bind(generation)
+    .bind(inv.send_state.as_deref().unwrap_or(""))
+    .bind(inv.send_frame.as_deref().unwrap_or(""))
     .execute(pool)
     .await?
     .rows_affected());
     if changed == 1 {
-        Ok(Begin::Go)
+        Ok(Begin::Go(frame))
     } else {
         Ok(Begin::Skip("invitation changed meanwhile".into()))
     }
 }
 
-/// The body is about to go out: from now on a lost answer means "maybe sent".
+/// The body is about to go out: from now on a lost answer means "maybe
+/// sent", and the next attempt sends the same message again.
 pub async fn mark_committing(
     db: &Database,
     id: &str,
@@ -754,22 +805,25 @@ pub async fn mark_committing(
     }
 }
 
-/// The server took the message (or, after a lost answer, is assumed to have).
+/// The server took the message: `reply` is its answer, `note` how the send
+/// went when worth saying (a repeat after a lost answer).
 pub async fn mark_sent(
     db: &Database,
     id: &str,
     generation: i64,
     note: Option<&str>,
+    reply: &str,
 ) -> Result<(), InvitationError> {
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET status = 'sent', send_state = NULL, sent_at = $1, updated_at = $1,
-                last_error = $2
-         WHERE id = $3 AND generation = $4 AND status = 'queued'",
+        "UPDATE invitations SET status = 'sent', send_state = NULL, send_frame = NULL, sent_at = $1,
+                updated_at = $1, last_error = $2, smtp_reply = $3
+         WHERE id = $4 AND generation = $5 AND status = 'queued'",
     )
     .bind(now)
     .bind(note)
+    .bind(reply)
     .bind(id)
     .bind(generation)
     .execute(pool)
@@ -778,25 +832,45 @@ pub async fn mark_sent(
     Ok(())
 }
 
-/// The send failed before the server took anything. A permanent failure
-/// turns the invitation back into a draft that shows why.
+/// This attempt failed; the next one sends the same message (the frame and
+/// the token stay: an earlier attempt's copy may be out there).
+pub async fn mark_retrying(
+    db: &Database,
+    id: &str,
+    generation: i64,
+    error: &str,
+) -> Result<(), InvitationError> {
+    let _turn = db.write_turn(Lane::Background).await;
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE invitations SET last_error = $1, updated_at = $2
+         WHERE id = $3 AND generation = $4 AND status = 'queued'",
+    )
+    .bind(error)
+    .bind(now_ms())
+    .bind(id)
+    .bind(generation)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// The message will never go as is (refused by the server, or it cannot be
+/// composed): the invitation turns back into a draft that shows why.
 pub async fn mark_failed(
     db: &Database,
     id: &str,
     generation: i64,
     error: &str,
-    permanent: bool,
 ) -> Result<(), InvitationError> {
     let now = now_ms();
-    let status = if permanent { "draft" } else { "queued" };
     let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET send_state = NULL, token_hash = NULL, expires_at = NULL,
-                last_error = $1, status = $2, updated_at = $3
-         WHERE id = $4 AND generation = $5 AND status = 'queued'",
+        "UPDATE invitations SET send_state = NULL, send_frame = NULL, token_hash = NULL,
+                expires_at = NULL, last_error = $1, status = 'draft', updated_at = $2
+         WHERE id = $3 AND generation = $4 AND status = 'queued'",
     )
     .bind(error)
-    .bind(status)
     .bind(now)
     .bind(id)
     .bind(generation)
@@ -810,6 +884,10 @@ pub async fn mark_failed(
 /// token is used once even when two requests race. `None` whatever the
 /// reason (unknown, expired, revoked, already used): callers must not be
 /// able to tell those apart.
+///
+/// A link works from the moment its message may have gone out: while its
+/// send is still being retried (the first copy's answer was lost, the
+/// repeat waits for the server) the person may already hold it.
 ///
 /// With `firm`, only an invitation to one of that firm's clients is
 /// accepted: another firm's link reads as unknown and stays valid.
@@ -830,7 +908,8 @@ pub async fn accept(
     };
     let sql = format!(
         "UPDATE invitations SET status = 'accepted', accepted_at = $1, updated_at = $1, token_hash = NULL
-         WHERE token_hash = $2 AND status = 'sent' AND expires_at > $1{of_firm}
+         WHERE token_hash = $2 AND expires_at > $1{of_firm}
+           AND (status = 'sent' OR (status = 'queued' AND send_state IS NOT NULL))
          RETURNING {COLUMNS}"
     );
     let _turn = db.write_turn(Lane::Interactive).await;
@@ -871,6 +950,7 @@ pub async fn due_reminders(
     let sql = format!(
         "UPDATE invitations SET generation = generation + 1, status = 'queued', token_hash = NULL,
                 expires_at = NULL, send_state = NULL, message_id = NULL, reminded_at = $1,
+                send_frame = NULL, smtp_reply = NULL,
                 reminder_generation = generation + 1, queued_at = $1, updated_at = $1
          WHERE status = 'sent' AND reminded_at IS NULL AND sent_at < $2
          RETURNING {COLUMNS}"

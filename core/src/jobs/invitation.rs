@@ -1,20 +1,20 @@
-//! `invitation` (payload: invitation id and generation): issues a fresh
-//! token and sends the invitation email, exactly once.
+//! `invitation` (payload: invitation id and generation): sends the
+//! invitation email; none is lost, and a repeat is the identical message.
 //!
 //! The send is bracketed by two records (see `crate::mail`):
-//! - `sending`, written with the token's hash before connecting: a retry
-//!   after a crash here sends again, with a new token — the server never
-//!   had the message (the connection died before its body was complete);
-//! - `committing`, written just before the body and its final dot go out:
-//!   a retry that finds it does **not** send again. It marks the
-//!   invitation sent, noting that the server's answer was lost.
+//! - `sending`, written with the send's frame (`invitations::SendFrame`:
+//!   the nonce the link's token derives from, the Date, the company) and the
+//!   token's hash, before connecting;
+//! - `committing`, written just before the body and its final dot go out.
 //!
-//! So a crash can lose an email only in the window between `committing`
-//! and the server's reply — a few milliseconds spent streaming one small
-//! message on an open connection — and the invitation then shows that
-//! note, for an operator to `resend`. We chose a possible loss in that
-//! window over a possible duplicate: a duplicate would carry a second live
-//! link, a loss is visible and fixed with one command.
+//! An attempt that finds a frame sends the message that frame describes:
+//! same Message-ID, same link, same bytes. After `committing` the server
+//! may have taken the earlier copy (its answer was lost: a crash, a cut
+//! connection, a timeout — RFC 1047), so the person may receive two
+//! identical emails with one working link; the invitation's note says so.
+//! We chose a possible duplicate over a possible loss: a lost invitation is
+//! a client who never onboards and a firm that finds out weeks later, a
+//! second identical copy is recognisable and harmless.
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use super::JobDeps;
 use crate::catalogue::KindSpec;
 use crate::clock::now_ms;
 use crate::digest;
-use crate::invitations::{self, Begin, InvitationError, email};
+use crate::invitations::{self, Begin, InvitationError, SendFrame, email};
 use crate::job::{JobError, NewJob};
 use crate::mail::DeliveryError;
 use crate::runtime::{JobContext, Registry};
@@ -88,31 +88,6 @@ pub async fn handle(
             std::time::Duration::from_secs(2),
         ));
     }
-    let token = digest::random_token();
-    let expires_ms = now_ms() + i64::from(mail.invitations.expiry_days) * 86_400_000;
-    let domain = mail.from.domain().to_string();
-    let message_id = format!("invitation.{}.{}@{domain}", inv.id, job.generation);
-    match invitations::begin_send(
-        db,
-        &inv.id,
-        job.generation,
-        &digest::sha256_hex(token.as_bytes()),
-        expires_ms,
-        &message_id,
-    )
-    .await
-    .map_err(db_error)?
-    {
-        Begin::Go => {}
-        Begin::Skip(why) => return Ok(serde_json::json!({ "status": "skipped", "reason": why })),
-        Begin::Uncertain => {
-            let note = "the worker stopped after handing the message to the mail server, whose answer was lost: assumed delivered; resend if the person did not get it";
-            invitations::mark_sent(db, &inv.id, job.generation, Some(note))
-                .await
-                .map_err(db_error)?;
-            return Ok(serde_json::json!({ "status": "assumed_sent", "message_id": message_id }));
-        }
-    }
     let client = crate::clients::get(db, &inv.client_id)
         .await
         .map_err(|e| JobError::transient(e.to_string()))?
@@ -124,13 +99,53 @@ pub async fn handle(
         .and_then(|r| r.legal_name.clone())
         .or_else(|| client.company.get("legal_name").cloned())
         .unwrap_or_else(|| "votre société".into());
-    let to = invitations::parse_email(&inv.email).map_err(JobError::permanent)?;
     let labels = invitations::theme_labels(db, &inv.client_id, &inv.themes)
         .await
         .map_err(db_error)?;
+    let now = now_ms();
+    let fresh = SendFrame {
+        nonce: digest::random_token(),
+        date_ms: now,
+        expires_ms: now + i64::from(mail.invitations.expiry_days) * 86_400_000,
+        company,
+        themes: labels,
+        repeats: 0,
+    };
+    let key = mail
+        .link_key(db)
+        .await
+        .map_err(|e| JobError::transient(e.to_string()))?;
+    let domain = mail.from.domain().to_string();
+    let message_id = format!("invitation.{}.{}@{domain}", inv.id, job.generation);
+    let frame = match invitations::begin_send(
+        db,
+        &inv.id,
+        job.generation,
+        fresh,
+        |f| digest::sha256_hex(key.token(&f.nonce).as_bytes()),
+        &message_id,
+    )
+    .await
+    .map_err(db_error)?
+    {
+        Begin::Go(frame) => frame,
+        Begin::Skip(why) => return Ok(serde_json::json!({ "status": "skipped", "reason": why })),
+    };
+    let (id, generation) = (inv.id.clone(), job.generation);
+    let never = |why: String| async move {
+        invitations::mark_failed(db, &id, generation, &why)
+            .await
+            .map_err(db_error)?;
+        Err::<serde_json::Value, _>(JobError::permanent(why))
+    };
+    let to = match invitations::parse_email(&inv.email) {
+        Ok(to) => to,
+        Err(why) => return never(why).await,
+    };
     let link = format!(
-        "{}/invitations/{token}",
-        mail.public_base_url.trim_end_matches('/')
+        "{}/invitations/{}",
+        mail.public_base_url.trim_end_matches('/'),
+        key.token(&frame.nonce)
     );
     let content = email::Content {
         firm_name: &mail.from_name,
@@ -139,14 +154,18 @@ pub async fn handle(
         to: &to,
         first_name: &inv.first_name,
         last_name: &inv.last_name,
-        company: &company,
+        company: &frame.company,
         link: &link,
-        expires: DateTime::<Utc>::from_timestamp_millis(expires_ms).unwrap_or_default(),
-        themes: &labels,
+        expires: DateTime::<Utc>::from_timestamp_millis(frame.expires_ms).unwrap_or_default(),
+        themes: &frame.themes,
         message_id: &message_id,
+        date: DateTime::<Utc>::from_timestamp_millis(frame.date_ms).unwrap_or_default(),
         reminder: inv.is_reminder,
     };
-    let outgoing = email::compose(&content).map_err(JobError::permanent)?;
+    let outgoing = match email::compose(&content, mail.signer.as_deref()) {
+        Ok(outgoing) => outgoing,
+        Err(why) => return never(why).await,
+    };
     let (id, generation) = (inv.id.clone(), job.generation);
     let sent = mail
         .transport
@@ -157,26 +176,36 @@ pub async fn handle(
         })
         .await;
     match sent {
-        Ok(()) => {
-            invitations::mark_sent(db, &inv.id, job.generation, None)
+        Ok(reply) => {
+            let note = (frame.repeats > 0).then(|| {
+                format!(
+                    "sent again after the mail server's answer was lost ({} time(s)): the person may have identical copies, with one link",
+                    frame.repeats
+                )
+            });
+            invitations::mark_sent(db, &inv.id, job.generation, note.as_deref(), &reply)
                 .await
                 .map_err(db_error)?;
-            Ok(serde_json::json!({ "status": "sent", "message_id": message_id }))
+            Ok(serde_json::json!({
+                "status": "sent",
+                "message_id": message_id,
+                "repeats": frame.repeats,
+                "reply": reply,
+            }))
         }
-        Err(DeliveryError::Permanent(why)) => {
-            invitations::mark_failed(db, &inv.id, job.generation, &why, true)
-                .await
-                .map_err(db_error)?;
-            Err(JobError::permanent(why))
-        }
-        Err(DeliveryError::Transient(why)) | Err(DeliveryError::Commit(why)) => {
-            invitations::mark_failed(db, &inv.id, job.generation, &why, false)
+        Err(DeliveryError::Permanent(why)) => never(why).await,
+        // Nothing went out, or an earlier copy may have: either way the
+        // next attempt sends this same message.
+        Err(
+            DeliveryError::Transient(why)
+            | DeliveryError::Commit(why)
+            | DeliveryError::Uncertain(why),
+        ) => {
+            invitations::mark_retrying(db, &inv.id, job.generation, &why)
                 .await
                 .map_err(db_error)?;
             Err(JobError::transient(why))
         }
-        // Left `committing`: the retry marks it sent without sending.
-        Err(DeliveryError::Uncertain(why)) => Err(JobError::transient(why)),
     }
 }
 
@@ -187,6 +216,10 @@ pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
 }
 
 pub fn spec() -> KindSpec {
-    KindSpec::of::<SendInvitation>(KIND, "send an invitation email, exactly once", &[])
-        .acting_on(crate::catalogue::Subject::Invitation)
+    KindSpec::of::<SendInvitation>(
+        KIND,
+        "send an invitation email: never lost, a repeat identical",
+        &[],
+    )
+    .acting_on(crate::catalogue::Subject::Invitation)
 }

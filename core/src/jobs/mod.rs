@@ -93,6 +93,10 @@ pub struct Mailer {
     pub contact: lettre::Address,
     pub public_base_url: String,
     pub invitations: crate::config::InvitationSettings,
+    /// DKIM, when configured.
+    pub signer: Option<Arc<crate::mail::Signer>>,
+    /// Read once, at the first send (it may live in the database).
+    link_key: Arc<tokio::sync::OnceCell<crate::invitations::link::LinkKey>>,
 }
 
 impl Mailer {
@@ -110,7 +114,23 @@ impl Mailer {
             contact: address("mail.contact_address", &m.contact_address)?,
             public_base_url: m.public_base_url.clone(),
             invitations: settings.invitations.clone(),
+            signer: crate::mail::Signer::from_settings(&m.dkim)
+                .map_err(DepsError::Mail)?
+                .map(Arc::new),
+            link_key: Arc::default(),
         })
+    }
+
+    /// The key invitation links derive from (`invitations::link`).
+    pub async fn link_key(
+        &self,
+        db: &Database,
+    ) -> Result<&crate::invitations::link::LinkKey, crate::invitations::link::LinkKeyError> {
+        self.link_key
+            .get_or_try_init(|| {
+                crate::invitations::link::LinkKey::resolve(db, self.invitations.link_key.as_ref())
+            })
+            .await
     }
 }
 
