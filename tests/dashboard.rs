@@ -220,15 +220,68 @@ async fn dashboard(kind: BackendKind) {
         .expect("page");
     assert_eq!(page.status(), 200);
 
+    // An invitation sent through a real SMTP server: its job's page shows
+    // the server's answer.
+    let smtp = dossier_e2e::smtp::SmtpCapture::start(q.dir.path());
+    {
+        use dossier_core::config::{MailTransportKind, SmtpSecurity};
+        let m = &mut q.settings.mail;
+        m.transport = MailTransportKind::Smtp;
+        m.smtp.host = "127.0.0.1".into();
+        m.smtp.port = smtp.port;
+        m.smtp.security = SmtpSecurity::None;
+    }
+    dossier_e2e::add_firm(&db, "cabinet-i").await;
+    let client = dossier_core::clients::create(
+        &db,
+        dossier_core::clients::NewClient {
+            firm_id: "cabinet-i".into(),
+            siret: None,
+            entered: dossier_core::clients::Fields::from([(
+                "legal_name".to_string(),
+                "SCI Les Tilleuls".to_string(),
+            )]),
+        },
+    )
+    .await
+    .expect("client")
+    .id;
+    let inv = dossier_core::invitations::create(
+        &db,
+        dossier_core::invitations::NewInvitation {
+            client_id: client,
+            email: "gerant@sci-tilleuls.fr".into(),
+            first_name: "Hélène".into(),
+            last_name: "Lefèvre".into(),
+            ..Default::default()
+        },
+        true,
+    )
+    .await
+    .expect("invitation");
+    let mut sender = Registry::new();
+    dossier_core::jobs::invitation::register(&mut sender, dossier_e2e::product_deps(&q, &db));
+    let sw = q.start_worker(sender);
+    let sent = q
+        .push(dossier_core::jobs::invitation::job_for(&inv, 3))
+        .await;
+    q.wait_for(&sent, Duration::from_secs(20), |j| {
+        j.status == JobStatus::Done
+    })
+    .await;
+    sw.stop().await;
+    assert_eq!(smtp.messages().len(), 1);
+
     // An operator clicks "relancer" on the killed job in Chromium.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboard/retry.mjs");
     let shot = q.dir.path().join("dashboard.png");
-    let (base2, killed2, shot2) = (base.clone(), killed.clone(), shot.clone());
+    let (base2, killed2, shot2, sent2) = (base.clone(), killed.clone(), shot.clone(), sent.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .args([script, &base2, BEARER, &killed2])
             .arg(&shot2)
             .arg("cabinet-b")
+            .arg(&sent2)
             .output()
     })
     .await
@@ -251,6 +304,10 @@ async fn dashboard(kind: BackendKind) {
         "the journal shows who paused, why: {said}"
     );
     assert!(said.contains("waiting: cabinet-w110"), "{said}");
+    assert!(
+        said.contains("mail server: Réponse du serveur de courrier : 250 2.0.0 Ok: queued as 1"),
+        "the invitation's page shows the server's answer: {said}"
+    );
     assert!(
         said.contains(
             "bulk asks: 3 travaux correspondent au filtre ; 3 seront relancés. Continuer ?"

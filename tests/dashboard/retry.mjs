@@ -1,13 +1,14 @@
 // Drives Debian's Chromium through the dashboard like an operator:
-// node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png FIRM
+// node retry.mjs BASE_URL TOKEN DEAD_JOB_ID SCREENSHOT.png FIRM INVITATION_JOB_ID
 // Logs in with the token, finds the dead job, clicks "relancer", waits
 // until the page shows it done, opens it, and takes a screenshot. Then
 // pauses the kind (answering the reason prompt), reads the label the
 // queues table shows, and resumes it. Last, filters on FIRM's dead jobs
-// and retries them all with the bulk button, answering its confirmation.
+// and retries them all with the bulk button, answering its confirmation;
+// then opens the sent invitation's job and reads the mail server's answer.
 import { chromium } from "playwright-core";
 
-const [base, token, jobId, screenshot, firm] = process.argv.slice(2);
+const [base, token, jobId, screenshot, firm, invitationJob] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
@@ -59,6 +60,13 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr[data-status="done"]').length === 3, null, { timeout: 20000 });
   const bulkRow = await page.waitForSelector('#audit tr[data-action="jobs.bulk_retry"]', { timeout: 10000 });
   console.log("journal: " + (await bulkRow.textContent()));
+  await page.fill("#f-firm", "");
+  await page.selectOption("#f-kind", "invitation");
+  await page.press("#f-firm", "Enter");
+  await page.waitForSelector(`tr[data-job="${invitationJob}"] a`, { timeout: 10000 });
+  await page.click(`tr[data-job="${invitationJob}"] a`);
+  const reply = await page.waitForSelector("#detail .smtp-reply", { timeout: 10000 });
+  console.log("mail server: " + (await reply.textContent()));
   if (failures.length) throw new Error("page errors: " + failures.join("; "));
   console.log("retried " + jobId);
 } finally {

@@ -126,9 +126,17 @@ pub fn redis_url() -> String {
 /// Every product job kind, for a worker on `q` with the business data in
 /// `db`: mail, partners and imports as `q`'s settings say, no registry.
 pub fn product_registry(q: &TestQueue, db: &Database) -> Registry {
-    use dossier_core::jobs::{self, JobDeps, Mailer, Partners};
+    let mut registry = Registry::new();
+    dossier_core::jobs::register_all(&mut registry, product_deps(q, db));
+    registry
+}
+
+/// What the product's handlers get in [`product_registry`], for a test
+/// that registers only some kinds.
+pub fn product_deps(q: &TestQueue, db: &Database) -> Arc<dossier_core::jobs::JobDeps> {
+    use dossier_core::jobs::{JobDeps, Mailer, Partners};
     use dossier_core::sirene::{Quota, Sirene};
-    let deps = Arc::new(JobDeps {
+    Arc::new(JobDeps {
         db: db.clone(),
         sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
         mail: Mailer::from_settings(&q.settings).expect("mail"),
@@ -136,10 +144,7 @@ pub fn product_registry(q: &TestQueue, db: &Database) -> Registry {
         queue_settings: q.settings.queue.clone(),
         imports: q.settings.imports.clone(),
         partners: Partners::from_settings(&q.settings).expect("partners"),
-    });
-    let mut registry = Registry::new();
-    jobs::register_all(&mut registry, deps);
-    registry
+    })
 }
 
 /// Every key under `prefix` on the suites' Redis with everything it holds
