@@ -461,6 +461,82 @@ async fn the_first_copys_link_works_while_the_repeat_waits() {
     s.cleanup().await;
 }
 
+/// A slow first attempt hands its copy over; meanwhile its lease ran out
+/// and the rescued attempt took the send over (one more repeat). The first
+/// attempt's answer must not close the invitation, which would hide that a
+/// second copy goes out: the rescued attempt closes it, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_attempt_cannot_close_a_send_the_rescued_one_took_over() {
+    for backend in [BackendKind::Sqlite, BackendKind::Postgres] {
+        slow_first_attempt_then_rescued(backend).await;
+    }
+}
+
+async fn slow_first_attempt_then_rescued(backend: BackendKind) {
+    let s = Setup::new(backend, false).await;
+    let client = s.client("Moreau Conseil").await;
+    let inv = s.invite(&client, "k.moreau@moreau-conseil.fr").await;
+    let fresh = invitations::SendFrame {
+        nonce: "n-1".into(),
+        date_ms: 1_764_000_000_000,
+        expires_ms: i64::MAX / 2,
+        company: "Moreau Conseil".into(),
+        themes: vec![],
+        repeats: 0,
+    };
+    let begin = |frame: invitations::SendFrame| {
+        invitations::begin_send(&s.db, &inv.id, 0, frame, |f| f.nonce.clone(), "m@x")
+    };
+    let invitations::Begin::Go(first) = begin(fresh.clone()).await.expect("begin") else {
+        panic!("the first attempt goes");
+    };
+    invitations::mark_committing(&s.db, &inv.id, 0)
+        .await
+        .expect("committing");
+    let invitations::Begin::Go(rescued) = begin(fresh).await.expect("begin") else {
+        panic!("the rescued attempt goes");
+    };
+    assert_eq!(
+        rescued.repeats, 1,
+        "the rescued attempt's copy may be the second"
+    );
+    assert_eq!(
+        rescued.nonce, first.nonce,
+        "the same message, the same link"
+    );
+    let closed = invitations::mark_sent(&s.db, &inv.id, 0, &first, None, "250 first")
+        .await
+        .expect("mark");
+    assert!(!closed, "the first attempt no longer holds the send");
+    let open = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(open.status, Status::Queued);
+    invitations::mark_committing(&s.db, &inv.id, 0)
+        .await
+        .expect("committing");
+    let closed = invitations::mark_sent(
+        &s.db,
+        &inv.id,
+        0,
+        &rescued,
+        Some("sent again (1 time(s))"),
+        "250 second",
+    )
+    .await
+    .expect("mark");
+    assert!(closed);
+    let after = invitations::get(&s.db, &inv.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(after.status, Status::Sent);
+    assert_eq!(after.last_error.as_deref(), Some("sent again (1 time(s))"));
+    assert_eq!(after.smtp_reply.as_deref(), Some("250 second"));
+    s.cleanup().await;
+}
+
 /// A name that reached the database with a line break (written before the
 /// rule, or by hand) cannot go in a header: the job fails for good at its
 /// first attempt — no panic, no retries — and the invitation turns back

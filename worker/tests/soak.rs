@@ -360,12 +360,18 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
                 // Stopped between handing the message over and the
                 // server's answer: sent again, identical, and said so (see
                 // jobs::invitation).
-                if inv[0]
+                // "… lost (N time(s)) …": N copies may be extra.
+                if let Some(note) = inv[0]
                     .last_error
                     .as_deref()
-                    .is_some_and(|n| n.contains("sent again"))
+                    .filter(|n| n.contains("sent again"))
                 {
-                    repeated += 1;
+                    let times = note
+                        .split_once('(')
+                        .and_then(|(_, rest)| rest.split_once(' '))
+                        .and_then(|(n, _)| n.parse::<usize>().ok())
+                        .unwrap_or_else(|| panic!("a repeat count in {note:?}"));
+                    repeated += times;
                 }
             }
         }
@@ -402,7 +408,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
         let duplicates = messages.len() - per_recipient.len();
         assert!(
             duplicates <= repeated,
-            "{duplicates} extra copies, but only {repeated} invitations say a copy may be doubled"
+            "{duplicates} extra copies, but the invitations note only {repeated} repeats"
         );
         let calls = self.partner.received();
         let mut per_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

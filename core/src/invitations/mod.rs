@@ -806,30 +806,43 @@ pub async fn mark_committing(
 }
 
 /// The server took the message: `reply` is its answer, `note` how the send
-/// went when worth saying (a repeat after a lost answer).
+/// went when worth saying (a repeat after a lost answer). False when
+/// another attempt holds the send now (this one's lease ran out and the job
+/// was rescued): that attempt sends the identical message again and closes
+/// the invitation.
 pub async fn mark_sent(
     db: &Database,
     id: &str,
     generation: i64,
+    frame: &SendFrame,
     note: Option<&str>,
     reply: &str,
-) -> Result<(), InvitationError> {
+) -> Result<bool, InvitationError> {
+    let stored = serde_json::to_string(frame).map_err(|e| InvitationError::Corrupt {
+        id: id.to_string(),
+        why: format!("send frame: {e}"),
+    })?;
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
-    on_pool!(db, pool => sqlx::query(
+    // Fenced by the frame this attempt began with: once a rescued attempt
+    // has taken the send over (its frame counts one more repeat), a slow
+    // first attempt's answer must not close the invitation, or it would
+    // erase the note that says a second copy is on its way.
+    let changed = on_pool!(db, pool => sqlx::query(
         "UPDATE invitations SET status = 'sent', send_state = NULL, send_frame = NULL, sent_at = $1,
                 updated_at = $1, last_error = $2, smtp_reply = $3
-         WHERE id = $4 AND generation = $5 AND status = 'queued'",
+         WHERE id = $4 AND generation = $5 AND status = 'queued' AND send_frame = $6",
     )
     .bind(now)
     .bind(note)
     .bind(reply)
     .bind(id)
     .bind(generation)
+    .bind(&stored)
     .execute(pool)
     .await?
     .rows_affected());
-    Ok(())
+    Ok(changed == 1)
 }
 
 /// This attempt failed; the next one sends the same message (the frame and

@@ -183,9 +183,24 @@ pub async fn handle(
                     frame.repeats
                 )
             });
-            invitations::mark_sent(db, &inv.id, job.generation, note.as_deref(), &reply)
-                .await
-                .map_err(db_error)?;
+            let closed = invitations::mark_sent(
+                db,
+                &inv.id,
+                job.generation,
+                &frame,
+                note.as_deref(),
+                &reply,
+            )
+            .await
+            .map_err(db_error)?;
+            if !closed {
+                return Ok(serde_json::json!({
+                    "status": "taken over",
+                    "reason": "this attempt's lease ran out while its copy went out; the rescued attempt sends the identical message again and closes the invitation",
+                    "message_id": message_id,
+                    "reply": reply,
+                }));
+            }
             Ok(serde_json::json!({
                 "status": "sent",
                 "message_id": message_id,
