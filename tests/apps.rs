@@ -103,6 +103,11 @@ impl Setup {
     }
 
     fn registry(&self) -> Registry {
+        self.registry_with(&self.q.settings)
+    }
+
+    /// The jobs, with the partner calls made under `settings`.
+    fn registry_with(&self, settings: &Settings) -> Registry {
         let deps = Arc::new(JobDeps {
             db: self.db.clone(),
             sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
@@ -110,7 +115,7 @@ impl Setup {
             queue: self.q.backend.clone(),
             queue_settings: self.q.settings.queue.clone(),
             imports: Default::default(),
-            partners: Partners::from_settings(&self.q.settings).expect("partners"),
+            partners: Partners::from_settings(settings).expect("partners"),
         });
         let mut r = Registry::new();
         app_setup::register(&mut r, deps.clone());
@@ -298,6 +303,99 @@ async fn a_partner_refusal_is_permanent_with_its_message() {
     let a = s.activation(APP).await;
     assert_eq!(a.status, "failed");
     assert!(a.last_error.expect("shown").contains("SIRET inconnu"));
+    s.cleanup().await;
+}
+
+/// A partner answering with a redirect: not followed, so neither the
+/// signed body (with the decrypted key) nor the signature reaches the
+/// address it names; the job fails for good and says where it pointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_redirect_is_not_followed_with_the_signed_body() {
+    let s = Setup::new(BackendKind::Sqlite).await;
+    let elsewhere = PartnerStub::default();
+    let other = elsewhere.start().await;
+    s.stub
+        .script([Scripted::redirect(307, &format!("{other}/provision"))]);
+    let id = s.enable(APP, GOOD, false).await;
+    let w = s.q.start_worker(s.registry());
+    let dead = s.wait(&id, JobStatus::Dead).await;
+    w.stop().await;
+    assert_eq!(dead.attempts, 1, "final: {dead:?}");
+    let reason = dead.last_error.expect("reason");
+    assert!(
+        reason.contains(&format!(
+            "307 Temporary Redirect with a redirect to {other}/provision"
+        )) && reason.contains("not followed"),
+        "{reason}"
+    );
+    assert_eq!(s.stub.received().len(), 1);
+    assert!(elsewhere.received().is_empty(), "the redirect was followed");
+    let a = s.activation(APP).await;
+    assert_eq!(a.status, "failed");
+    s.cleanup().await;
+}
+
+/// Under the default policy (https to public addresses only), a partner
+/// on loopback is refused before anything is sent — its name resolving to
+/// 127.0.0.1 as much as the address itself — and the job says how to allow
+/// it when it is meant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_on_a_private_address_is_refused_before_anything_is_sent() {
+    let s = Setup::new(BackendKind::Sqlite).await;
+    let port = s
+        .stub
+        .start()
+        .await
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    let mut strict = s.q.settings.clone();
+    strict.outbound = Default::default();
+    // A name is only known to be private once resolved: refused at the
+    // call (the resolver checks what is connected to), not at load.
+    for (base, want, at_load) in [
+        (
+            format!("http://127.0.0.1:{port}"),
+            "plain http is refused",
+            true,
+        ),
+        (
+            format!("https://localhost:{port}"),
+            "is a loopback address",
+            false,
+        ),
+        (
+            format!("https://[::ffff:127.0.0.1]:{port}"),
+            "127.0.0.1 is a loopback address",
+            true,
+        ),
+    ] {
+        let list = apps::parse_catalogue("test.toml", &catalogue(&base)).expect("catalogue");
+        let checked = apps::check_destinations("test.toml", &list, &strict.outbound);
+        assert_eq!(checked.is_err(), at_load, "{base}: {checked:?}");
+        if let Err(refused) = checked {
+            assert!(refused.to_string().contains(want), "{refused}");
+        }
+        // Loaded anyway (an older catalogue): the call is refused too.
+        apps::load_catalogue(&s.db, "cabinet-1", &list)
+            .await
+            .expect("load");
+        let id = s.enable(APP, GOOD, false).await;
+        let w = s.q.start_worker(s.registry_with(&strict));
+        let dead = s.wait(&id, JobStatus::Dead).await;
+        w.stop().await;
+        assert_eq!(dead.attempts, 1, "final: {dead:?}");
+        let reason = dead.last_error.expect("reason");
+        assert!(
+            reason.contains("partner call refused")
+                && reason.contains(want)
+                && reason.contains("outbound."),
+            "{base}: {reason}"
+        );
+        apps::disable(&s.db, &s.client, APP).await.ok();
+    }
+    assert!(s.stub.received().is_empty(), "nothing was sent");
     s.cleanup().await;
 }
 

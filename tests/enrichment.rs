@@ -28,18 +28,15 @@ const UNKNOWN: &str = "73282932000074";
 const LONG: Duration = Duration::from_secs(20);
 
 async fn deps(q: &TestQueue, db: Database, stub_base: &str) -> Arc<JobDeps> {
-    let provider: Arc<dyn Provider> = Arc::new(
-        RechercheEntreprises::new(
-            ProviderSettings {
-                base_url: stub_base.to_string(),
-                timeout_ms: 1_000,
-                quota_requests: 100,
-                quota_window_ms: 1_000,
-            },
-            "dossier-tests",
-        )
-        .expect("client"),
-    );
+    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(
+        ProviderSettings {
+            base_url: stub_base.to_string(),
+            timeout_ms: 1_000,
+            quota_requests: 100,
+            quota_window_ms: 1_000,
+        },
+        dossier_e2e::loopback_outbound(1_000),
+    ));
     Arc::new(JobDeps {
         db,
         sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
@@ -633,18 +630,15 @@ async fn waiting_for_quota_does_not_burn_attempts() {
     let stub = RegistryStub::default();
     stub.answer_every_siret();
     let base = stub.start().await;
-    let provider: Arc<dyn Provider> = Arc::new(
-        RechercheEntreprises::new(
-            ProviderSettings {
-                base_url: base.clone(),
-                timeout_ms: 1_000,
-                quota_requests: 1,
-                quota_window_ms: 1_000,
-            },
-            "dossier-tests",
-        )
-        .expect("client"),
-    );
+    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(
+        ProviderSettings {
+            base_url: base.clone(),
+            timeout_ms: 1_000,
+            quota_requests: 1,
+            quota_window_ms: 1_000,
+        },
+        dossier_e2e::loopback_outbound(1_000),
+    ));
     // Never wait in the handler: any wait becomes a snooze.
     let deps = Arc::new(JobDeps {
         db: db.clone(),

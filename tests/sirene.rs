@@ -31,11 +31,15 @@ fn siret(s: &str) -> Siret {
 }
 
 fn recherche(base: &str) -> RechercheEntreprises {
-    RechercheEntreprises::new(settings(base), "dossier-tests").expect("client")
+    RechercheEntreprises::new(settings(base), dossier_e2e::loopback_outbound(500))
 }
 
 fn insee(base: &str, key: &str) -> Insee {
-    Insee::new(settings(base), key.to_string(), "dossier-tests").expect("client")
+    Insee::new(
+        settings(base),
+        key.to_string(),
+        dossier_e2e::loopback_outbound(500),
+    )
 }
 
 async fn stub() -> (RegistryStub, String) {
@@ -271,6 +275,99 @@ async fn every_error_class() {
     }
 }
 
+/// A registry answering with a redirect: not followed, so the INSEE key
+/// never reaches the address it names; the error is final and says where
+/// it pointed (without its query).
+#[tokio::test]
+async fn a_registry_redirect_is_not_followed() {
+    let (elsewhere, other) = stub().await;
+    let (stub, base) = stub().await;
+    let s = siret(GANYMEDE);
+    for status in [301, 302, 303, 307, 308] {
+        stub.script(
+            "insee",
+            Scripted::redirect(status, &format!("{other}/siret/{GANYMEDE}?token=abc")),
+        );
+        stub.script(
+            "search",
+            Scripted::redirect(status, &format!("{other}/search?token=abc")),
+        );
+        for e in [
+            insee(&base, INSEE_KEY).lookup(&s).await.expect_err("insee"),
+            recherche(&base).lookup(&s).await.expect_err("search"),
+        ] {
+            assert!(
+                matches!(&e, LookupError::Refused { status: got, hint, .. }
+                    if *got == status
+                        && hint.contains(&format!("redirect to {other}/"))
+                        && hint.contains("not followed")
+                        && !hint.contains("token=abc")),
+                "{status}: {e:?}"
+            );
+        }
+    }
+    assert!(
+        elsewhere.requests("insee").is_empty() && elsewhere.requests("search").is_empty(),
+        "nothing reached the redirect's target"
+    );
+}
+
+/// The outbound policy in the providers: plain http, and names resolving
+/// to a non-public address, refused before anything is sent, for good.
+#[tokio::test]
+async fn a_registry_on_a_private_address_is_refused() {
+    let (stub, base) = stub().await;
+    let port = base.rsplit(':').next().expect("port");
+    let strict = || {
+        dossier_core::outbound::Outbound::new(
+            dossier_core::outbound::Policy::default(),
+            Duration::from_millis(500),
+            "dossier-tests",
+        )
+        .expect("client")
+    };
+    let s = siret(GANYMEDE);
+    for (url, want) in [
+        (base.clone(), "plain http is refused"),
+        // Through the resolver: the name's addresses are checked.
+        (format!("https://localhost:{port}"), "is a loopback address"),
+        (format!("https://127.0.0.1:{port}"), "is a loopback address"),
+    ] {
+        let e = Insee::new(settings(&url), INSEE_KEY.into(), strict())
+            .lookup(&s)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, LookupError::Refused { status: 0, hint, .. }
+                if hint.contains(want) && hint.contains("outbound.")),
+            "{url}: {e:?}"
+        );
+        assert!(!e.is_transient());
+    }
+    assert!(stub.requests("insee").is_empty(), "nothing was sent");
+}
+
+/// An answer far larger than any registry's is not read to its end.
+#[tokio::test]
+async fn an_oversized_registry_answer_is_cut_and_retried() {
+    let (stub, base) = stub().await;
+    stub.script(
+        "search",
+        Scripted {
+            body: format!("{{\"results\": \"{}\"}}", "x".repeat(3 << 20)),
+            ..Scripted::status(200)
+        },
+    );
+    let e = recherche(&base)
+        .lookup(&siret(GANYMEDE))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(&e, LookupError::Transient { message, .. } if message.contains("larger than 1048576 bytes")),
+        "{e:?}"
+    );
+}
+
 fn sirene(providers: Vec<Arc<dyn Provider>>) -> Sirene {
     Sirene::new(providers, Quota::local(), Duration::from_secs(2))
 }
@@ -391,9 +488,10 @@ async fn quota_is_shared(store: Store) {
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let store = quota_store(store, &db_url, &prefix).await;
-        let provider: Arc<dyn Provider> = Arc::new(
-            RechercheEntreprises::new(provider_settings.clone(), "dossier-tests").expect("client"),
-        );
+        let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(
+            provider_settings.clone(),
+            dossier_e2e::loopback_outbound(provider_settings.timeout_ms),
+        ));
         let client = Sirene::new(vec![provider], Quota::new(store), Duration::from_secs(10));
         tasks.push(tokio::spawn(async move {
             for _ in 0..30 {
@@ -504,7 +602,10 @@ async fn quota_waits_do_not_fail_lookups() {
     let mut s = settings(&base);
     s.quota_requests = 2;
     s.quota_window_ms = 300;
-    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(s, "t").expect("client"));
+    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(
+        s,
+        dossier_e2e::loopback_outbound(500),
+    ));
     let client = Sirene::new(vec![provider], Quota::local(), Duration::from_secs(1));
     for _ in 0..6 {
         client

@@ -44,6 +44,47 @@ pub struct Settings {
     pub imports: ImportSettings,
     pub audit: AuditSettings,
     pub retention: RetentionSettings,
+    pub outbound: OutboundSettings,
+}
+
+/// Where calls leaving the platform may go (`crate::outbound`): https to
+/// public addresses, unless these open more.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSettings {
+    /// Plain http, and connections, to loopback addresses: local stand-ins
+    /// and tests only.
+    pub allow_plain_http_to_loopback: bool,
+    /// Non-public networks calls may reach (CIDR, or one address), e.g. a
+    /// partner gateway inside the firm's network: `["10.20.0.0/16"]`.
+    pub allowed_networks: Vec<String>,
+}
+
+impl OutboundSettings {
+    /// Each problem as (key, why).
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+        self.allowed_networks
+            .iter()
+            .filter(|n| crate::outbound::parse_network(n).is_none())
+            .map(|n| {
+                (
+                    "outbound.allowed_networks",
+                    format!(
+                        "{:?} is not a network: write CIDR (\"10.20.0.0/16\", \"fd00::/8\") or one address",
+                        crate::text::printable(n)
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Why `url` cannot be called, if it cannot.
+    pub fn url_problem(&self, url: &str) -> Option<String> {
+        crate::outbound::Policy::from_settings(self)
+            .check_url(url)
+            .err()
+            .map(|r| r.0)
+    }
 }
 
 /// How long people's data is kept where nothing else bounds it
@@ -838,8 +879,8 @@ impl Settings {
             ),
             ("sirene.insee", &self.sirene.insee),
         ] {
-            if !url::Url::parse(&p.base_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                bad(&format!("{key}.base_url"), "must be an http(s) URL".into());
+            if let Some(why) = self.outbound.url_problem(&p.base_url) {
+                bad(&format!("{key}.base_url"), why);
             }
             if p.quota_requests == 0 || p.quota_window_ms == 0 {
                 bad(
@@ -938,6 +979,9 @@ impl Settings {
             bad("apps.encryption_keys", e.to_string());
         }
         for (key, why) in self.retention.problems() {
+            bad(key, why);
+        }
+        for (key, why) in self.outbound.problems() {
             bad(key, why);
         }
         if self.audit.retention_days == 0 {

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod onboarding;
+pub mod outbound;
 pub mod outbox;
 pub mod owners;
 pub mod queue;

@@ -80,6 +80,8 @@ pub async fn run(cmd: AppCommand, settings: &Settings) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| user(format!("cannot read {}: {e}", file.display())))?;
             let list = apps::parse_catalogue(&file.display().to_string(), &text).map_err(fail)?;
+            apps::check_destinations(&file.display().to_string(), &list, &settings.outbound)
+                .map_err(fail)?;
             apps::load_catalogue(&db, &firm.firm, &list)
                 .await
                 .map_err(fail)?;

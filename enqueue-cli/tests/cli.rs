@@ -837,6 +837,27 @@ async fn partner_apps_from_the_command_line_never_show_secrets() {
         "cabinet-7",
     ]);
     assert!(out.contains("2 apps loaded"), "{out}");
+    // Partner endpoints the jobs could not call are refused at load.
+    let unsafe_catalogue = std::fs::read_to_string(&shipped)
+        .expect("catalogue")
+        .replace(
+            "https://api.collecte.example/v1/clients\n",
+            "http://api.collecte.example/v1/clients\n",
+        )
+        .replace(
+            "https://api.collecte.example/v1/clients/remove",
+            "https://169.254.169.254/latest/meta-data",
+        );
+    std::fs::write(env.dir.path().join("unsafe.toml"), unsafe_catalogue).expect("write");
+    let err = env.refused(&["app", "load", "unsafe.toml", "--firm", "cabinet-7"]);
+    for want in [
+        "unsafe.toml: 2 problem(s)",
+        "app \"collecte_factures\": provisioning_url: http://api.collecte.example/v1/clients: plain http is refused",
+        "app \"collecte_factures\": deprovisioning_url: https://169.254.169.254/latest/meta-data: 169.254.169.254 is a link-local address",
+        "outbound.allowed_networks",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
     let out = env.ok(&["app", "list", "--firm", "cabinet-7"]);
     assert!(out.contains("api_key* (secret)"), "{out}");
     let secret = "sk-live-0123456789";

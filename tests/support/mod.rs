@@ -404,7 +404,24 @@ pub fn fast_settings() -> Settings {
     q.defaults.backoff_cap_ms = 2_000;
     q.defaults.jitter = 0.2;
     q.defaults.timeout_ms = 10_000;
+    // The registries, partners and receivers are stand-ins on 127.0.0.1.
+    s.outbound.allow_plain_http_to_loopback = true;
     s
+}
+
+/// The outbound client of a provider or partner under test: the stand-ins
+/// are on loopback, so plain http to loopback is allowed, nothing more.
+pub fn loopback_outbound(timeout_ms: u64) -> dossier_core::outbound::Outbound {
+    let allow = dossier_core::config::OutboundSettings {
+        allow_plain_http_to_loopback: true,
+        ..Default::default()
+    };
+    dossier_core::outbound::Outbound::new(
+        dossier_core::outbound::Policy::from_settings(&allow),
+        Duration::from_millis(timeout_ms),
+        "dossier-tests",
+    )
+    .expect("HTTP client")
 }
 
 /// Sends what the code under test logs (info and above) to the test's

@@ -94,6 +94,10 @@ async fn handle(
                 s.body,
             )
                 .into_response();
+            if let Some(to) = &s.location {
+                r.headers_mut()
+                    .insert("Location", to.parse().expect("header value"));
+            }
             if let Some(after) = s.retry_after {
                 r.headers_mut().insert(
                     "Retry-After",

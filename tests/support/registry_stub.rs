@@ -21,6 +21,8 @@ pub const INSEE_KEY: &str = "test-insee-key";
 pub struct Scripted {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// A `Location` header (a redirect).
+    pub location: Option<String>,
     pub body: String,
     pub delay: Duration,
 }
@@ -30,6 +32,7 @@ impl Scripted {
         Scripted {
             status,
             retry_after: None,
+            location: None,
             body: "{}".into(),
             delay: Duration::ZERO,
         }
@@ -39,6 +42,14 @@ impl Scripted {
         Scripted {
             retry_after: Some(retry_after_secs),
             ..Scripted::status(429)
+        }
+    }
+
+    /// `status` (301, 302, 307, 308…) pointing at `to`.
+    pub fn redirect(status: u16, to: &str) -> Scripted {
+        Scripted {
+            location: Some(to.to_string()),
+            ..Scripted::status(status)
         }
     }
 
@@ -137,6 +148,9 @@ async fn scripted(answer: Scripted) -> Response {
     headers.insert("content-type", "application/json".parse().expect("header"));
     if let Some(s) = answer.retry_after {
         headers.insert("retry-after", s.to_string().parse().expect("header"));
+    }
+    if let Some(to) = &answer.location {
+        headers.insert("location", to.parse().expect("header"));
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, headers, answer.body).into_response()

@@ -192,6 +192,42 @@ pub fn parse_catalogue(file: &str, text: &str) -> Result<Vec<App>, AppError> {
     }
 }
 
+/// Checks that every partner endpoint of the catalogue is one the
+/// outbound policy lets the jobs call (`crate::outbound`): refused at load,
+/// not at a client's first provisioning.
+pub fn check_destinations(
+    file: &str,
+    apps: &[App],
+    outbound: &crate::config::OutboundSettings,
+) -> Result<(), AppError> {
+    let problems: Vec<String> = apps
+        .iter()
+        .flat_map(|a| {
+            [
+                ("provisioning_url", &a.provisioning_url),
+                ("deprovisioning_url", &a.deprovisioning_url),
+            ]
+            .into_iter()
+            .filter_map(move |(key, url)| {
+                let why = outbound.url_problem(url.as_deref()?)?;
+                Some(format!("app {:?}: {key}: {why}", a.id))
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Catalogue {
+            file: file.to_string(),
+            message: format!(
+                "{} problem(s):\n  - {}",
+                problems.len(),
+                problems.join("\n  - ")
+            ),
+        })
+    }
+}
+
 /// Replaces the firm's catalogue with these apps (clients keep their
 /// activations of apps that leave it; they can still be disabled).
 pub async fn load_catalogue(db: &Database, firm: &str, apps: &[App]) -> Result<(), AppError> {

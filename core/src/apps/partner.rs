@@ -21,6 +21,9 @@ pub enum PartnerError {
     Permanent(String),
 }
 
+/// The most of a partner's answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// What a partner answers a provisioning call with.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Provisioned {
@@ -61,7 +64,7 @@ fn scrubbed(message: &str, secrets: &[String]) -> String {
 /// POSTs a signed JSON body; returns the 2xx answer's body. `secrets` are
 /// the opened secrets the body carries: scrubbed from any error message.
 pub async fn post(
-    http: &reqwest::Client,
+    http: &crate::outbound::Outbound,
     url: &str,
     key: &[u8],
     idempotency_key: &str,
@@ -71,7 +74,8 @@ pub async fn post(
     let bytes = serde_json::to_vec(body).map_err(|e| PartnerError::Permanent(e.to_string()))?;
     let timestamp = chrono::Utc::now().timestamp();
     let response = http
-        .post(url)
+        .request(reqwest::Method::POST, url)
+        .map_err(|why| PartnerError::Permanent(format!("partner call refused: {why}")))?
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(TIMESTAMP_HEADER, timestamp.to_string())
         .header(SIGNATURE_HEADER, sign(key, timestamp, &bytes))
@@ -79,26 +83,37 @@ pub async fn post(
         .body(bytes)
         .send()
         .await
-        .map_err(|e| PartnerError::Transient {
-            message: format!(
-                "partner at {} unreachable: {}",
-                crate::config::redact_url(url),
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    e.without_url().to_string()
-                }
-            ),
-            retry_after: None,
+        .map_err(|e| match crate::outbound::refusal(&e) {
+            Some(why) => PartnerError::Permanent(format!("partner call refused: {why}")),
+            None => PartnerError::Transient {
+                message: format!(
+                    "partner at {} unreachable: {}",
+                    crate::config::redact_url(url),
+                    if e.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        e.without_url().to_string()
+                    }
+                ),
+                retry_after: None,
+            },
         })?;
     let status = response.status();
+    if let Some(why) = crate::outbound::redirect_refusal(status, response.headers()) {
+        return Err(PartnerError::Permanent(format!("partner {why}")));
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = response.text().await.unwrap_or_default();
+    // Enough for any provisioning answer; a partner cannot make a worker
+    // buffer more, and only an excerpt of an error is kept.
+    let text = match crate::outbound::body_up_to(response, MAX_ANSWER_BYTES).await {
+        Ok((body, _)) => String::from_utf8_lossy(&body).into_owned(),
+        Err(_) => String::new(),
+    };
     if status.is_success() {
         Ok(text)
     } else if status.as_u16() == 429 || status.is_server_error() {

@@ -43,7 +43,7 @@ pub struct JobDeps {
 pub struct Partners {
     pub keys: crate::secrets::KeyRing,
     signing: std::collections::BTreeMap<String, crate::config::Secret>,
-    pub http: reqwest::Client,
+    pub http: crate::outbound::Outbound,
 }
 
 impl std::fmt::Debug for Partners {
@@ -61,11 +61,12 @@ impl Partners {
             keys: crate::secrets::KeyRing::new(&a.encryption_keys)
                 .map_err(|e| DepsError::Apps(e.to_string()))?,
             signing: a.signing_keys.clone(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_millis(a.timeout_ms))
-                .user_agent(settings.sirene.user_agent.clone())
-                .build()
-                .map_err(|e| DepsError::Apps(e.to_string()))?,
+            http: crate::outbound::Outbound::new(
+                crate::outbound::Policy::from_settings(&settings.outbound),
+                std::time::Duration::from_millis(a.timeout_ms),
+                &settings.sirene.user_agent,
+            )
+            .map_err(|e| DepsError::Apps(e.to_string()))?,
         })
     }
 

@@ -11,33 +11,30 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::facts::{Address, CompanyFacts, Reader, State};
-use super::{LookupError, Provider, ProviderSettings, http_error, legal_forms, status_error};
+use super::{
+    LookupError, Provider, ProviderSettings, http_error, json_answer, legal_forms, refused,
+    status_error,
+};
+use crate::outbound::Outbound;
 use crate::siret::Siret;
 
 pub const NAME: &str = "insee";
 const KEY_HEADER: &str = "X-INSEE-Api-Key-Integration";
 
 pub struct Insee {
-    client: reqwest::Client,
+    client: Outbound,
     settings: ProviderSettings,
     api_key: String,
 }
 
 impl Insee {
-    pub fn new(
-        settings: ProviderSettings,
-        api_key: String,
-        user_agent: &str,
-    ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .build()?;
-        Ok(Insee {
+    /// `client` carries the timeout of `settings` (see `sirene::from_settings`).
+    pub fn new(settings: ProviderSettings, api_key: String, client: Outbound) -> Self {
+        Insee {
             client,
             settings,
             api_key,
-        })
+        }
     }
 }
 
@@ -62,7 +59,8 @@ impl Provider for Insee {
         );
         let response = self
             .client
-            .get(&url)
+            .request(reqwest::Method::GET, &url)
+            .map_err(|why| refused(NAME, &why))?
             .header(KEY_HEADER, &self.api_key)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -71,7 +69,7 @@ impl Provider for Insee {
         if let Some(e) = status_error(NAME, siret, response.status(), response.headers()) {
             return Err(e);
         }
-        let body: Value = response.json().await.map_err(|e| http_error(NAME, &e))?;
+        let body = json_answer(NAME, response).await?;
         map(siret, &body)
     }
 }

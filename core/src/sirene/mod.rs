@@ -304,13 +304,20 @@ pub async fn from_settings(
     db: &crate::db::Database,
 ) -> Result<Sirene, SetupError> {
     let s = &settings.sirene;
+    let outbound = |p: &ProviderSettings| {
+        crate::outbound::Outbound::new(
+            crate::outbound::Policy::from_settings(&settings.outbound),
+            Duration::from_millis(p.timeout_ms),
+            &s.user_agent,
+        )
+    };
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     for name in &s.providers {
         let provider: Arc<dyn Provider> = match name.as_str() {
             recherche::NAME => Arc::new(recherche::RechercheEntreprises::new(
                 s.recherche_entreprises.clone(),
-                &s.user_agent,
-            )?),
+                outbound(&s.recherche_entreprises)?,
+            )),
             insee::NAME => {
                 let key = s
                     .insee_api_key
@@ -319,8 +326,8 @@ pub async fn from_settings(
                 Arc::new(insee::Insee::new(
                     s.insee.clone(),
                     key.expose().to_string(),
-                    &s.user_agent,
-                )?)
+                    outbound(&s.insee)?,
+                ))
             }
             file::NAME => Arc::new(file::SireneFile::open(&s.file_index).await.map_err(|e| {
                 SetupError::Config(format!(
@@ -367,6 +374,9 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap, default: Duratio
 
 /// Classifies an HTTP failure the same way for every provider.
 pub(crate) fn http_error(provider: &str, e: &reqwest::Error) -> LookupError {
+    if let Some(why) = crate::outbound::refusal(e) {
+        return refused(provider, why);
+    }
     let message = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
@@ -382,6 +392,40 @@ pub(crate) fn http_error(provider: &str, e: &reqwest::Error) -> LookupError {
     }
 }
 
+/// The outbound policy refused the call: nothing was sent, and retrying
+/// will not change that (the settings must).
+pub(crate) fn refused(provider: &str, why: &crate::outbound::Refused) -> LookupError {
+    LookupError::Refused {
+        provider: provider.to_string(),
+        status: 0,
+        hint: why.0.clone(),
+    }
+}
+
+/// A registry answers a few kilobytes; past this it is not a registry
+/// answer, and reading on would only fill memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The answer's JSON, read up to [`MAX_ANSWER_BYTES`].
+pub(crate) async fn json_answer(
+    provider: &str,
+    response: reqwest::Response,
+) -> Result<serde_json::Value, LookupError> {
+    let (body, cut) = crate::outbound::body_up_to(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| http_error(provider, &e))?;
+    if cut {
+        return Err(LookupError::Transient {
+            provider: provider.to_string(),
+            message: format!("answer larger than {MAX_ANSWER_BYTES} bytes: not read"),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| LookupError::Transient {
+        provider: provider.to_string(),
+        message: format!("malformed answer: {e}"),
+    })
+}
+
 /// Common handling of statuses that mean the same on every registry.
 pub(crate) fn status_error(
     provider: &str,
@@ -390,6 +434,13 @@ pub(crate) fn status_error(
     headers: &reqwest::header::HeaderMap,
 ) -> Option<LookupError> {
     let p = provider.to_string();
+    if let Some(why) = crate::outbound::redirect_refusal(status, headers) {
+        return Some(LookupError::Refused {
+            provider: p,
+            status: status.as_u16(),
+            hint: why,
+        });
+    }
     match status.as_u16() {
         200..=299 => None,
         404 => Some(LookupError::NotFound {

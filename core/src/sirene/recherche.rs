@@ -9,23 +9,24 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::facts::{Address, CompanyFacts, Director, Reader, State};
-use super::{LookupError, Provider, ProviderSettings, http_error, legal_forms, status_error};
+use super::{
+    LookupError, Provider, ProviderSettings, http_error, json_answer, legal_forms, refused,
+    status_error,
+};
+use crate::outbound::Outbound;
 use crate::siret::Siret;
 
 pub const NAME: &str = "recherche-entreprises";
 
 pub struct RechercheEntreprises {
-    client: reqwest::Client,
+    client: Outbound,
     settings: ProviderSettings,
 }
 
 impl RechercheEntreprises {
-    pub fn new(settings: ProviderSettings, user_agent: &str) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .build()?;
-        Ok(RechercheEntreprises { client, settings })
+    /// `client` carries the timeout of `settings` (see `sirene::from_settings`).
+    pub fn new(settings: ProviderSettings, client: Outbound) -> Self {
+        RechercheEntreprises { client, settings }
     }
 }
 
@@ -55,14 +56,15 @@ impl Provider for RechercheEntreprises {
         })?;
         let response = self
             .client
-            .get(url)
+            .request(reqwest::Method::GET, url.as_str())
+            .map_err(|why| refused(NAME, &why))?
             .send()
             .await
             .map_err(|e| http_error(NAME, &e))?;
         if let Some(e) = status_error(NAME, siret, response.status(), response.headers()) {
             return Err(e);
         }
-        let body: Value = response.json().await.map_err(|e| http_error(NAME, &e))?;
+        let body = json_answer(NAME, response).await?;
         map(siret, &body)
     }
 }
