@@ -30,6 +30,7 @@ mod folders;
 mod import;
 mod invitations;
 mod onboard;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -552,6 +553,9 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             eprintln!("error: {e:#}");
+            if let Some(u) = e.downcast_ref::<wait::Unfinished>() {
+                return ExitCode::from(u.code());
+            }
             if e.downcast_ref::<UserError>().is_some() {
                 ExitCode::from(2)
             } else {

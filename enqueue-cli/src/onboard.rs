@@ -61,6 +61,13 @@ pub struct CreateArgs {
     /// Carried by the client's jobs into the workers' logs.
     #[arg(long, value_parser = crate::import::trace_id)]
     trace_id: Option<String>,
+    /// Follow the onboarding steps until the client is ready (exit 0), a
+    /// step has failed for good (exit 3) or --wait-timeout ran out (exit 4).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait, in seconds.
+    #[arg(long, requires = "wait", default_value_t = 600)]
+    wait_timeout: u64,
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -147,6 +154,17 @@ pub async fn create(a: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
         created.client_id,
         created.jobs.join(", ")
     );
+    if a.wait {
+        let queue = dossier_core::queue::open(settings).await?;
+        crate::wait::client(
+            &db,
+            queue.as_ref(),
+            &created.client_id,
+            std::time::Duration::from_secs(a.wait_timeout),
+            std::time::Duration::from_millis(500),
+        )
+        .await?;
+    }
     Ok(())
 }
 

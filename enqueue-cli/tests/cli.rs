@@ -452,6 +452,21 @@ async fn siret_lookup_asks_the_registries() {
         ),
         ("DOSSIER__SIRENE__INSEE__BASE_URL".into(), base.clone()),
     ]);
+    // A registry over plain http is refused at start-up, naming the key…
+    let (mut env, out) = run_blocking(env, &["siret", "lookup", "880 878 145 00015"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("sirene.recherche_entreprises.base_url: http://127.0.0.1:")
+            && err.contains("plain http is refused"),
+        "{err}"
+    );
+    assert!(stub.requests("search").is_empty());
+    // …unless it is a local stand-in and the setting says so.
+    env.vars.push((
+        "DOSSIER__OUTBOUND__ALLOW_PLAIN_HTTP_TO_LOOPBACK".into(),
+        "true".into(),
+    ));
     let (env, out) = run_blocking(env, &["siret", "lookup", "880 878 145 00015"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -841,8 +856,8 @@ async fn partner_apps_from_the_command_line_never_show_secrets() {
     let unsafe_catalogue = std::fs::read_to_string(&shipped)
         .expect("catalogue")
         .replace(
-            "https://api.collecte.example/v1/clients\n",
-            "http://api.collecte.example/v1/clients\n",
+            "\"https://api.collecte.example/v1/clients\"",
+            "\"http://api.collecte.example/v1/clients\"",
         )
         .replace(
             "https://api.collecte.example/v1/clients/remove",
