@@ -410,6 +410,18 @@ async fn a_send_whose_answer_is_lost_is_sent_again_identically() {
     s.cleanup().await;
 }
 
+/// The frame of a first send, as the job would make it.
+fn first_frame() -> invitations::SendFrame {
+    invitations::SendFrame {
+        nonce: "n-1".into(),
+        date_ms: 1_764_000_000_000,
+        expires_ms: i64::MAX / 2,
+        company: "Moreau Conseil".into(),
+        themes: vec![],
+        repeats: 0,
+    }
+}
+
 /// An attempt handed the body over and lost the answer; before the repeat
 /// goes out, the person opens the first copy's link: it works, and the
 /// repeat then sends nothing.
@@ -420,14 +432,7 @@ async fn the_first_copys_link_works_while_the_repeat_waits() {
     let inv = s.invite(&client, "k.moreau@moreau-conseil.fr").await;
     let mailer = Mailer::from_settings(&s.q.settings).expect("mail settings");
     let key = mailer.link_key(&s.db).await.expect("key").clone();
-    let frame = invitations::SendFrame {
-        nonce: "n-1".into(),
-        date_ms: 1_764_000_000_000,
-        expires_ms: i64::MAX / 2,
-        company: "Moreau Conseil".into(),
-        themes: vec![],
-        repeats: 0,
-    };
+    let frame = first_frame();
     let begun = invitations::begin_send(
         &s.db,
         &inv.id,
@@ -476,14 +481,7 @@ async fn slow_first_attempt_then_rescued(backend: BackendKind) {
     let s = Setup::new(backend, false).await;
     let client = s.client("Moreau Conseil").await;
     let inv = s.invite(&client, "k.moreau@moreau-conseil.fr").await;
-    let fresh = invitations::SendFrame {
-        nonce: "n-1".into(),
-        date_ms: 1_764_000_000_000,
-        expires_ms: i64::MAX / 2,
-        company: "Moreau Conseil".into(),
-        themes: vec![],
-        repeats: 0,
-    };
+    let fresh = first_frame();
     let begin = |frame: invitations::SendFrame| {
         invitations::begin_send(&s.db, &inv.id, 0, frame, |f| f.nonce.clone(), "m@x")
     };

@@ -178,18 +178,8 @@ pub fn parse_catalogue(file: &str, text: &str) -> Result<Vec<App>, AppError> {
             }
         }
     }
-    if problems.is_empty() {
-        Ok(parsed.apps)
-    } else {
-        Err(AppError::Catalogue {
-            file: file.to_string(),
-            message: format!(
-                "{} problem(s):\n  - {}",
-                problems.len(),
-                problems.join("\n  - ")
-            ),
-        })
-    }
+    refuse_if_any(file, problems)?;
+    Ok(parsed.apps)
 }
 
 /// Checks that every partner endpoint of the catalogue is one the
@@ -214,18 +204,22 @@ pub fn check_destinations(
             })
         })
         .collect();
+    refuse_if_any(file, problems)
+}
+
+/// Every problem of a catalogue file at once, or none.
+fn refuse_if_any(file: &str, problems: Vec<String>) -> Result<(), AppError> {
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Catalogue {
-            file: file.to_string(),
-            message: format!(
-                "{} problem(s):\n  - {}",
-                problems.len(),
-                problems.join("\n  - ")
-            ),
-        })
+        return Ok(());
     }
+    Err(AppError::Catalogue {
+        file: file.to_string(),
+        message: format!(
+            "{} problem(s):\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        ),
+    })
 }
 
 /// Replaces the firm's catalogue with these apps (clients keep their
