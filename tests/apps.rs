@@ -399,6 +399,31 @@ async fn a_partner_on_a_private_address_is_refused_before_anything_is_sent() {
     s.cleanup().await;
 }
 
+/// A partner whose answer never ends: the worker reads 64 KiB of it and
+/// stops — not buffering until the call's timeout — and retries; the
+/// error kept is a short excerpt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_answer_that_never_ends_is_read_up_to_its_bound() {
+    let s = Setup::new(BackendKind::Sqlite).await;
+    s.stub.script([Scripted {
+        body: "x".repeat(8 * 1024),
+        endless: true,
+        ..Scripted::status(200)
+    }]);
+    let id = s.enable(APP, GOOD, false).await;
+    let w = s.q.start_worker(s.registry());
+    let done = s.wait(&id, JobStatus::Done).await;
+    w.stop().await;
+    assert_eq!(done.attempts, 2, "{done:?}");
+    let first = &done.errors[0].message;
+    assert!(
+        first.contains("without a JSON") && !first.contains("timed out"),
+        "{first}"
+    );
+    assert!(first.len() < 400, "{first}");
+    s.cleanup().await;
+}
+
 /// A partner that echoes the key it was sent, and an address, in its
 /// refusal: neither reaches the job's error nor the activation's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,14 +163,9 @@ fn non_public(ip: IpAddr) -> Option<&'static str> {
             } else if first == 0x2001 && a.segments()[1] == 0x0db8 {
                 Some("documentation or benchmarking")
             } else if first == 0x0064 && a.segments()[1] == 0xff9b {
-                // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
-                let s = a.segments();
-                let v4 = std::net::Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                );
+                // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address:
+                // its last 32 bits.
+                let v4 = std::net::Ipv4Addr::from(u128::from(a) as u32);
                 non_public(IpAddr::V4(v4))
             } else {
                 None

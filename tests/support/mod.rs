@@ -409,15 +409,11 @@ pub fn fast_settings() -> Settings {
     s
 }
 
-/// The outbound client of a provider or partner under test: the stand-ins
-/// are on loopback, so plain http to loopback is allowed, nothing more.
+/// The outbound client of a provider or partner under test, under
+/// [`fast_settings`]'s policy (the stand-ins are on loopback).
 pub fn loopback_outbound(timeout_ms: u64) -> dossier_core::outbound::Outbound {
-    let allow = dossier_core::config::OutboundSettings {
-        allow_plain_http_to_loopback: true,
-        ..Default::default()
-    };
     dossier_core::outbound::Outbound::new(
-        dossier_core::outbound::Policy::from_settings(&allow),
+        dossier_core::outbound::Policy::from_settings(&fast_settings().outbound),
         Duration::from_millis(timeout_ms),
         "dossier-tests",
     )

@@ -89,11 +89,16 @@ async fn handle(
             if s.delay > Duration::ZERO {
                 tokio::time::sleep(s.delay).await;
             }
-            let mut r = (
-                StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK),
-                s.body,
-            )
-                .into_response();
+            let status = StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK);
+            let mut r = if s.endless {
+                let chunk = Bytes::from(s.body);
+                let chunks = futures_util::stream::repeat_with(move || {
+                    Ok::<_, std::convert::Infallible>(chunk.clone())
+                });
+                (status, axum::body::Body::from_stream(chunks)).into_response()
+            } else {
+                (status, s.body).into_response()
+            };
             if let Some(to) = &s.location {
                 r.headers_mut()
                     .insert("Location", to.parse().expect("header value"));

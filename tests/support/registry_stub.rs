@@ -24,6 +24,9 @@ pub struct Scripted {
     /// A `Location` header (a redirect).
     pub location: Option<String>,
     pub body: String,
+    /// The partner stub sends `body` again and again, never ending the
+    /// answer (a hostile or broken partner).
+    pub endless: bool,
     pub delay: Duration,
 }
 
@@ -34,6 +37,7 @@ impl Scripted {
             retry_after: None,
             location: None,
             body: "{}".into(),
+            endless: false,
             delay: Duration::ZERO,
         }
     }

@@ -112,7 +112,19 @@ pub async fn post(
     // buffer more, and only an excerpt of an error is kept.
     let text = match crate::outbound::body_up_to(response, MAX_ANSWER_BYTES).await {
         Ok((body, _)) => String::from_utf8_lossy(&body).into_owned(),
-        Err(_) => String::new(),
+        Err(e) => {
+            return Err(PartnerError::Transient {
+                message: format!(
+                    "partner answered {status} but its answer could not be read: {}",
+                    if e.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        e.without_url().to_string()
+                    }
+                ),
+                retry_after,
+            });
+        }
     };
     if status.is_success() {
         Ok(text)
