@@ -116,6 +116,10 @@ impl Setup {
             queue_settings: self.q.settings.queue.clone(),
             imports: Default::default(),
             partners: Partners::from_settings(settings).expect("partners"),
+            webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("webhooks settings"),
         });
         let mut r = Registry::new();
         app_setup::register(&mut r, deps.clone());

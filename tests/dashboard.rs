@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use dossier_core::db::Database;
 use dossier_core::job::{JobStatus, NewJob};
 use dossier_core::runtime::Registry;
 use dossier_e2e::{BackendKind, TestQueue};
@@ -272,6 +273,40 @@ async fn dashboard(kind: BackendKind) {
     sw.stop().await;
     assert_eq!(smtp.messages().len(), 1);
 
+    // A firm's webhook endpoint, disabled after failing.
+    let ring = dossier_core::secrets::KeyRing::new(&[serde_json::from_str(&format!(
+        "\"k1:{}\"",
+        "12".repeat(32)
+    ))
+    .expect("key")])
+    .expect("ring");
+    let (hook, _) = dossier_core::events::endpoints::add(
+        &db,
+        &ring,
+        &q.settings.outbound,
+        "cabinet-i",
+        "https://crm.cabinet-i.example/hooks",
+        &[dossier_core::events::EventType::ClientReady],
+    )
+    .await
+    .expect("endpoint");
+    let disable = "UPDATE webhook_endpoints SET disabled_at = $1, disabled_reason = 'every delivery failed for 28800 s' WHERE id = $2";
+    match &db {
+        Database::Sqlite(p) => sqlx::query(disable)
+            .bind(1_i64)
+            .bind(&hook.id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(disable)
+            .bind(1_i64)
+            .bind(&hook.id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .expect("disabled");
+
     // An operator clicks "relancer" on the killed job in Chromium.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboard/retry.mjs");
     let shot = q.dir.path().join("dashboard.png");
@@ -304,6 +339,13 @@ async fn dashboard(kind: BackendKind) {
         "the journal shows who paused, why: {said}"
     );
     assert!(said.contains("waiting: cabinet-w110"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "webhook notice: webhook désactivé : {} (cabinet cabinet-i) — every delivery failed for 28800 s ; dossier webhook enable {}",
+            hook.id, hook.id
+        )),
+        "{said}"
+    );
     assert!(
         said.contains("mail server: Réponse du serveur de courrier : 250 2.0.0 Ok: queued as 1"),
         "the invitation's page shows the server's answer: {said}"

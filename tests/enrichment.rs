@@ -49,6 +49,10 @@ async fn deps(q: &TestQueue, db: Database, stub_base: &str) -> Arc<JobDeps> {
             &dossier_core::config::Settings::default(),
         )
         .expect("default apps settings"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+            &dossier_core::config::Settings::default(),
+        )
+        .expect("webhooks settings"),
     })
 }
 
@@ -652,6 +656,10 @@ async fn waiting_for_quota_does_not_burn_attempts() {
             &dossier_core::config::Settings::default(),
         )
         .expect("default apps settings"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+            &dossier_core::config::Settings::default(),
+        )
+        .expect("webhooks settings"),
     });
     let mut ids = Vec::new();
     for s in sirets(3) {

@@ -60,6 +60,10 @@ impl Setup {
                 &dossier_core::config::Settings::default(),
             )
             .expect("default apps settings"),
+            webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("webhooks settings"),
         })
     }
 

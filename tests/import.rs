@@ -648,6 +648,10 @@ async fn interrupted_then_resumed(kind: BackendKind) {
         queue_settings: f.q.settings.queue.clone(),
         imports: f.q.settings.imports.clone(),
         partners: Partners::from_settings(&f.q.settings).expect("partners"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+            &dossier_core::config::Settings::default(),
+        )
+        .expect("webhooks settings"),
     });
     let mut registry = Registry::new();
     bulk_import::register(&mut registry, deps);

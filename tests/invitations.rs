@@ -93,6 +93,10 @@ impl Setup {
                 &dossier_core::config::Settings::default(),
             )
             .expect("default apps settings"),
+            webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(
+                &dossier_core::config::Settings::default(),
+            )
+            .expect("webhooks settings"),
         });
         let mut r = Registry::new();
         invitation::register(&mut r, deps.clone());

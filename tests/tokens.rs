@@ -128,6 +128,7 @@ async fn every_route_by_every_kind_of_token(kind: BackendKind) {
         let url = format!("{base}{path}");
         let r = match method {
             "get" => web.get(url),
+            "delete" => web.delete(url),
             _ => web.post(url).json(&body.unwrap_or(serde_json::json!({}))),
         };
         let bearer = bearer.to_string();

@@ -37,6 +37,10 @@ pub mod action {
     pub const PERSON_ERASE: &str = "person.erase";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
+    pub const WEBHOOK_ADD: &str = "webhook.add";
+    pub const WEBHOOK_REMOVE: &str = "webhook.remove";
+    pub const WEBHOOK_ROTATE: &str = "webhook.rotate_secret";
+    pub const WEBHOOK_ENABLE: &str = "webhook.enable";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

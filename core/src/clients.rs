@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::events::{Event, EventType, emit};
 use crate::sirene::{CompanyFacts, Director};
 use crate::siret::{NumberError, Siret};
 use crate::write_gate::Lane;
@@ -359,24 +360,49 @@ pub async fn record_enrichment(
         .await?
         .ok_or_else(|| ClientError::NotFound(id.to_string()))?;
     let (company, differences) = merge(&client.entered, &facts_fields(facts));
+    let warning = facts.warning();
+    // A second run finding the same facts has nothing new to tell.
+    let news = client.enrichment_status != EnrichmentStatus::Enriched
+        || client.differences != differences
+        || client.warning != warning;
+    let event = news.then(|| {
+        Event::for_client(
+            EventType::ClientEnriched,
+            &client.firm_id,
+            id,
+            serde_json::json!({
+                "provider": facts.provider,
+                "differences": differences,
+                "closed": warning.is_some(),
+                "warning": warning,
+            }),
+        )
+        .in_bulk(client.import_id.is_some())
+    });
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
-    on_pool!(db, pool => sqlx::query(
-        "UPDATE clients SET registry = $1, company = $2, differences = $3, directors = $4,
-                enrichment_status = 'enriched', enrichment_message = NULL, warning = $5,
-                updated_at = $6, enriched_at = $6
-         WHERE id = $7",
-    )
-    .bind(json(facts))
-    .bind(json(&company))
-    .bind(json(&differences))
-    .bind(json(&facts.directors))
-    .bind(facts.warning())
-    .bind(now)
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected());
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "UPDATE clients SET registry = $1, company = $2, differences = $3, directors = $4,
+                    enrichment_status = 'enriched', enrichment_message = NULL, warning = $5,
+                    updated_at = $6, enriched_at = $6
+             WHERE id = $7",
+        )
+        .bind(json(facts))
+        .bind(json(&company))
+        .bind(json(&differences))
+        .bind(json(&facts.directors))
+        .bind(&warning)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(event) = &event {
+            emit!(tx, event)?;
+        }
+        tx.commit().await?;
+    });
     get(db, id)
         .await?
         .ok_or_else(|| ClientError::NotFound(id.to_string()))

@@ -45,6 +45,35 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub retention: RetentionSettings,
     pub outbound: OutboundSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// The firms' event webhooks (`crate::events`, delivered by the
+/// `webhook_delivery` job kind).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Attempts at one event before it goes to the dead set (first one
+    /// included), spaced by the `webhook_delivery` kind's backoff. With the
+    /// default backoff (1 s doubling, capped at 1 h) 25 attempts span about
+    /// 13 hours.
+    pub max_attempts: u32,
+    /// An endpoint that has answered nothing but failures for this long is
+    /// disabled (8 hours): shorter than the attempts' span, so an endpoint
+    /// that is gone is switched off before its events run out of attempts.
+    pub disable_after_secs: u64,
+    /// How long a receiver has to answer one delivery.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            max_attempts: 25,
+            disable_after_secs: 8 * 3600,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Where calls leaving the platform may go (`crate::outbound`): https to
@@ -983,6 +1012,18 @@ impl Settings {
         }
         for (key, why) in self.outbound.problems() {
             bad(key, why);
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.max_attempts > 1000 {
+            bad("webhooks.max_attempts", "must be between 1 and 1000".into());
+        }
+        if self.webhooks.disable_after_secs < 60 {
+            bad(
+                "webhooks.disable_after_secs",
+                "must be at least 60: a receiver restarting must not lose its endpoint".into(),
+            );
+        }
+        if self.webhooks.timeout_ms == 0 {
+            bad("webhooks.timeout_ms", "must be greater than 0".into());
         }
         if self.audit.retention_days == 0 {
             bad(

@@ -131,13 +131,24 @@ async function showJob(id) {
 
 async function refresh() {
   try {
-    const [queues, jobs, workers, audit, firms] = await Promise.all([
+    const [queues, jobs, workers, audit, firms, hooks] = await Promise.all([
       api("GET", "/v1/admin/queues"),
       api("GET", "/v1/admin/jobs?" + new URLSearchParams(Object.assign({ limit: "100" }, currentFilter()))),
       api("GET", "/v1/admin/workers"),
       api("GET", "/v1/admin/audit?limit=20"),
       api("GET", "/v1/admin/waiting-by-firm"),
+      api("GET", "/v1/admin/webhooks"),
     ]);
+    // Endpoints disabled for failing, or failing now: the firm's
+    // application is not being told what happens.
+    const nb = $("#webhooks-notice"); nb.replaceChildren();
+    for (const h of hooks.filter((h) => h.state !== "enabled")) {
+      const what = h.state === "disabled"
+        ? "webhook désactivé : " + h.id + " (cabinet " + h.firm_id + ") — " + (h.disabled_reason || "") + " ; dossier webhook enable " + h.id
+        : "webhook en échec depuis " + new Date(h.failing_since_ms).toLocaleString() + " : " + h.id + " (cabinet " + h.firm_id + ")";
+      nb.append(el("li", { "data-endpoint": h.id, "data-state": h.state }, what));
+    }
+    nb.hidden = nb.children.length === 0;
     const fb = $("#firms tbody"); fb.replaceChildren();
     for (const f of firms) {
       const name = f.group == null ? el("td", {}, "(aucun)")

@@ -165,6 +165,7 @@ pub async fn erase_client(
         delete_hook_answers(db, &format!("\"{id}\""), &addresses).await?,
     );
     done.add("outbox", delete_staged(db, id).await?);
+    done.add("events", delete_events(db, id).await?);
     done.add(
         "imports",
         scrub_imports(db, &client.firm_id, client.import_id.as_deref(), &addresses).await?,
@@ -303,6 +304,28 @@ async fn delete_hook_answers(
             .rows_affected());
     }
     Ok(n)
+}
+
+/// The client's events, with their deliveries: their bodies name the
+/// company and what was done for it.
+async fn delete_events(db: &Database, client: &str) -> Result<u64, sqlx::Error> {
+    let _turn = db.write_turn(Lane::Interactive).await;
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM events WHERE client_id = $1)",
+        )
+        .bind(client)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query("DELETE FROM events WHERE client_id = $1")
+            .bind(client)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    })
 }
 
 async fn delete_staged(db: &Database, client: &str) -> Result<u64, sqlx::Error> {

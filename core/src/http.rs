@@ -55,6 +55,14 @@ impl ApiState {
         self.queue.as_ref()
     }
 
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
     pub fn new(
         db: Database,
         queue: Arc<dyn QueueBackend>,
@@ -442,6 +450,11 @@ pub const ROUTES: &[(&str, &str, Auth)] = &[
     ("post", "/v1/admin/queues/{kind}/resume", Auth::Admin),
     ("post", "/v1/admin/queues/{kind}/scale", Auth::Admin),
     ("get", "/v1/admin/audit", Auth::Admin),
+    ("get", "/v1/admin/webhooks", Auth::Admin),
+    ("post", "/v1/admin/webhooks", Auth::Admin),
+    ("delete", "/v1/admin/webhooks/{id}", Auth::Admin),
+    ("post", "/v1/admin/webhooks/{id}/rotate-secret", Auth::Admin),
+    ("post", "/v1/admin/webhooks/{id}/enable", Auth::Admin),
 ];
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -485,6 +498,22 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             post(crate::dashboard::scale),
         )
         .route("/v1/admin/audit", get(crate::dashboard::audit_trail))
+        .route(
+            "/v1/admin/webhooks",
+            get(crate::webhook_admin::list).post(crate::webhook_admin::add),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            axum::routing::delete(crate::webhook_admin::remove),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/rotate-secret",
+            post(crate::webhook_admin::rotate_secret),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/enable",
+            post(crate::webhook_admin::enable),
+        )
         .layer(middleware::from_fn(admin_only));
     let private = hooks
         .merge(admin)
@@ -1372,6 +1401,8 @@ async fn confined(
         crate::dashboard::retry_dead, crate::dashboard::pause, crate::dashboard::resume,
         crate::dashboard::scale, crate::dashboard::audit_trail, crate::dashboard::bulk,
         crate::dashboard::waiting_by_firm,
+        crate::webhook_admin::list, crate::webhook_admin::add, crate::webhook_admin::remove,
+        crate::webhook_admin::rotate_secret, crate::webhook_admin::enable,
     ),
     components(schemas(ErrorBody, ProblemOut)),
     modifiers(&BearerScheme),

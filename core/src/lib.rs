@@ -18,6 +18,7 @@ pub mod db;
 pub mod demo;
 pub mod digest;
 pub mod erasure;
+pub mod events;
 pub mod exercice;
 pub mod firms;
 pub mod folder_bench;
@@ -43,6 +44,7 @@ pub mod siret;
 pub mod submit;
 pub mod text;
 pub mod tree;
+pub mod webhook_admin;
 pub mod when;
 
 // The generic job runtime, a crate of its own; re-exported under the paths

@@ -79,6 +79,20 @@ pub struct Metrics {
     pub partner_failures: Family<AppClass, Counter>,
     pub imports: Family<Status, Gauge>,
     pub import_rows: Family<RowState, Gauge>,
+    pub webhook_deliveries: Family<Outcome, Counter>,
+    pub webhook_endpoints: Family<State, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `delivered`, `failed` (an attempt), `gave_up`, `disabled`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct State {
+    /// `enabled`, `failing`, `disabled`.
+    pub state: String,
 }
 
 impl Metrics {
@@ -97,6 +111,8 @@ impl Metrics {
             partner_failures: Family::default(),
             imports: Family::default(),
             import_rows: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_endpoints: Family::default(),
             registry: Registry::default(),
         };
         // What the pool records (attempts, outcomes, durations).
@@ -161,6 +177,16 @@ impl Metrics {
             "Rows of the imports running now, by state (read at scrape)",
             m.import_rows.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (disabled: the attempt that disabled its endpoint)",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_endpoints",
+            "Webhook endpoints by state: enabled, failing, disabled (read at scrape)",
+            m.webhook_endpoints.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -209,6 +235,15 @@ pub fn partner_failed(app: &str, class: &str) {
         .get_or_create(&AppClass {
             app: app.to_string(),
             class: class.to_string(),
+        })
+        .inc();
+}
+
+pub fn webhook_delivery(outcome: &str) {
+    get()
+        .webhook_deliveries
+        .get_or_create(&Outcome {
+            outcome: outcome.to_string(),
         })
         .inc();
 }
@@ -292,6 +327,28 @@ pub async fn render(queue: &dyn QueueBackend, db: &Database) -> String {
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: imports unavailable"),
+    }
+    let endpoints: Result<Vec<(String, i64)>, sqlx::Error> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT CASE WHEN disabled_at IS NOT NULL THEN 'disabled'
+                     WHEN failing_since IS NOT NULL THEN 'failing' ELSE 'enabled' END AS state,
+                COUNT(*)
+         FROM webhook_endpoints GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await);
+    match endpoints {
+        Ok(rows) => {
+            m.webhook_endpoints.clear();
+            for state in ["enabled", "failing", "disabled"] {
+                let n = rows.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
+                m.webhook_endpoints
+                    .get_or_create(&State {
+                        state: state.into(),
+                    })
+                    .set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: webhook endpoints unavailable"),
     }
     encode()
 }

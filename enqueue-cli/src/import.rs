@@ -51,8 +51,16 @@ struct RunArgs {
     #[arg(long)]
     background: bool,
     /// With a job: queue it and return (follow it with `dossier imports show`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait")]
     no_wait: bool,
+    /// Then follow the clients it created until each is ready (exit 0),
+    /// some have failed (exit 3, each listed) or --wait-timeout ran out
+    /// (exit 4).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait for the clients, in seconds.
+    #[arg(long, requires = "wait", default_value_t = 3600)]
+    wait_timeout: u64,
     /// Carried by every job of the import into the workers' logs.
     #[arg(long, value_parser = trace_id)]
     trace_id: Option<String>,
@@ -232,7 +240,10 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         record
     } else {
-        let q = queue?;
+        let q = match &queue {
+            Ok(q) => q.clone(),
+            Err(e) => return Err(anyhow::anyhow!("{e:#}")),
+        };
         let job = NewJob {
             kind: bulk_import::KIND.into(),
             payload: serde_json::json!({ "import_id": id }),
@@ -281,7 +292,21 @@ pub async fn run(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
-    finish(&db, &record, &file, a.errors_file).await
+    finish(&db, &record, &file, a.errors_file).await?;
+    if a.wait {
+        crate::relay_outbox(settings, &db).await;
+        let q = queue?;
+        crate::wait::import(
+            &db,
+            q.as_ref(),
+            &record.firm_id,
+            &record.id,
+            Duration::from_secs(a.wait_timeout),
+            Duration::from_millis(500),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Prints the report and writes the refused rows beside the file.

@@ -31,6 +31,7 @@ mod import;
 mod invitations;
 mod onboard;
 mod wait;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,6 +126,9 @@ enum Command {
     /// Imports: their progress and reports.
     #[command(subcommand)]
     Imports(import::ImportsCommand),
+    /// A firm's event webhooks: where its events go, signed.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -799,6 +803,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App(cmd) => apps::run(cmd, &settings).await,
         Command::Firm(cmd) => firms::firm(cmd, &settings).await,
         Command::Token(cmd) => firms::token(cmd, &settings).await,
+        Command::Webhook(cmd) => webhooks::run(cmd, &settings).await,
         Command::Audit(AuditCommand::List { since, limit, json }) => {
             let since = since
                 .as_deref()

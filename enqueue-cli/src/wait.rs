@@ -3,7 +3,8 @@
 //! every one is finished or one has failed for good, so that a script can
 //! chain on the exit code instead of polling. Each change is one plain
 //! line on stdout; on a terminal a status line on stderr is redrawn in
-//! between.
+//! between. `dossier import … --wait` does the same for every client an
+//! import created (`onboarding::ready::import_clients`).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -125,6 +126,85 @@ pub async fn client(
                 steps.len(),
                 started.elapsed().as_secs_f64(),
                 now.join(", ")
+            );
+            let _ = std::io::stderr().flush();
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Follows the clients import `import_id` created until each is ready or
+/// has failed, for at most `timeout`: exit 0 all ready, 3 some failed
+/// (each listed, up to 20), 4 some still working.
+pub async fn import(
+    db: &Database,
+    queue: &dyn QueueBackend,
+    firm: &str,
+    import_id: &str,
+    timeout: Duration,
+    every: Duration,
+) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut said = String::new();
+    loop {
+        let s = onboarding::ready::import_clients(db, Some(queue), firm, import_id).await?;
+        let line = format!(
+            "import {import_id}: {} of {} clients ready, {} failed, {} still working",
+            s.ready,
+            s.clients,
+            s.failed_count,
+            s.working()
+        );
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+        if line != said {
+            println!("  {line}");
+            std::io::stdout().flush()?;
+            said = line;
+        }
+        if s.working() == 0 {
+            if s.failed_count == 0 {
+                println!(
+                    "import {import_id}: every client ready ({}) in {:.1} s",
+                    s.clients,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            let list: Vec<String> = s
+                .failed
+                .iter()
+                .map(|(c, why)| format!("  client {c}: {}", dossier_core::text::printable(why)))
+                .collect();
+            return Err(Unfinished::Failed(format!(
+                "import {import_id}: {} of {} clients have a failed step:\n{}{}\nfix the cause, then `dossier jobs retry ID` (`dossier jobs list --status dead --firm {firm}` lists them)",
+                s.failed_count,
+                s.clients,
+                list.join("\n"),
+                if s.failed_count > s.failed.len() {
+                    format!("\n  … and {} more", s.failed_count - s.failed.len())
+                } else {
+                    String::new()
+                }
+            ))
+            .into());
+        }
+        if started.elapsed() >= timeout {
+            return Err(Unfinished::TimedOut(format!(
+                "import {import_id}: {} clients still not ready after {} s; is a worker running (`dossier workers`)?",
+                s.working(),
+                timeout.as_secs()
+            ))
+            .into());
+        }
+        if tty {
+            eprint!(
+                "{}/{} ready, {:.0} s",
+                s.ready,
+                s.clients,
+                started.elapsed().as_secs_f64()
             );
             let _ = std::io::stderr().flush();
         }

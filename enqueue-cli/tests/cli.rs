@@ -2202,3 +2202,102 @@ fn an_action_the_audit_trail_cannot_record_is_done_and_says_so() {
             .contains("siret_check resumed")
     );
 }
+
+#[test]
+fn webhook_endpoints_are_added_listed_rotated_and_removed_with_the_secret_shown_once() {
+    let mut env = Env::sqlite();
+    env.vars.push((
+        "DOSSIER__APPS__ENCRYPTION_KEYS".into(),
+        format!("[\"k1:{}\"]", "ef".repeat(32)),
+    ));
+    env.ok(&["migrate"]);
+    env.add_firms();
+    // Checked before anything is stored: the policy, the types, the firm.
+    let plain = env.refused(&[
+        "webhook",
+        "add",
+        "--firm",
+        "f1",
+        "--url",
+        "http://app.example/hook",
+        "--events",
+        "all",
+    ]);
+    assert!(plain.contains("https"), "{plain}");
+    let typo = env.refused(&[
+        "webhook",
+        "add",
+        "--firm",
+        "f1",
+        "--url",
+        "https://app.example/hook",
+        "--events",
+        "client.ready,client.redy",
+    ]);
+    assert!(
+        typo.contains("\"client.redy\" is not an event type"),
+        "{typo}"
+    );
+    let firm = env.refused(&[
+        "webhook",
+        "add",
+        "--firm",
+        "nope",
+        "--url",
+        "https://app.example/hook",
+        "--events",
+        "all",
+    ]);
+    assert!(firm.contains("no firm \"nope\""), "{firm}");
+    let secret = env.ok(&[
+        "webhook",
+        "add",
+        "--firm",
+        "f1",
+        "--url",
+        "https://app.example/hook",
+        "--events",
+        "client.ready,invitation.sent",
+        "--quiet",
+    ]);
+    let secret = secret.trim().to_string();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() == 70,
+        "{secret}"
+    );
+    let list = env.json(&["webhook", "list", "--json"]);
+    let e = &list[0];
+    assert_eq!(e["firm_id"], "f1");
+    assert_eq!(e["state"], "enabled");
+    assert_eq!(
+        e["events"],
+        serde_json::json!(["client.ready", "invitation.sent"])
+    );
+    let id = e["id"].as_str().expect("id").to_string();
+    let shown = env.ok(&["webhook", "list"]);
+    assert!(shown.contains(&id) && !shown.contains(&secret), "{shown}");
+    // At rest the secret is sealed: the database file never holds it.
+    let db = std::fs::read(env.dir.path().join("dossier.db")).expect("db file");
+    let wal = std::fs::read(env.dir.path().join("dossier.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is stored in clear"
+        );
+    }
+    let rotated = env.ok(&["webhook", "rotate-secret", &id, "--quiet"]);
+    assert!(rotated.trim().starts_with("whsec_") && rotated.trim() != secret);
+    assert!(
+        env.refused(&["webhook", "remove", "whk_nope"])
+            .contains("no webhook endpoint")
+    );
+    env.ok(&["webhook", "remove", &id]);
+    assert_eq!(
+        env.json(&["webhook", "list", "--json"]),
+        serde_json::json!([])
+    );
+    let trail = env.ok(&["audit", "list"]);
+    for action in ["webhook.add", "webhook.rotate_secret", "webhook.remove"] {
+        assert!(trail.contains(action), "{trail}");
+    }
+}

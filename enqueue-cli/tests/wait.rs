@@ -103,6 +103,8 @@ async fn client_create_waits_for_the_onboarding_and_says_how_it_ended() {
         queue_settings: q.settings.queue.clone(),
         imports: q.settings.imports.clone(),
         partners: Partners::from_settings(&q.settings).expect("partners"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(&q.settings)
+            .expect("webhooks"),
     };
     let mut registry = Registry::new();
     dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
@@ -136,5 +138,111 @@ async fn client_create_waits_for_the_onboarding_and_says_how_it_ended() {
         "{said}"
     );
     w.stop().await;
+    q.cleanup_with(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_waits_for_every_client_it_created_and_says_how_it_ended() {
+    let mut q = TestQueue::new(BackendKind::Sqlite).await;
+    q.settings.mail.outbox_dir = q.dir.path().join("mail").display().to_string();
+    let db = q.business_db().await;
+    dossier_e2e::add_firm(&db, "cabinet-1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("dossier.toml");
+    let mut settings = q.settings.clone();
+    settings.sirene.max_quota_wait_ms = 1_000;
+    settings.sirene.recherche_entreprises.timeout_ms = 1_000;
+    settings.sirene.insee.timeout_ms = 1_000;
+    std::fs::write(&config, toml::to_string(&settings).expect("toml")).expect("config");
+    let registry_stub = RegistryStub::default();
+    registry_stub.answer_every_siret();
+    let base = registry_stub.start().await;
+    let provider: Arc<dyn Provider> = Arc::new(RechercheEntreprises::new(
+        ProviderSettings {
+            base_url: base,
+            timeout_ms: 1_000,
+            quota_requests: 100,
+            quota_window_ms: 1_000,
+        },
+        dossier_e2e::loopback_outbound(1_000),
+    ));
+    let import = |csv: String, name: &str, timeout: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, csv).expect("csv");
+        vec![
+            "import".to_string(),
+            file.display().to_string(),
+            "--firm".into(),
+            "cabinet-1".into(),
+            "--wait".into(),
+            "--wait-timeout".into(),
+            timeout.into(),
+        ]
+    };
+    // No worker: the rows are written, the clients not ready in time.
+    let out = dossier(
+        config.clone(),
+        import(dossier_core::import_bench::generate_csv(2, 5), "a.csv", "1"),
+    )
+    .await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains("2 clients still not ready after 1 s"),
+        "{said}"
+    );
+
+    let deps = JobDeps {
+        db: db.clone(),
+        sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
+        mail: Mailer::from_settings(&q.settings).expect("mail"),
+        queue: q.backend.clone(),
+        queue_settings: q.settings.queue.clone(),
+        imports: q.settings.imports.clone(),
+        partners: Partners::from_settings(&q.settings).expect("partners"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(&q.settings)
+            .expect("webhooks"),
+    };
+    let mut registry = Registry::new();
+    dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
+    let w = q.start_worker(registry);
+    let out = dossier(
+        config.clone(),
+        import(
+            dossier_core::import_bench::generate_csv(3, 6),
+            "b.csv",
+            "60",
+        ),
+    )
+    .await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("every client ready (3)"), "{said}");
+    // The registry does not know one of the next two: that client fails,
+    // named with the reason.
+    registry_stub.script(
+        "search",
+        dossier_e2e::registry_stub::Scripted {
+            body: r#"{"results": []}"#.into(),
+            ..dossier_e2e::registry_stub::Scripted::status(200)
+        },
+    );
+    let out = dossier(
+        config.clone(),
+        import(
+            dossier_core::import_bench::generate_csv(2, 7),
+            "c.csv",
+            "60",
+        ),
+    )
+    .await;
+    let said = text(&out);
+    w.stop().await;
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("1 of 2 clients have a failed step"), "{said}");
+    assert!(
+        said.contains("enrichment: ") && said.contains("is not in the registries"),
+        "{said}"
+    );
     q.cleanup_with(db).await;
 }

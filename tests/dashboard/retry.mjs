@@ -43,6 +43,9 @@ try {
     const row = await page.waitForSelector(`#audit tr[data-action="${act}"]`, { timeout: 10000 });
     console.log("journal: " + (await row.textContent()));
   }
+  // A firm's webhook endpoint disabled for failing: said at the top.
+  const hook = await page.waitForSelector('#webhooks-notice li[data-state="disabled"]', { timeout: 10000 });
+  console.log("webhook notice: " + (await hook.textContent()));
   // The firms with work waiting, the most first.
   const firmRow = await page.waitForSelector('#firms tr[data-firm="cabinet-w"]', { timeout: 10000 });
   console.log("waiting: " + (await firmRow.textContent()));

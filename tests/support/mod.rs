@@ -24,6 +24,7 @@ pub use dossier_core::runtime::CancellationToken;
 
 pub mod fault_proxy;
 pub mod partner_stub;
+pub mod receiver;
 pub mod registry_stub;
 pub mod smtp;
 
@@ -144,6 +145,8 @@ pub fn product_deps(q: &TestQueue, db: &Database) -> Arc<dossier_core::jobs::Job
         queue_settings: q.settings.queue.clone(),
         imports: q.settings.imports.clone(),
         partners: Partners::from_settings(&q.settings).expect("partners"),
+        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(&q.settings)
+            .expect("webhooks settings"),
     })
 }
 

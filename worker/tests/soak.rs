@@ -6,7 +6,10 @@
 //! run, then waits for the queue to drain, and checks that every job is
 //! done or dead with a reason, that no folder or partner call was made
 //! twice, and that every invitation reached the mail server — a second
-//! copy only ever the identical message, after a lost answer. N = 200 (800 jobs) in the suite; `DOSSIER_SOAK=1` runs
+//! copy only ever the identical message, after a lost answer. The firm has
+//! a webhook endpoint (a real HTTP receiver): every event written reaches
+//! it, each client's in order, and a receiver deduplicating by id sees
+//! each exactly once. N = 200 (800 jobs) in the suite; `DOSSIER_SOAK=1` runs
 //! 1,250 clients (5,000 jobs). Each prints one JSON line of figures.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,12 +28,15 @@ use dossier_core::queue::QueueBackend;
 use dossier_core::secrets::KeyRing;
 use dossier_e2e::fault_proxy::FaultProxy;
 use dossier_e2e::partner_stub::PartnerStub;
+use dossier_e2e::receiver::Receiver;
 use dossier_e2e::registry_stub::{RegistryStub, Scripted};
 use dossier_e2e::smtp::SmtpCapture;
 use dossier_e2e::{PrivateRedis, create_postgres_database, drop_postgres_database, fast_settings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dossier-worker");
 const KINDS: [&str; 4] = ["tree_setup", "siret_enrichment", "app_setup", "invitation"];
+/// The events' deliveries: open ones count as unfinished work too.
+const DELIVERY: &str = dossier_core::jobs::webhook_delivery::KIND;
 const WORKERS: usize = 3;
 
 /// A tiny xorshift: random fault times, reproducible from the printed seed.
@@ -57,6 +63,9 @@ struct Fleet {
     smtp: SmtpCapture,
     partner: PartnerStub,
     registry: RegistryStub,
+    receiver: Receiver,
+    /// The endpoint's signing secret.
+    secret: String,
     config: PathBuf,
     /// The test's own connection, around the proxy.
     db: Database,
@@ -124,6 +133,17 @@ impl Fleet {
         dossier_core::firms::add(&db, "soak", "soak")
             .await
             .expect("firm");
+        let receiver = Receiver::start().await;
+        let (_, secret) = dossier_core::events::endpoints::add(
+            &db,
+            &KeyRing::new(&s.apps.encryption_keys).expect("keys"),
+            &s.outbound,
+            "soak",
+            &receiver.url(),
+            &dossier_core::events::EventType::ALL,
+        )
+        .await
+        .expect("webhook endpoint");
         let catalogue = format!(
             r#"
 [[apps]]
@@ -179,6 +199,8 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
             smtp,
             partner,
             registry,
+            receiver,
+            secret,
             config,
             db,
             queue,
@@ -245,7 +267,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
         let counts = self.queue.counts().await.ok()?;
         let open: u64 = counts
             .iter()
-            .filter(|c| KINDS.contains(&c.kind.as_str()))
+            .filter(|c| KINDS.contains(&c.kind.as_str()) || c.kind == DELIVERY)
             .map(|c| c.pending + c.scheduled + c.running + c.retrying)
             .sum();
         let running: u64 = counts.iter().map(|c| c.running).sum();
@@ -306,7 +328,7 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
         );
         let counts = self.queue.counts().await.expect("counts");
         let mut dead = Vec::new();
-        for k in KINDS {
+        for k in KINDS.into_iter().chain([DELIVERY]) {
             for j in self
                 .queue
                 .list(&dossier_core::job::JobFilter {
@@ -430,10 +452,67 @@ settings = [{{ name = "api_key", type = "string", required = true, secret = true
                 .expect("exists");
             assert_eq!(app.status, "active", "{}", c.id);
         }
+        // Every event written reached the receiver: at least once, each
+        // client's in order of sequence (first arrivals), signed; a
+        // receiver keeping one per id has each exactly once.
+        let written: BTreeMap<String, (String, Option<String>)> = match &self.db {
+            Database::Postgres(p) => sqlx::query_as::<_, (String, String, Option<String>)>(
+                "SELECT id, type, client_id FROM events",
+            )
+            .fetch_all(p)
+            .await
+            .expect("events"),
+            Database::Sqlite(_) => Vec::new(),
+        }
+        .into_iter()
+        .map(|(id, kind, client)| (id, (kind, client)))
+        .collect();
+        let deliveries = self.receiver.deliveries();
+        assert!(
+            deliveries.iter().all(|d| d.verifies(&self.secret)),
+            "a delivery not signed with the endpoint's secret"
+        );
+        let kept = self.receiver.accepted_once();
+        let received: BTreeSet<String> = kept
+            .iter()
+            .filter_map(|d| d.idempotency_key.clone())
+            .collect();
+        let missing: Vec<&String> = written
+            .keys()
+            .filter(|id| !received.contains(*id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} event(s) never arrived: {missing:?}",
+            missing.len()
+        );
+        assert_eq!(
+            received.len(),
+            written.len(),
+            "the receiver got events never written"
+        );
+        let ready = written
+            .values()
+            .filter(|(k, _)| k == "client.ready")
+            .count();
+        assert_eq!(ready, self.clients, "client.ready once per client");
+        let mut last: BTreeMap<String, i64> = BTreeMap::new();
+        for d in &kept {
+            let v = d.json();
+            let client = v["client_id"].as_str().unwrap_or_default().to_string();
+            let seq = v["sequence"].as_i64().unwrap_or_default();
+            let before = last.insert(client.clone(), seq).unwrap_or(0);
+            assert!(
+                seq > before,
+                "client {client}: event {seq} arrived after {before}"
+            );
+        }
         println!(
             "{}",
             serde_json::json!({
                 "scenario": scenario,
+                "events": written.len(),
+                "event_deliveries": deliveries.iter().filter(|d| d.answered / 100 == 2).count(),
                 "clients": self.clients,
                 "jobs": 4 * self.clients,
                 "faults": faults,

@@ -263,7 +263,7 @@ async fn json_logs_carry_the_job_and_the_trace_id_given_at_enqueue() {
     .await
     .expect("created");
     let outbox = dir.path().join("outbox");
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run"])
         .env("DOSSIER__DATABASE__URL", &url)
         .env("DOSSIER__LOG__LEVEL", "debug")
@@ -275,6 +275,14 @@ async fn json_logs_carry_the_job_and_the_trace_id_given_at_enqueue() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("worker starts");
+    // Read as it comes: a debug-level worker fills a pipe's buffer in
+    // seconds, and would then block on its next line.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut all);
+        all
+    });
     let backend = queue::open(&settings).await.expect("queue");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -292,8 +300,9 @@ async fn json_logs_carry_the_job_and_the_trace_id_given_at_enqueue() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let out = child.wait_with_output().expect("exits");
-    let logs = String::from_utf8_lossy(&out.stderr);
+    child.wait().expect("exits");
+    let out = reader.join().expect("stderr read");
+    let logs = String::from_utf8_lossy(&out);
     let mut job_lines = 0;
     let mut kinds = std::collections::BTreeSet::new();
     for line in logs.lines() {

@@ -273,6 +273,18 @@ async fn add_inner(
             };
             crate::outbox::stage!(tx, &job)?;
         }
+        crate::events::emit_for_client!(
+            tx,
+            crate::events::EventType::ExerciceCreated,
+            client_id,
+            serde_json::json!({
+                "exercice_id": id,
+                "label": label,
+                "start": start.to_string(),
+                "end": end.to_string(),
+                "origin": origin.as_str(),
+            })
+        )?;
         tx.commit().await?;
         Added::Created(Exercice {
             id: id.clone(),

@@ -161,21 +161,57 @@ pub(crate) struct Finish<'a> {
 pub(crate) async fn finish(db: &Database, id: &str, f: Finish<'_>) -> Result<(), ImportError> {
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
-    on_pool!(db, pool => sqlx::query(
-        "UPDATE imports SET status = $2, rows_skipped = $3, rows_refused = $4, report = $5, errors_csv = $6, error = $7, updated_at = $8, finished_at = $8
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(f.status)
-    .bind(f.skipped as i64)
-    .bind(f.refused as i64)
-    .bind(f.report)
-    .bind(f.errors_csv)
-    .bind(f.error)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map(|_| ()))?;
+    let finished = |e: sqlx::Error| ImportError::from(e);
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await.map_err(finished)?;
+        // The event once per import: a run that ends again (a rescued job
+        // finding its import finished) tells nothing new. A write first, so
+        // that a SQLite transaction takes the write lock at once instead of
+        // upgrading a read lock (which another writer would make fail).
+        let first = sqlx::query(
+            "UPDATE imports SET finished_at = finished_at WHERE id = $1 AND finished_at IS NULL",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(finished)?
+        .rows_affected()
+            == 1;
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "UPDATE imports SET status = $2, rows_skipped = $3, rows_refused = $4, report = $5, errors_csv = $6, error = $7, updated_at = $8, finished_at = $8
+             WHERE id = $1
+             RETURNING firm_id, rows_total, rows_created",
+        )
+        .bind(id)
+        .bind(f.status)
+        .bind(f.skipped as i64)
+        .bind(f.refused as i64)
+        .bind(f.report)
+        .bind(f.errors_csv)
+        .bind(f.error)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(finished)?;
+        if let (true, Some((firm, total, created))) = (first, row) {
+            let event = crate::events::Event::for_import(
+                crate::events::EventType::ImportFinished,
+                &firm,
+                id,
+                serde_json::json!({
+                    "status": f.status,
+                    "rows": total,
+                    "created": created,
+                    "skipped": f.skipped,
+                    "refused": f.refused,
+                    "report": format!("dossier imports show {id}"),
+                    "errors_csv": f.errors_csv.map(|_| format!("dossier imports show {id} --errors")),
+                }),
+            );
+            crate::events::emit!(tx, &event).map_err(finished)?;
+        }
+        tx.commit().await.map_err(finished)?;
+    });
     Ok(())
 }
 

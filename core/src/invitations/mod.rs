@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
+use crate::events::{EventType, emit_for_client};
 use crate::job::NewJob;
 use crate::tree::folders;
 use crate::tree::templates;
@@ -828,21 +829,39 @@ pub async fn mark_sent(
     // has taken the send over (its frame counts one more repeat), a slow
     // first attempt's answer must not close the invitation, or it would
     // erase the note that says a second copy is on its way.
-    let changed = on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET status = 'sent', send_state = NULL, send_frame = NULL, sent_at = $1,
-                updated_at = $1, last_error = $2, smtp_reply = $3
-         WHERE id = $4 AND generation = $5 AND status = 'queued' AND send_frame = $6",
-    )
-    .bind(now)
-    .bind(note)
-    .bind(reply)
-    .bind(id)
-    .bind(generation)
-    .bind(&stored)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(changed == 1)
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let sent: Option<(String, String, Option<i64>)> = sqlx::query_as(
+            "UPDATE invitations SET status = 'sent', send_state = NULL, send_frame = NULL, sent_at = $1,
+                    updated_at = $1, last_error = $2, smtp_reply = $3
+             WHERE id = $4 AND generation = $5 AND status = 'queued' AND send_frame = $6
+             RETURNING client_id, role, reminder_generation",
+        )
+        .bind(now)
+        .bind(note)
+        .bind(reply)
+        .bind(id)
+        .bind(generation)
+        .bind(&stored)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((client, role, reminder)) = sent else {
+            return Ok(false);
+        };
+        emit_for_client!(
+            tx,
+            EventType::InvitationSent,
+            &client,
+            serde_json::json!({
+                "invitation_id": id,
+                "role": role,
+                "generation": generation,
+                "reminder": reminder == Some(generation),
+            })
+        )?;
+        tx.commit().await?;
+    });
+    Ok(true)
 }
 
 /// This attempt failed; the next one sends the same message (the frame and
@@ -878,18 +897,34 @@ pub async fn mark_failed(
 ) -> Result<(), InvitationError> {
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
-    on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET send_state = NULL, send_frame = NULL, token_hash = NULL,
-                expires_at = NULL, last_error = $1, status = 'draft', updated_at = $2
-         WHERE id = $3 AND generation = $4 AND status = 'queued'",
-    )
-    .bind(error)
-    .bind(now)
-    .bind(id)
-    .bind(generation)
-    .execute(pool)
-    .await?
-    .rows_affected());
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let failed: Option<(String, String)> = sqlx::query_as(
+            "UPDATE invitations SET send_state = NULL, send_frame = NULL, token_hash = NULL,
+                    expires_at = NULL, last_error = $1, status = 'draft', updated_at = $2
+             WHERE id = $3 AND generation = $4 AND status = 'queued'
+             RETURNING client_id, role",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((client, role)) = failed {
+            emit_for_client!(
+                tx,
+                EventType::InvitationFailed,
+                &client,
+                serde_json::json!({
+                    "invitation_id": id,
+                    "role": role,
+                    "reason": crate::mail::redact_addresses(error),
+                })
+            )?;
+        }
+        tx.commit().await?;
+    });
     Ok(())
 }
 
@@ -926,15 +961,27 @@ pub async fn accept(
          RETURNING {COLUMNS}"
     );
     let _turn = db.write_turn(Lane::Interactive).await;
-    let row: Option<Flat> = on_pool!(db, pool => {
+    let accepted = on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
         let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(&hash);
         let q = match firm {
             Some(f) => q.bind(f),
             None => q,
         };
-        q.fetch_optional(pool).await?
+        let row: Option<Flat> = q.fetch_optional(&mut *tx).await?;
+        let accepted = row.map(decode).transpose()?;
+        if let Some(i) = &accepted {
+            emit_for_client!(
+                tx,
+                EventType::InvitationAccepted,
+                &i.client_id,
+                serde_json::json!({ "invitation_id": i.id, "role": i.role.as_str() })
+            )?;
+        }
+        tx.commit().await?;
+        accepted
     });
-    row.map(decode).transpose()
+    Ok(accepted)
 }
 
 /// Sent invitations past their expiry become `expired`; their links are
@@ -942,14 +989,27 @@ pub async fn accept(
 pub async fn expire_stale(db: &Database) -> Result<u64, InvitationError> {
     let now = now_ms();
     let _turn = db.write_turn(Lane::Background).await;
-    Ok(on_pool!(db, pool => sqlx::query(
-        "UPDATE invitations SET status = 'expired', expired_at = $1, updated_at = $1, token_hash = NULL
-         WHERE status = 'sent' AND expires_at <= $1",
-    )
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected()))
+    Ok(on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let expired: Vec<(String, String, String)> = sqlx::query_as(
+            "UPDATE invitations SET status = 'expired', expired_at = $1, updated_at = $1, token_hash = NULL
+             WHERE status = 'sent' AND expires_at <= $1
+             RETURNING id, client_id, role",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, client, role) in &expired {
+            emit_for_client!(
+                tx,
+                EventType::InvitationExpired,
+                client,
+                serde_json::json!({ "invitation_id": id, "role": role })
+            )?;
+        }
+        tx.commit().await?;
+        expired.len() as u64
+    }))
 }
 
 /// Invitations sent before `sent_before_ms`, not accepted, never reminded:

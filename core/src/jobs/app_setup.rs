@@ -239,7 +239,14 @@ pub async fn handle(
 }
 
 pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
-    registry.register(KIND, move |job: AppJob, ctx| handle(job, ctx, deps.clone()));
+    registry.register(KIND, move |job: AppJob, ctx: JobContext| {
+        let deps = deps.clone();
+        async move {
+            let client = job.client_id.clone();
+            let result = handle(job, ctx.clone(), deps.clone()).await;
+            super::step_outcome(&deps, &ctx, &client, "app", result).await
+        }
+    });
 }
 
 pub fn spec() -> KindSpec {

@@ -55,8 +55,13 @@ pub async fn handle(
 }
 
 pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
-    registry.register(KIND, move |job: FiscalFolders, ctx| {
-        handle(job, ctx, deps.clone())
+    registry.register(KIND, move |job: FiscalFolders, ctx: JobContext| {
+        let deps = deps.clone();
+        async move {
+            let client = job.client_id.clone();
+            let result = handle(job, ctx.clone(), deps.clone()).await;
+            super::step_outcome(&deps, &ctx, &client, "folders", result).await
+        }
     });
 }
 

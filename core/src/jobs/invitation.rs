@@ -225,8 +225,18 @@ pub async fn handle(
 }
 
 pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
-    registry.register(KIND, move |job: SendInvitation, ctx| {
-        handle(job, ctx, deps.clone())
+    registry.register(KIND, move |job: SendInvitation, ctx: JobContext| {
+        let deps = deps.clone();
+        async move {
+            let client = job.client_id.clone();
+            let result = handle(job, ctx.clone(), deps.clone()).await;
+            match client {
+                Some(client) => {
+                    super::step_outcome(&deps, &ctx, &client, "invitation", result).await
+                }
+                None => result,
+            }
+        }
     });
 }
 

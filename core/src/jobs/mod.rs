@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::catalogue::KindSpec;
 use crate::db::Database;
 use crate::job::JobError;
-use crate::runtime::Registry;
+use crate::runtime::{JobContext, Registry};
 use crate::sirene::Sirene;
 
 pub mod app_setup;
@@ -22,6 +22,7 @@ pub mod retention;
 pub mod siret_check;
 pub mod siret_enrichment;
 pub mod tree_setup;
+pub mod webhook_delivery;
 
 /// What handlers need from the outside world, built once per worker process.
 pub struct JobDeps {
@@ -35,6 +36,8 @@ pub struct JobDeps {
     pub partners: Partners,
     /// Batch sizes and drop folders of the imports.
     pub imports: crate::config::ImportSettings,
+    /// The event deliveries' key ring, HTTP client and settings.
+    pub webhooks: webhook_delivery::Webhooks,
 }
 
 /// What the partner-app jobs need: the key ring opening secret settings,
@@ -151,6 +154,8 @@ impl JobDeps {
             queue_settings: settings.queue.clone(),
             partners: Partners::from_settings(settings)?,
             imports: settings.imports.clone(),
+            webhooks: webhook_delivery::Webhooks::from_settings(settings)
+                .map_err(DepsError::Webhooks)?,
         })
     }
 }
@@ -165,6 +170,8 @@ pub enum DepsError {
     Mail(String),
     #[error("apps settings: {0}")]
     Apps(String),
+    #[error("webhooks settings: {0}")]
+    Webhooks(String),
 }
 
 /// Refuses to work for an archived client: the job fails permanently with
@@ -177,6 +184,82 @@ pub(crate) async fn for_live_client(deps: &JobDeps, client_id: &str) -> Result<(
         Ok(true) => Err(JobError::permanent(crate::client_archive::CANCELLED)),
         Err(e) => Err(JobError::transient(format!(
             "reading client {client_id}: {e}"
+        ))),
+    }
+}
+
+/// The end of an onboarding step's attempt, told to the firm: a success
+/// settles the client (`client.ready` once its last step is done:
+/// `onboarding::ready`), a first failed attempt and a last one write
+/// `client.step_failed` — in a
+/// transaction of its own, since the failure's record is the queue's, and
+/// before it, so that a crash in between makes the job run again rather
+/// than lose the event. An archived client's cancelled step and a snooze
+/// (waiting for the quota) are not failures.
+pub(crate) async fn step_outcome(
+    deps: &JobDeps,
+    ctx: &JobContext,
+    client_id: &str,
+    step: &str,
+    result: Result<serde_json::Value, JobError>,
+) -> Result<serde_json::Value, JobError> {
+    let (reason, will_retry) = match &result {
+        Ok(_) => {
+            crate::onboarding::ready::settle(&deps.db, client_id)
+                .await
+                .map_err(|e| JobError::transient(format!("settling client {client_id}: {e}")))?;
+            return result;
+        }
+        Err(JobError::Snooze { .. }) => return result,
+        Err(JobError::Permanent { message }) if message == crate::client_archive::CANCELLED => {
+            return result;
+        }
+        Err(JobError::Permanent { message }) => (message.clone(), false),
+        // Told when a step starts failing and when it gives up, not at
+        // every attempt between: a mail server down for an hour would
+        // otherwise send each client's receiver a dozen events.
+        Err(JobError::Transient { .. }) if ctx.attempt > 1 && ctx.attempt < ctx.max_attempts => {
+            return result;
+        }
+        Err(JobError::Transient { message, .. }) => {
+            (message.clone(), ctx.attempt < ctx.max_attempts)
+        }
+    };
+    let owner: Result<Option<(String, Option<String>)>, sqlx::Error> = crate::db::on_pool!(&deps.db, pool => sqlx::query_as(
+            "SELECT firm_id, import_id FROM clients WHERE id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await);
+    let written = match owner {
+        Ok(None) => return result,
+        Ok(Some((firm, import))) => {
+            let event = crate::events::Event::for_client(
+                crate::events::EventType::ClientStepFailed,
+                &firm,
+                client_id,
+                serde_json::json!({
+                    "step": step,
+                    "job": { "id": &*ctx.id, "kind": &*ctx.kind },
+                    "attempt": ctx.attempt,
+                    "max_attempts": ctx.max_attempts,
+                    "reason": crate::mail::redact_addresses(&reason),
+                    "will_retry": will_retry,
+                }),
+            )
+            .in_bulk(import.is_some());
+            crate::events::emit_alone(&deps.db, &event)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => result,
+        // The event must not be lost: the attempt fails as retryable and
+        // reports again next time.
+        Err(e) => Err(JobError::transient(format!(
+            "{reason}; and its client.step_failed event could not be written: {e}"
         ))),
     }
 }
@@ -196,6 +279,7 @@ pub fn catalogue() -> Vec<KindSpec> {
         bulk_import::spec(),
         import_scan::spec(),
         retention::spec(),
+        webhook_delivery::spec(),
     ]
 }
 
@@ -212,5 +296,6 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     app_teardown::register(registry, deps.clone());
     bulk_import::register(registry, deps.clone());
     retention::register(registry, deps.clone());
+    webhook_delivery::register(registry, deps.clone());
     import_scan::register(registry, deps);
 }

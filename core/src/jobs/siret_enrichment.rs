@@ -101,8 +101,13 @@ pub async fn handle(
 }
 
 pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
-    registry.register(KIND, move |job: SiretEnrichment, ctx| {
-        handle(job, ctx, deps.clone())
+    registry.register(KIND, move |job: SiretEnrichment, ctx: JobContext| {
+        let deps = deps.clone();
+        async move {
+            let client = job.client_id.clone();
+            let result = handle(job, ctx.clone(), deps.clone()).await;
+            super::step_outcome(&deps, &ctx, &client, "enrichment", result).await
+        }
     });
 }
 

@@ -19,6 +19,7 @@ use crate::tree::folders;
 use crate::write_gate::Lane;
 
 pub mod plan;
+pub mod ready;
 pub(crate) mod write;
 
 pub use plan::{Context, Origin, Plan, validate};
