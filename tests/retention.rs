@@ -45,6 +45,21 @@ async fn exec(db: &Database, sql: &str, at: i64, id: &str) {
     .expect("aged");
 }
 
+/// A statement with its values written in (the test's own).
+async fn run_sql(db: &Database, sql: &str) {
+    match db {
+        Database::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .expect("statement");
+}
+
 async fn count(db: &Database, sql: &str) -> i64 {
     match db {
         Database::Sqlite(p) => {
@@ -264,6 +279,38 @@ async fn retention_removes_what_its_table_says(kind: BackendKind) {
     for (id, at) in [(&dead[0], past(4)), (&dead[1], within(4))] {
         age_dead_job(&q, &db, id, at).await;
     }
+    // Events: one past its period and delivered, one within it, one past
+    // it whose delivery is still pending (its endpoint still waits).
+    run_sql(
+        &db,
+        &format!(
+            "INSERT INTO webhook_endpoints (id, firm_id, url, events, secret, created_at)
+             VALUES ('whk_ret', '{FIRM}', 'https://crm.example/hook', '[\"client.ready\"]', 'v1:k1:00', {now})"
+        ),
+    )
+    .await;
+    for (id, at, status) in [
+        ("ev-old", past(4), "delivered"),
+        ("ev-new", within(4), "delivered"),
+        ("ev-waiting", past(4), "pending"),
+    ] {
+        run_sql(
+            &db,
+            &format!(
+                "INSERT INTO events (id, firm_id, type, seq, body, created_at)
+                 VALUES ('{id}', '{FIRM}', 'client.ready', 1, '{{}}', {at})"
+            ),
+        )
+        .await;
+        run_sql(
+            &db,
+            &format!(
+                "INSERT INTO webhook_deliveries (event_id, endpoint_id, ordering_key, seq, status)
+                 VALUES ('{id}', 'whk_ret', '{id}', 1, '{status}')"
+            ),
+        )
+        .await;
+    }
 
     // The scheduled job, with the periods the settings give.
     let schedules = dossier_core::schedule::product(&q.settings).expect("schedules");
@@ -299,7 +346,22 @@ async fn retention_removes_what_its_table_says(kind: BackendKind) {
             "invitations (personal fields)": 1,
             "mail files": 1,
             "dead jobs": 1,
+            "events": 1,
         })
+    );
+    let left = count(
+        &db,
+        "SELECT COUNT(*) FROM events WHERE id IN ('ev-new', 'ev-waiting')",
+    )
+    .await;
+    assert_eq!(left, 2, "the recent event and the one still waiting stay");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE event_id = 'ev-old'"
+        )
+        .await,
+        0
     );
     // Exactly those: the others are where they were.
     assert_eq!(

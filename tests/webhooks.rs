@@ -429,6 +429,18 @@ async fn each_event_from_its_scenario(kind: BackendKind) {
         10
     );
     assert_eq!(s.receiver.deliveries().len(), 10);
+    // An erased client's events go with it (the others stay).
+    dossier_core::client_archive::archive(&s.db, &*s.q.backend, &s.q.settings.queue, &d)
+        .await
+        .expect("archive")
+        .expect("archived");
+    let erased = dossier_core::erasure::erase_client(&s.db, &*s.q.backend, None, &d)
+        .await
+        .expect("erase")
+        .expect("erased");
+    assert_eq!(erased.removed.get("events"), Some(&3), "{erased:?}");
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM events").await, 7);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM webhook_deliveries").await, 7);
     s.done().await;
 }
 

@@ -135,6 +135,9 @@ pub struct RetentionSettings {
     pub mail_files_days: u32,
     /// Dead jobs (payload and errors), left this long for operators.
     pub dead_jobs_days: u32,
+    /// The firms' events (`crate::events`) and their deliveries, once none
+    /// is pending.
+    pub events_days: u32,
 }
 
 impl Default for RetentionSettings {
@@ -146,6 +149,7 @@ impl Default for RetentionSettings {
             closed_invitations_days: 90,
             mail_files_days: 30,
             dead_jobs_days: 30,
+            events_days: 30,
         }
     }
 }
@@ -163,6 +167,7 @@ impl RetentionSettings {
             ),
             ("retention.mail_files_days", self.mail_files_days),
             ("retention.dead_jobs_days", self.dead_jobs_days),
+            ("retention.events_days", self.events_days),
         ] {
             if value == 0 {
                 out.push((

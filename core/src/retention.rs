@@ -10,6 +10,7 @@
 //! | `invitations` accepted, expired or revoked | `closed_invitations_days` (90) from the last change | address, names, token, message id, last error (as an erasure does) |
 //! | `.eml` files of the file transport | `mail_files_days` (30) from the file's time | the file |
 //! | dead jobs, on any queue backend | `dead_jobs_days` (30) from the death | the job |
+//! | `events`, `webhook_deliveries` | `events_days` (30) from the event, none of its deliveries pending | the event and its deliveries |
 //!
 //! Finished jobs already go after `queue.done_retention_secs` (7 days) and
 //! the audit trail after `audit.retention_days` (365): their own sweeps.
@@ -105,7 +106,38 @@ pub async fn sweep(
     swept
         .removed
         .insert("dead jobs", queue.purge_dead(dead_for).await?);
+    let events_before = now_ms - i64::from(policy.events_days) * DAY_MS;
+    swept
+        .removed
+        .insert("events", delete_old_events(db, events_before).await?);
     Ok(swept)
+}
+
+/// Deletes the events written before `before` that no endpoint still
+/// waits for, with their deliveries: how many events.
+async fn delete_old_events(db: &Database, before: i64) -> Result<u64, RetentionError> {
+    let _turn = db.write_turn(Lane::Background).await;
+    Ok(on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM webhook_deliveries
+             WHERE event_id IN (SELECT id FROM events WHERE created_at < $1)
+               AND event_id NOT IN (SELECT event_id FROM webhook_deliveries WHERE status = 'pending')",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "DELETE FROM events WHERE created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        n
+    }))
 }
 
 /// Deletes the mail files of `dir` last changed before `before`.

@@ -170,16 +170,33 @@ pub struct Envelope<'a> {
 }
 
 /// Writes `$event` (an [`Event`]) inside the transaction `$tx` (a
-/// `sqlx::Transaction` of either engine): the event row with the next
-/// sequence number of its client (bumping `clients.event_seq` takes the
-/// client's row lock, so concurrent writers for one client are ordered),
-/// a delivery row for each of the firm's enabled endpoints taking that
-/// type, and each delivery's job, staged through the outbox. Gives the
-/// event's id.
+/// `sqlx::Transaction` of either engine), when one of the firm's enabled
+/// endpoints takes its type: the event row with the next sequence number
+/// of its client (bumping `clients.event_seq` takes the client's row lock,
+/// so concurrent writers for one client are ordered), a delivery row for
+/// each such endpoint, and each delivery's job, staged through the outbox.
+/// Gives the event's id, or `None` when nobody takes it (nothing written).
 macro_rules! emit {
     ($tx:expr, $event:expr) => {{
         let event: &$crate::events::Event = $event;
-        let result: Result<String, sqlx::Error> = async {
+        let result: Result<Option<String>, sqlx::Error> = async {
+            let endpoints: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, events FROM webhook_endpoints
+                 WHERE firm_id = $1 AND disabled_at IS NULL ORDER BY id",
+            )
+            .bind(&event.firm_id)
+            .fetch_all(&mut *$tx)
+            .await?;
+            let takers: Vec<&String> = endpoints
+                .iter()
+                .filter(|(_, types)| $crate::events::subscribed(types, event.kind))
+                .map(|(id, _)| id)
+                .collect();
+            // Nobody to tell: nothing written (a firm without webhooks
+            // pays one read).
+            if takers.is_empty() {
+                return Ok(None);
+            }
             let now = $crate::clock::now_ms();
             let id = uuid::Uuid::now_v7().to_string();
             let seq: i64 = match &event.client_id {
@@ -207,18 +224,8 @@ macro_rules! emit {
             .bind(now)
             .execute(&mut *$tx)
             .await?;
-            let endpoints: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, events FROM webhook_endpoints
-                 WHERE firm_id = $1 AND disabled_at IS NULL ORDER BY id",
-            )
-            .bind(&event.firm_id)
-            .fetch_all(&mut *$tx)
-            .await?;
             let ordering = event.ordering_key(&id);
-            for (endpoint, _) in endpoints
-                .iter()
-                .filter(|(_, types)| $crate::events::subscribed(types, event.kind))
-            {
+            for endpoint in takers {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (event_id, endpoint_id, ordering_key, seq)
                      VALUES ($1, $2, $3, $4)",
@@ -232,7 +239,7 @@ macro_rules! emit {
                 let job = $crate::events::delivery_job(&id, endpoint, event);
                 $crate::outbox::stage!($tx, job)?;
             }
-            Ok(id)
+            Ok(Some(id))
         }
         .await;
         result
@@ -257,7 +264,7 @@ macro_rules! emit_for_client {
             };
             let event = $crate::events::Event::for_client($kind, &firm, client, $data)
                 .in_bulk(import.is_some());
-            $crate::events::emit!($tx, &event).map(Some)
+            $crate::events::emit!($tx, &event)
         }
         .await;
         result
@@ -268,15 +275,28 @@ pub(crate) use emit_for_client;
 /// Writes `event` in a transaction of its own, for a change whose own
 /// record is not in the business database (a job's failed attempt is
 /// recorded by the queue, which may be Redis).
-pub async fn emit_alone(db: &crate::db::Database, event: &Event) -> Result<String, sqlx::Error> {
-    let _turn = db.write_turn(crate::write_gate::Lane::Background).await;
+pub async fn emit_alone(
+    db: &crate::db::Database,
+    event: &Event,
+) -> Result<Option<String>, sqlx::Error> {
     use crate::db::Database;
-    crate::db::on_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let id = emit!(tx, event)?;
-        tx.commit().await?;
-        Ok(id)
-    })
+    let _turn = db.write_turn(crate::write_gate::Lane::Background).await;
+    match db {
+        // Immediate: the transaction reads before it writes, and a read
+        // lock upgraded while another process writes would fail.
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let id = emit!(tx, event)?;
+            tx.commit().await?;
+            Ok(id)
+        }
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            let id = emit!(tx, event)?;
+            tx.commit().await?;
+            Ok(id)
+        }
+    }
 }
 
 #[cfg(test)]

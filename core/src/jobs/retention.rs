@@ -28,6 +28,8 @@ pub struct Retention {
     pub mail_files_days: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_jobs_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_days: Option<u32>,
 }
 
 impl Retention {
@@ -38,6 +40,7 @@ impl Retention {
             closed_invitations_days: Some(s.closed_invitations_days),
             mail_files_days: Some(s.mail_files_days),
             dead_jobs_days: Some(s.dead_jobs_days),
+            events_days: Some(s.events_days),
         }
     }
 
@@ -69,6 +72,7 @@ impl Retention {
             )?,
             mail_files_days: pick("mail_files_days", self.mail_files_days, d.mail_files_days)?,
             dead_jobs_days: pick("dead_jobs_days", self.dead_jobs_days, d.dead_jobs_days)?,
+            events_days: pick("events_days", self.events_days, d.events_days)?,
             cron: d.cron,
         })
     }
