@@ -13,7 +13,7 @@ use dossier_core::db::Database;
 use dossier_core::events::EventType;
 use dossier_core::events::endpoints;
 use dossier_core::job::JobStatus;
-use dossier_core::jobs::{self, JobDeps, Mailer, Partners, webhook_delivery};
+use dossier_core::jobs::{self, JobDeps, Mailer, webhook_delivery};
 use dossier_core::onboarding::{self, ClientForm, Director};
 use dossier_core::runtime::Registry;
 use dossier_core::secrets::KeyRing;
@@ -105,17 +105,11 @@ impl Setup {
             },
             dossier_e2e::loopback_outbound(1_000),
         ));
-        let s = &self.q.settings;
-        Arc::new(JobDeps {
-            db: self.db.clone(),
-            sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
-            mail: Mailer::from_settings(s).expect("mail"),
-            queue: self.q.backend.clone(),
-            queue_settings: s.queue.clone(),
-            imports: s.imports.clone(),
-            partners: Partners::from_settings(s).expect("partners"),
-            webhooks: webhook_delivery::Webhooks::from_settings(s).expect("webhooks"),
-        })
+        dossier_e2e::product_deps_with(
+            &self.q,
+            &self.db,
+            Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
+        )
     }
 
     fn worker(&self) -> TestWorker {
@@ -146,6 +140,61 @@ impl Setup {
             .await
             .expect("created")
             .client_id
+    }
+
+    /// What the rollover does for `client`: its exercice starting on
+    /// 1 January of `year`.
+    async fn roll_over(&self, client: &str, year: i32) {
+        dossier_core::exercice::add(
+            &self.db,
+            client,
+            chrono::NaiveDate::from_ymd_opt(year, 1, 1).expect("date"),
+            None,
+            false,
+            dossier_core::exercice::Origin::Rollover,
+            true,
+        )
+        .await
+        .expect("next exercice");
+    }
+
+    /// Imports `rows` generated clients (`seed` keeps them apart) and runs
+    /// the import here, as the command line does with a small file.
+    async fn import(&self, rows: usize, seed: u64) -> String {
+        let request = dossier_core::import::Request {
+            firm_id: FIRM.into(),
+            file_name: "clients.csv".into(),
+            partial: false,
+            providers: None,
+            trace_id: None,
+        };
+        let id = dossier_core::import::store::new_id();
+        let csv = dossier_core::import_bench::generate_csv(rows, seed);
+        dossier_core::import::store::create(&self.db, &id, &request, csv.as_bytes(), None)
+            .await
+            .expect("recorded");
+        self.run_import(&id).await;
+        id
+    }
+
+    async fn run_import(&self, id: &str) {
+        dossier_core::import::run(
+            &self.db,
+            dossier_core::import::Limits::of(&self.q.settings),
+            &self.keys,
+            Some(self.q.backend.as_ref()),
+            id,
+            &mut |_| {},
+        )
+        .await
+        .expect("import runs");
+    }
+
+    /// A worker running the deliveries only (the clients' jobs stay queued).
+    fn deliveries_only(&self) -> TestWorker {
+        let mut registry = Registry::new();
+        webhook_delivery::register(&mut registry, self.deps());
+        self.q.start_worker(registry)
     }
 
     /// The events the receiver kept (one per id), by client or import, in
@@ -349,17 +398,7 @@ async fn each_event_from_its_scenario(kind: BackendKind) {
             .is_none()
     );
     // The rollover opens A's next exercice.
-    dossier_core::exercice::add(
-        &s.db,
-        &a,
-        chrono::NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"),
-        None,
-        false,
-        dossier_core::exercice::Origin::Rollover,
-        true,
-    )
-    .await
-    .expect("next exercice");
+    s.roll_over(&a, 2027).await;
     // An exercice the rules refuse (overlapping) is rolled back: no event.
     assert!(
         dossier_core::exercice::add(
@@ -462,36 +501,10 @@ async fn each_event_type_comes_from_its_scenario_on_postgres_and_redis() {
 #[tokio::test]
 async fn an_import_tells_its_end_once_with_its_counts() {
     let s = Setup::new(BackendKind::Sqlite, |_| {}).await;
-    let csv = dossier_core::import_bench::generate_csv(3, 4);
-    let id = dossier_core::import::store::new_id();
-    let request = dossier_core::import::Request {
-        firm_id: FIRM.into(),
-        file_name: "clients.csv".into(),
-        partial: false,
-        providers: None,
-        trace_id: None,
-    };
-    dossier_core::import::store::create(&s.db, &id, &request, csv.as_bytes(), None)
-        .await
-        .expect("recorded");
-    for _ in 0..2 {
-        // The second run finds it finished: nothing new to tell.
-        dossier_core::import::run(
-            &s.db,
-            dossier_core::import::Limits::of(&s.q.settings),
-            &s.keys,
-            Some(s.q.backend.as_ref()),
-            &id,
-            &mut |_| {},
-        )
-        .await
-        .expect("import runs");
-    }
-    let w = {
-        let mut registry = Registry::new();
-        webhook_delivery::register(&mut registry, s.deps());
-        s.q.start_worker(registry)
-    };
+    let id = s.import(3, 4).await;
+    // Run again, it finds the import finished: nothing new to tell.
+    s.run_import(&id).await;
+    let w = s.deliveries_only();
     s.wait_for_events(1, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.stop().await;
@@ -615,17 +628,7 @@ async fn an_endpoint_failing_long_enough_is_disabled_and_can_be_turned_back_on()
     );
     // A disabled endpoint gets no new deliveries.
     let before = s.scalar("SELECT COUNT(*) FROM webhook_deliveries").await;
-    dossier_core::exercice::add(
-        &s.db,
-        &c,
-        chrono::NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"),
-        None,
-        false,
-        dossier_core::exercice::Origin::Rollover,
-        true,
-    )
-    .await
-    .expect("exercice");
+    s.roll_over(&c, 2027).await;
     assert_eq!(
         s.scalar("SELECT COUNT(*) FROM webhook_deliveries").await,
         before
@@ -880,38 +883,8 @@ async fn the_admin_api_manages_endpoints_and_shows_a_secret_once() {
     let new_secret = rotated["secret"].as_str().expect("secret");
     assert_ne!(new_secret, secret);
     // The new secret signs the next delivery.
-    let request = dossier_core::import::Request {
-        firm_id: FIRM.into(),
-        file_name: "clients.csv".into(),
-        partial: false,
-        providers: None,
-        trace_id: None,
-    };
-    let import = dossier_core::import::store::new_id();
-    dossier_core::import::store::create(
-        &s.db,
-        &import,
-        &request,
-        dossier_core::import_bench::generate_csv(1, 9).as_bytes(),
-        None,
-    )
-    .await
-    .expect("recorded");
-    dossier_core::import::run(
-        &s.db,
-        dossier_core::import::Limits::of(&s.q.settings),
-        &s.keys,
-        Some(s.q.backend.as_ref()),
-        &import,
-        &mut |_| {},
-    )
-    .await
-    .expect("import");
-    let w = {
-        let mut registry = Registry::new();
-        webhook_delivery::register(&mut registry, s.deps());
-        s.q.start_worker(registry)
-    };
+    s.import(1, 9).await;
+    let w = s.deliveries_only();
     // The same event to both endpoints: one delivery each.
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.receiver.deliveries().len() < 2 {
@@ -942,5 +915,52 @@ async fn the_admin_api_manages_endpoints_and_shows_a_secret_once() {
         .expect("remove");
     assert_eq!(again.status().as_u16(), 404);
     stop.cancel();
+    s.done().await;
+}
+
+#[tokio::test]
+async fn a_step_lost_with_its_workers_until_it_died_is_told() {
+    let s = Setup::new(BackendKind::Sqlite, |_| {}).await;
+    let c = s.create(None, false).await;
+    // The client's tree job, taken by a worker that then vanishes on its
+    // last attempt: only the rescuer sees that failure.
+    let relayed = Instant::now() + Duration::from_secs(10);
+    let leased = loop {
+        dossier_core::outbox::relay(&s.db, &*s.q.backend)
+            .await
+            .expect("relay");
+        let got =
+            s.q.backend
+                .fetch(
+                    jobs::tree_setup::KIND,
+                    "vanished-worker",
+                    1,
+                    Duration::from_millis(300),
+                )
+                .await
+                .expect("fetch");
+        if let Some(j) = got.into_iter().next() {
+            break j;
+        }
+        assert!(Instant::now() < relayed, "the tree job never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let set_last = "UPDATE jobs SET max_attempts = attempts WHERE id = $1 AND $2 = $2";
+    s.exec(set_last, &leased.id, 0).await;
+    let w = s.worker();
+    s.wait_for_events(1, Duration::from_secs(30)).await;
+    w.stop().await;
+    let v = s.receiver.accepted_once()[0].json();
+    assert_eq!(v["type"], "client.step_failed", "{v}");
+    assert_eq!(v["client_id"], c.as_str());
+    assert_eq!(v["data"]["step"], "tree");
+    assert_eq!(v["data"]["will_retry"], false);
+    assert!(
+        v["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped renewing its lease"),
+        "{v}"
+    );
     s.done().await;
 }

@@ -253,6 +253,16 @@ pub fn refusal(e: &reqwest::Error) -> Option<&Refused> {
     None
 }
 
+/// An answer's `Retry-After`, in seconds (the HTTP-date form is rare on the
+/// services called and is read as absent).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// A 3xx answer as an error: where it pointed (without its query), and
 /// why it is not followed.
 pub fn redirect_refusal(

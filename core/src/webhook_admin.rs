@@ -34,6 +34,18 @@ fn failure(e: EndpointError) -> Response {
     crate::http::error(status, code, &e.to_string())
 }
 
+/// On the audit trail, under the token's name.
+async fn noted(state: &ApiState, who: &TokenName, action: &str, e: &Endpoint) {
+    audit::note(
+        &state.db,
+        &audit::api_actor(who),
+        action,
+        &e.id,
+        serde_json::json!({ "firm": e.firm_id }),
+    )
+    .await;
+}
+
 fn shown(e: &Endpoint) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     v["state"] = e.state().into();
@@ -129,14 +141,7 @@ pub async fn remove(
 ) -> Response {
     match endpoints::remove(&state.db, &id, None).await {
         Ok(e) => {
-            audit::note(
-                &state.db,
-                &audit::api_actor(&who),
-                action::WEBHOOK_REMOVE,
-                &e.id,
-                serde_json::json!({ "firm": e.firm_id }),
-            )
-            .await;
+            noted(&state, &who, action::WEBHOOK_REMOVE, &e).await;
             Json(shown(&e)).into_response()
         }
         Err(e) => failure(e),
@@ -155,14 +160,7 @@ pub async fn rotate_secret(
 ) -> Response {
     match endpoints::rotate_secret(&state.db, state.keys(), &id, None).await {
         Ok((e, secret)) => {
-            audit::note(
-                &state.db,
-                &audit::api_actor(&who),
-                action::WEBHOOK_ROTATE,
-                &e.id,
-                serde_json::json!({ "firm": e.firm_id }),
-            )
-            .await;
+            noted(&state, &who, action::WEBHOOK_ROTATE, &e).await;
             let mut v = shown(&e);
             v["secret"] = secret.into();
             Json(v).into_response()
@@ -183,14 +181,7 @@ pub async fn enable(
 ) -> Response {
     match endpoints::enable(&state.db, &id, None).await {
         Ok(e) => {
-            audit::note(
-                &state.db,
-                &audit::api_actor(&who),
-                action::WEBHOOK_ENABLE,
-                &e.id,
-                serde_json::json!({ "firm": e.firm_id }),
-            )
-            .await;
+            noted(&state, &who, action::WEBHOOK_ENABLE, &e).await;
             Json(shown(&e)).into_response()
         }
         Err(e) => failure(e),

@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::jobs::{JobDeps, Mailer, Partners};
 use dossier_core::runtime::Registry;
 use dossier_core::sirene::recherche::RechercheEntreprises;
 use dossier_core::sirene::{Provider, ProviderSettings, Quota, Sirene};
@@ -95,19 +94,13 @@ async fn client_create_waits_for_the_onboarding_and_says_how_it_ended() {
         },
         dossier_e2e::loopback_outbound(1_000),
     ));
-    let deps = JobDeps {
-        db: db.clone(),
-        sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
-        mail: Mailer::from_settings(&q.settings).expect("mail"),
-        queue: q.backend.clone(),
-        queue_settings: q.settings.queue.clone(),
-        imports: q.settings.imports.clone(),
-        partners: Partners::from_settings(&q.settings).expect("partners"),
-        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(&q.settings)
-            .expect("webhooks"),
-    };
+    let deps = dossier_e2e::product_deps_with(
+        &q,
+        &db,
+        Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
+    );
     let mut registry = Registry::new();
-    dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
+    dossier_core::jobs::register_all(&mut registry, deps);
     let w = q.start_worker(registry);
 
     // Entered by hand: the tree and the exercice's folders, then ready.
@@ -192,19 +185,13 @@ async fn import_waits_for_every_client_it_created_and_says_how_it_ended() {
         "{said}"
     );
 
-    let deps = JobDeps {
-        db: db.clone(),
-        sirene: Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
-        mail: Mailer::from_settings(&q.settings).expect("mail"),
-        queue: q.backend.clone(),
-        queue_settings: q.settings.queue.clone(),
-        imports: q.settings.imports.clone(),
-        partners: Partners::from_settings(&q.settings).expect("partners"),
-        webhooks: dossier_core::jobs::webhook_delivery::Webhooks::from_settings(&q.settings)
-            .expect("webhooks"),
-    };
+    let deps = dossier_e2e::product_deps_with(
+        &q,
+        &db,
+        Sirene::new(vec![provider], Quota::local(), Duration::from_secs(2)),
+    );
     let mut registry = Registry::new();
-    dossier_core::jobs::register_all(&mut registry, Arc::new(deps));
+    dossier_core::jobs::register_all(&mut registry, deps);
     let w = q.start_worker(registry);
     let out = dossier(
         config.clone(),

@@ -135,11 +135,24 @@ pub fn product_registry(q: &TestQueue, db: &Database) -> Registry {
 /// What the product's handlers get in [`product_registry`], for a test
 /// that registers only some kinds.
 pub fn product_deps(q: &TestQueue, db: &Database) -> Arc<dossier_core::jobs::JobDeps> {
-    use dossier_core::jobs::{JobDeps, Mailer, Partners};
     use dossier_core::sirene::{Quota, Sirene};
+    product_deps_with(
+        q,
+        db,
+        Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
+    )
+}
+
+/// [`product_deps`] with registries of the test's own (a stub's).
+pub fn product_deps_with(
+    q: &TestQueue,
+    db: &Database,
+    sirene: dossier_core::sirene::Sirene,
+) -> Arc<dossier_core::jobs::JobDeps> {
+    use dossier_core::jobs::{JobDeps, Mailer, Partners};
     Arc::new(JobDeps {
         db: db.clone(),
-        sirene: Sirene::new(vec![], Quota::local(), Duration::from_secs(1)),
+        sirene,
         mail: Mailer::from_settings(&q.settings).expect("mail"),
         queue: q.backend.clone(),
         queue_settings: q.settings.queue.clone(),

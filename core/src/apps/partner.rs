@@ -102,12 +102,7 @@ pub async fn post(
     if let Some(why) = crate::outbound::redirect_refusal(status, response.headers()) {
         return Err(PartnerError::Permanent(format!("partner {why}")));
     }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::outbound::retry_after(response.headers());
     // Enough for any provisioning answer; a partner cannot make a worker
     // buffer more, and only an excerpt of an error is kept.
     let text = match crate::outbound::body_up_to(response, MAX_ANSWER_BYTES).await {

@@ -244,7 +244,7 @@ pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
         async move {
             let client = job.client_id.clone();
             let result = handle(job, ctx.clone(), deps.clone()).await;
-            super::step_outcome(&deps, &ctx, &client, "app", result).await
+            super::step_outcome(&deps, &ctx, &client, result).await
         }
     });
 }

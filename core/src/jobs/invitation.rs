@@ -231,9 +231,7 @@ pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
             let client = job.client_id.clone();
             let result = handle(job, ctx.clone(), deps.clone()).await;
             match client {
-                Some(client) => {
-                    super::step_outcome(&deps, &ctx, &client, "invitation", result).await
-                }
+                Some(client) => super::step_outcome(&deps, &ctx, &client, result).await,
                 None => result,
             }
         }

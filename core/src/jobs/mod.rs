@@ -188,19 +188,30 @@ pub(crate) async fn for_live_client(deps: &JobDeps, client_id: &str) -> Result<(
     }
 }
 
+/// The onboarding step a kind's job performs, as `client.step_failed`
+/// names it; `None` for kinds that are not onboarding steps.
+pub(crate) fn step_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        siret_enrichment::KIND => Some("enrichment"),
+        tree_setup::KIND => Some("tree"),
+        fiscal_folders::KIND => Some("folders"),
+        invitation::KIND => Some("invitation"),
+        app_setup::KIND => Some("app"),
+        _ => None,
+    }
+}
+
 /// The end of an onboarding step's attempt, told to the firm: a success
 /// settles the client (`client.ready` once its last step is done:
 /// `onboarding::ready`), a first failed attempt and a last one write
-/// `client.step_failed` — in a
-/// transaction of its own, since the failure's record is the queue's, and
-/// before it, so that a crash in between makes the job run again rather
-/// than lose the event. An archived client's cancelled step and a snooze
-/// (waiting for the quota) are not failures.
+/// `client.step_failed` — in a transaction of its own, since the failure's
+/// record is the queue's, and before it, so that a crash in between makes
+/// the job run again rather than lose the event. An archived client's
+/// cancelled step and a snooze (waiting for the quota) are not failures.
 pub(crate) async fn step_outcome(
     deps: &JobDeps,
     ctx: &JobContext,
     client_id: &str,
-    step: &str,
     result: Result<serde_json::Value, JobError>,
 ) -> Result<serde_json::Value, JobError> {
     let (reason, will_retry) = match &result {
@@ -225,36 +236,16 @@ pub(crate) async fn step_outcome(
             (message.clone(), ctx.attempt < ctx.max_attempts)
         }
     };
-    let owner: Result<Option<(String, Option<String>)>, sqlx::Error> = crate::db::on_pool!(&deps.db, pool => sqlx::query_as(
-            "SELECT firm_id, import_id FROM clients WHERE id = $1",
-        )
-        .bind(client_id)
-        .fetch_optional(pool)
-        .await);
-    let written = match owner {
-        Ok(None) => return result,
-        Ok(Some((firm, import))) => {
-            let event = crate::events::Event::for_client(
-                crate::events::EventType::ClientStepFailed,
-                &firm,
-                client_id,
-                serde_json::json!({
-                    "step": step,
-                    "job": { "id": &*ctx.id, "kind": &*ctx.kind },
-                    "attempt": ctx.attempt,
-                    "max_attempts": ctx.max_attempts,
-                    "reason": crate::mail::redact_addresses(&reason),
-                    "will_retry": will_retry,
-                }),
-            )
-            .in_bulk(import.is_some());
-            crate::events::emit_alone(&deps.db, &event)
-                .await
-                .map(|_| ())
-        }
-        Err(e) => Err(e),
+    let failed = StepFailed {
+        client_id,
+        job_id: &ctx.id,
+        kind: &ctx.kind,
+        attempt: ctx.attempt,
+        max_attempts: ctx.max_attempts,
+        reason: &reason,
+        will_retry,
     };
-    match written {
+    match tell_step_failed(deps, &failed).await {
         Ok(()) => result,
         // The event must not be lost: the attempt fails as retryable and
         // reports again next time.
@@ -262,6 +253,90 @@ pub(crate) async fn step_outcome(
             "{reason}; and its client.step_failed event could not be written: {e}"
         ))),
     }
+}
+
+/// A step's failed attempt, as `client.step_failed` tells it.
+struct StepFailed<'a> {
+    client_id: &'a str,
+    job_id: &'a str,
+    kind: &'a str,
+    attempt: u32,
+    max_attempts: u32,
+    reason: &'a str,
+    will_retry: bool,
+}
+
+async fn tell_step_failed(deps: &JobDeps, f: &StepFailed<'_>) -> Result<(), sqlx::Error> {
+    let Some(step) = step_of(f.kind) else {
+        return Ok(());
+    };
+    let owner: Option<(String, Option<String>)> = crate::db::on_pool!(&deps.db, pool => sqlx::query_as(
+        "SELECT firm_id, import_id FROM clients WHERE id = $1",
+    )
+    .bind(f.client_id)
+    .fetch_optional(pool)
+    .await?);
+    let Some((firm, import)) = owner else {
+        return Ok(());
+    };
+    let event = crate::events::Event::for_client(
+        crate::events::EventType::ClientStepFailed,
+        &firm,
+        f.client_id,
+        serde_json::json!({
+            "step": step,
+            "job": { "id": f.job_id, "kind": f.kind },
+            "attempt": f.attempt,
+            "max_attempts": f.max_attempts,
+            "reason": crate::mail::redact_addresses(f.reason),
+            "will_retry": f.will_retry,
+        }),
+    )
+    .in_bulk(import.is_some());
+    crate::events::emit_alone(&deps.db, &event)
+        .await
+        .map(|_| ())
+}
+
+/// The rescuer's deaths told too: an onboarding step whose workers kept
+/// being lost until it ran out of attempts (no handler saw that failure).
+fn given_up(deps: Arc<JobDeps>) -> crate::runtime::GivenUp {
+    Arc::new(move |lease: crate::queue::ExpiredLease| {
+        let deps = deps.clone();
+        Box::pin(async move {
+            if step_of(&lease.kind).is_none() {
+                return;
+            }
+            let job = match deps.queue.get(&lease.id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(job = %lease.id, error = %e, "reading a job the rescuer gave up on");
+                    return;
+                }
+            };
+            let Some(client) = job
+                .subject
+                .clone()
+                .or_else(|| crate::owners::client_of(&job.payload).map(str::to_string))
+            else {
+                return;
+            };
+            let reason = job.last_error.unwrap_or_default();
+            let failed = StepFailed {
+                client_id: &client,
+                job_id: &lease.id,
+                kind: &lease.kind,
+                attempt: lease.attempts,
+                max_attempts: lease.max_attempts,
+                reason: &reason,
+                will_retry: false,
+            };
+            if let Err(e) = tell_step_failed(&deps, &failed).await {
+                tracing::warn!(job = %lease.id, error = %e, "client.step_failed of a lost job not written");
+            }
+        })
+    })
 }
 
 /// Every kind the product knows, for payload validation at enqueue.
@@ -297,5 +372,6 @@ pub fn register_all(registry: &mut Registry, deps: Arc<JobDeps>) {
     bulk_import::register(registry, deps.clone());
     retention::register(registry, deps.clone());
     webhook_delivery::register(registry, deps.clone());
-    import_scan::register(registry, deps);
+    import_scan::register(registry, deps.clone());
+    registry.on_given_up(given_up(deps));
 }

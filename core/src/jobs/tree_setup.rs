@@ -46,7 +46,7 @@ pub fn register(registry: &mut Registry, deps: Arc<JobDeps>) {
         async move {
             let client = job.client_id.clone();
             let result = handle(job, ctx.clone(), deps.clone()).await;
-            super::step_outcome(&deps, &ctx, &client, "tree", result).await
+            super::step_outcome(&deps, &ctx, &client, result).await
         }
     });
 }

@@ -401,12 +401,7 @@ pub async fn handle(
     if let Some(why) = crate::outbound::redirect_refusal(code, response.headers()) {
         return Err(failed(&deps, &ctx, &job, format!("receiver {why}"), None).await);
     }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::outbound::retry_after(response.headers());
     let answer = match crate::outbound::body_up_to(response, ANSWER_READ).await {
         Ok((b, _)) => excerpt(code.as_str(), &b),
         Err(_) => code.as_str().to_string(),

@@ -364,12 +364,7 @@ pub async fn from_settings(
 /// Reads a `Retry-After` header (seconds; HTTP dates are rare on these APIs
 /// and fall back to `default`).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap, default: Duration) -> Duration {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(default)
+    crate::outbound::retry_after(headers).unwrap_or(default)
 }
 
 /// Classifies an HTTP failure the same way for every provider.

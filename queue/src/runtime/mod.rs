@@ -39,7 +39,7 @@ mod upkeep;
 pub use identity::{host_name, worker_name};
 pub use kind_queue::{JsonCodec, KindQueue};
 pub use pauses::CONTROLS_REFRESH;
-pub use registry::{JobContext, NoJobContext, Registry};
+pub use registry::{GivenUp, JobContext, NoJobContext, Registry};
 pub use tokio_util::sync::CancellationToken;
 
 use backend::KindEnv;
@@ -221,7 +221,11 @@ impl Worker {
         }
         let mut bg = tokio::task::JoinSet::new();
         bg.spawn(upkeep::heartbeat_loop(shared.clone(), background.clone()));
-        bg.spawn(upkeep::rescue_loop(shared.clone(), background.clone()));
+        bg.spawn(upkeep::rescue_loop(
+            shared.clone(),
+            self.registry.given_up(),
+            background.clone(),
+        ));
         {
             let backend = shared.backend.clone();
             let stop = background.clone();

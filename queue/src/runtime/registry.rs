@@ -56,14 +56,35 @@ impl<P: Sync> FromRequest<Task<P>> for JobContext {
 }
 
 /// The handlers one worker process runs, keyed by kind.
+/// Called once a job is dead because its workers kept being lost (the
+/// rescuer's decision, which no handler sees): the application can tell
+/// someone. Called by the one worker whose rescuer recorded the death.
+pub type GivenUp = Arc<
+    dyn Fn(crate::queue::ExpiredLease) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Mount>,
+    given_up: Option<GivenUp>,
 }
 
 impl Registry {
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// Sets what to call when the rescuer sends a job to the dead set
+    /// ([`GivenUp`]).
+    pub fn on_given_up(&mut self, hook: GivenUp) -> &mut Self {
+        self.given_up = Some(hook);
+        self
+    }
+
+    pub(crate) fn given_up(&self) -> Option<GivenUp> {
+        self.given_up.clone()
     }
 
     /// Registers `handler(payload, context)` for `kind`. A payload that does
@@ -109,6 +130,7 @@ impl Registry {
                 .filter(|(k, _)| kinds.contains(k))
                 .map(|(k, m)| (k.clone(), m.clone()))
                 .collect(),
+            given_up: self.given_up.clone(),
         }
     }
 

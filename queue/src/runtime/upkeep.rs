@@ -47,7 +47,11 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
     }
 }
 
-pub(crate) async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn rescue_loop(
+    shared: Arc<Shared>,
+    given_up: Option<super::GivenUp>,
+    stop: CancellationToken,
+) {
     let every = Duration::from_millis(shared.settings.rescue_interval_ms);
     let retention = Duration::from_secs(shared.settings.done_retention_secs);
     let purge_every = Duration::from_secs(60);
@@ -57,7 +61,7 @@ pub(crate) async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match rescue(shared.backend.as_ref(), &shared.settings).await {
+        match rescue(shared.backend.as_ref(), &shared.settings, given_up.as_ref()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 jobs = n,
@@ -77,22 +81,27 @@ pub(crate) async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
 /// Hands back the jobs whose lease ran out, each through its kind's retry
 /// policy as a failed attempt of class `lost`: the same backoff and jitter
 /// as any failure (a job that kills its worker does not come straight back
-/// to kill the next), the dead set once out of attempts. Each write is
-/// fenced by the lease it read. Returns how many it recorded.
+/// to kill the next), the dead set once out of attempts — then `given_up`
+/// is told. Each write is fenced by the lease it read. Returns how many it
+/// recorded.
 pub(crate) async fn rescue(
     backend: &dyn QueueBackend,
     settings: &QueueSettings,
+    given_up: Option<&super::GivenUp>,
 ) -> Result<u64, QueueError> {
     let mut recorded = 0;
     loop {
         let expired = backend.expired(RESCUE_BATCH).await?;
         let mut this_round = 0;
         for lease in &expired {
-            if backend
-                .fail(&lease.owner, &lost(lease, settings, now_ms()))
-                .await?
-            {
+            let failure = lost(lease, settings, now_ms());
+            if backend.fail(&lease.owner, &failure).await? {
                 this_round += 1;
+                if failure.retry_at_ms.is_none()
+                    && let Some(hook) = given_up
+                {
+                    hook(lease.clone()).await;
+                }
             }
         }
         recorded += this_round;
