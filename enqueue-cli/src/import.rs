@@ -16,7 +16,14 @@ use crate::folders::FirmArg;
 use crate::user;
 
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  dossier import template > clients.csv
+  dossier import clients.csv --firm cabinet-durand --dry-run
+  dossier import clients.csv --firm cabinet-durand --partial --wait
+  dossier imports show IMPORT_ID --errors > erreurs.csv"
+)]
 pub struct ImportArgs {
     #[command(subcommand)]
     command: Option<ImportCommand>,

@@ -129,6 +129,10 @@ enum Command {
     /// A firm's event webhooks: where its events go, signed.
     #[command(subcommand)]
     Webhook(webhooks::WebhookCommand),
+    /// Print the shell completion script: `dossier completions bash >
+    /// ~/.local/share/bash-completion/completions/dossier` (zsh: a file
+    /// named `_dossier` on $fpath; fish: ~/.config/fish/completions/dossier.fish).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +312,11 @@ struct EnqueueArgs {
 #[derive(Subcommand)]
 enum JobsCommand {
     /// Jobs, newest change first; every filter given must match.
+    #[command(after_help = "Examples:
+  dossier jobs list --status dead
+  dossier jobs list --firm cabinet-durand --kind siret_enrichment --status retrying
+  dossier jobs list --client CLIENT_ID --json
+  dossier jobs list --error 'timed out'")]
     List {
         #[command(flatten)]
         filter: FilterArgs,
@@ -570,9 +579,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // Needs no configuration, database or network.
+    // Need no configuration, database or network.
     if let Command::Siret(SiretCommand::Check { value, json }) = &cli.command {
         return siret_check(value, *json);
+    }
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "dossier",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
     }
     let mut settings = Settings::load(cli.config.as_deref()).map_err(|e| user(e.to_string()))?;
     match cli.log_format.as_deref() {
@@ -804,6 +823,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Firm(cmd) => firms::firm(cmd, &settings).await,
         Command::Token(cmd) => firms::token(cmd, &settings).await,
         Command::Webhook(cmd) => webhooks::run(cmd, &settings).await,
+        // Answered before the settings are read.
+        Command::Completions { .. } => Ok(()),
         Command::Audit(AuditCommand::List { since, limit, json }) => {
             let since = since
                 .as_deref()

@@ -13,6 +13,14 @@ use crate::folders::FirmArg;
 use crate::user;
 
 #[derive(Args)]
+#[command(after_help = "Examples:
+  dossier client create --firm cabinet-durand --siret '880 878 145 00015' \\
+      --exercice-start 2026-01-01 --director-email marie@ganymede.fr \\
+      --director-first-name Marie --director-last-name Lefèvre --wait
+  dossier client create --firm cabinet-durand --name 'SCI Les Tilleuls' \\
+      --exercice-start 2025-03-01 --exercice-end 2026-12-31 --no-invite
+  dossier client create --firm cabinet-durand --siret 88087814500015 \\
+      --exercice-start 2026-01-01 --no-invite --app ged --app-setting ged:dossier=Social")]
 pub struct CreateArgs {
     #[command(flatten)]
     firm: FirmArg,

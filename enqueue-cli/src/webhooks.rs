@@ -16,6 +16,10 @@ pub enum WebhookCommand {
     /// Send a firm's events to a URL (https; http only to loopback when
     /// outbound.allow_plain_http_to_loopback is set). Prints the secret
     /// signing the deliveries, once.
+    #[command(after_help = "Examples:
+  dossier webhook add --firm cabinet-durand --url https://crm.example/hooks/dossier --events all
+  dossier webhook add --firm cabinet-durand --url https://crm.example/h \\
+      --events client.ready,client.step_failed --quiet > secret.txt")]
     Add {
         #[arg(long)]
         firm: String,

@@ -2301,3 +2301,41 @@ fn webhook_endpoints_are_added_listed_rotated_and_removed_with_the_secret_shown_
         assert!(trail.contains(action), "{trail}");
     }
 }
+
+#[test]
+fn completions_for_each_shell_and_examples_in_the_most_used_helps() {
+    let env = Env::sqlite();
+    let bash = env.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("_dossier()") && bash.contains("webhook"),
+        "{bash}"
+    );
+    // The script parses as bash.
+    let dir = env.dir.path().join("dossier.bash");
+    std::fs::write(&dir, &bash).expect("write");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(checked.status.success(), "{checked:?}");
+    for (shell, marker) in [("zsh", "#compdef dossier"), ("fish", "complete -c dossier")] {
+        let script = env.ok(&["completions", shell]);
+        assert!(script.contains(marker), "{shell}: {script}");
+    }
+    assert!(
+        env.refused(&["completions", "tcsh"])
+            .contains("possible values")
+    );
+    for args in [
+        &["client", "create", "--help"][..],
+        &["import", "--help"],
+        &["jobs", "list", "--help"],
+        &["webhook", "add", "--help"],
+    ] {
+        let help = env.ok(args);
+        assert!(help.contains("Examples:\n  dossier "), "{args:?}: {help}");
+    }
+    // No database was needed, and none was made.
+    assert!(!env.dir.path().join("dossier.db").exists());
+}
