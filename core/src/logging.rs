@@ -35,6 +35,32 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
+/// Installs the global subscriber writing text lines to `path` (created,
+/// or appended to), for a command whose own output is the point (the
+/// demo): its warnings about the jobs it makes fail on purpose would bury
+/// the summary.
+pub fn init_to_file(settings: &LogSettings, path: &std::path::Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(OneLine {
+            inner: std::sync::Mutex::new(file),
+            keep_escape: false,
+        })
+        .try_init();
+    Ok(())
+}
+
 /// A text-log writer that keeps each event on one line: a line break or
 /// other control character inside a field (a path parameter `%0A…`, a
 /// partner's error message) is written as `\u{a}`, so nobody can forge a

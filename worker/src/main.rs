@@ -120,6 +120,11 @@ enum Command {
     },
 }
 
+/// Where the demo writes its logs: `demo.log` beside its database.
+fn demo_log(database: &std::path::Path) -> PathBuf {
+    database.with_file_name("demo.log")
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = Settings::load(cli.config.as_deref())?;
@@ -128,7 +133,16 @@ fn main() -> anyhow::Result<()> {
         Some(_) => settings.log.format = dossier_core::config::LogFormat::Text,
         None => {}
     }
-    dossier_core::logging::init(&settings.log);
+    match &cli.command {
+        // The demo's own output is its summary: its logs go beside its
+        // database, where the summary says they are.
+        Command::Demo { database, .. } => {
+            let log = demo_log(database);
+            dossier_core::logging::init_to_file(&settings.log, &log)
+                .with_context(|| format!("cannot write the demo's log {}", log.display()))?;
+        }
+        _ => dossier_core::logging::init(&settings.log),
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if settings.worker.threads > 0 {
@@ -147,8 +161,11 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => {
             let report = demo::run(settings, &database, &sirene_extract, jobs).await?;
             println!(
-                "Demo on {} ({} jobs, {} ms)",
-                report.database, report.enqueued, report.elapsed_ms
+                "Demo on {} ({} jobs, {} ms); its logs: {}",
+                report.database,
+                report.enqueued,
+                report.elapsed_ms,
+                demo_log(&database).display()
             );
             for c in &report.counts {
                 println!(

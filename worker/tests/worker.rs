@@ -59,6 +59,20 @@ fn demo_runs_a_realistic_batch_to_the_end() {
         "{stdout}"
     );
     assert!(db.exists());
+    // One screen: the warnings of the jobs it fails on purpose are in its
+    // log file, named in the summary, not above it.
+    let log = dir.path().join("var/demo.log");
+    assert!(
+        stdout.contains(&format!("its logs: {}", log.display())),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    let logged = std::fs::read_to_string(&log).expect("demo.log");
+    assert!(
+        logged.contains("WARN") && logged.contains("siret_check"),
+        "{logged}"
+    );
 }
 
 #[test]
