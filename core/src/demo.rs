@@ -154,11 +154,16 @@ fn demo_clients(extract: &Path) -> Result<Vec<NewClient>, DemoError> {
     Ok(out)
 }
 
+/// Told while the demo's jobs run: (finished, all), done and dead both
+/// counted as finished.
+pub type OnProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 pub async fn run(
     mut settings: Settings,
     db_path: &Path,
     extract: &Path,
     jobs_n: usize,
+    on_progress: Option<OnProgress>,
 ) -> Result<DemoReport, DemoError> {
     for suffix in ["", "-wal", "-shm"] {
         let p = format!("{}{suffix}", db_path.display());
@@ -311,9 +316,34 @@ pub async fn run(
         registry,
     )?;
     let running = worker.spawn();
+    let last_word = on_progress.clone();
+    let ticker = on_progress.map(|tell| {
+        let backend = backend.clone();
+        let kinds = kinds.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(counts) = backend.counts().await {
+                    let mine = counts.iter().filter(|c| kinds.contains(&c.kind));
+                    let (finished, all) = mine.fold((0, 0), |(f, a), c| {
+                        (f + c.done + c.dead, a + c.done + c.dead + c.outstanding())
+                    });
+                    tell(finished, all);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
     let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
     let counts =
         runtime::wait_until_drained(&*backend, &kind_refs, Duration::from_millis(50)).await?;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    // The last word is the whole count, whenever the ticker last looked.
+    if let Some(tell) = last_word {
+        let finished: u64 = counts.iter().map(|c| c.done + c.dead).sum();
+        tell(finished, finished);
+    }
     running.stop().await?;
     let dead = backend
         .list(&JobFilter {

@@ -120,6 +120,39 @@ enum Command {
     },
 }
 
+/// The demo's progress on stderr: a bar redrawn in place on a terminal
+/// (indicatif), otherwise a plain line each time the count moves, at most
+/// every 2 s.
+fn demo_progress() -> (demo::OnProgress, Option<indicatif::ProgressBar>) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} jobs {pos}/{len} [{bar:30}] {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let shown = bar.clone();
+        let tell: demo::OnProgress = std::sync::Arc::new(move |finished, all| {
+            shown.set_length(all);
+            shown.set_position(finished);
+        });
+        (tell, Some(bar))
+    } else {
+        let last = std::sync::Mutex::new((u64::MAX, std::time::Instant::now()));
+        let tell: demo::OnProgress = std::sync::Arc::new(move |finished, all| {
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.1.elapsed() >= std::time::Duration::from_secs(2) || finished == all;
+            if finished != last.0 && due {
+                eprintln!("demo: {finished} of {all} jobs finished");
+                *last = (finished, std::time::Instant::now());
+            }
+        });
+        (tell, None)
+    }
+}
+
 /// Where the demo writes its logs: `demo.log` beside its database.
 fn demo_log(database: &std::path::Path) -> PathBuf {
     database.with_file_name("demo.log")
@@ -159,7 +192,12 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             database,
             sirene_extract,
         } => {
-            let report = demo::run(settings, &database, &sirene_extract, jobs).await?;
+            let (progress, bar) = demo_progress();
+            let report =
+                demo::run(settings, &database, &sirene_extract, jobs, Some(progress)).await?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             println!(
                 "Demo on {} ({} jobs, {} ms); its logs: {}",
                 report.database,

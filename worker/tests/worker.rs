@@ -68,6 +68,21 @@ fn demo_runs_a_realistic_batch_to_the_end() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("WARN"), "{stderr}");
+    // Off a terminal, its progress as plain lines, ending with all of them.
+    let last = stderr
+        .lines()
+        .rfind(|l| l.starts_with("demo: "))
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    let (finished, all) = last
+        .strip_prefix("demo: ")
+        .and_then(|l| l.strip_suffix(" jobs finished"))
+        .and_then(|l| l.split_once(" of "))
+        .unwrap_or_else(|| panic!("{last}"));
+    assert_eq!(finished, all, "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no terminal codes off a terminal: {stderr}"
+    );
     let logged = std::fs::read_to_string(&log).expect("demo.log");
     assert!(
         logged.contains("WARN") && logged.contains("siret_check"),
