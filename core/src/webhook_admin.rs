@@ -18,9 +18,6 @@ use crate::http::ApiState;
 fn failure(e: EndpointError) -> Response {
     let (status, code) = match &e {
         EndpointError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        EndpointError::Firm(f) if f.is_user_error() => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
-        }
         _ if e.is_user_error() => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         _ => {
             tracing::error!(error = %e, "webhook endpoints: the store failed");

@@ -216,7 +216,9 @@ async fn failed(
 ) -> JobError {
     let w = &deps.webhooks.settings;
     let now = crate::clock::now_ms();
-    let outcome: Result<Option<String>, sqlx::Error> = {
+    // Some(..) when the endpoint is disabled now; inside, the reason when
+    // this very attempt disabled it.
+    let outcome: Result<Option<Option<String>>, sqlx::Error> = {
         let _turn = deps.db.write_turn(Lane::Background).await;
         on_pool!(&deps.db, pool => async {
             let mut tx = pool.begin().await?;
@@ -266,7 +268,8 @@ async fn failed(
                 .bind(&job.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
-                disabled = Some(if n == 1 { reason } else { String::new() });
+                // This attempt disabled it, or another one just had.
+                disabled = Some((n == 1).then_some(reason));
             }
             tx.commit().await?;
             Ok(disabled)
@@ -274,8 +277,8 @@ async fn failed(
     };
     match outcome {
         Err(e) => db_error(e),
-        Ok(Some(reason)) => {
-            if !reason.is_empty() {
+        Ok(Some(newly)) => {
+            if let Some(reason) = newly {
                 crate::metrics::webhook_delivery("disabled");
                 tracing::warn!(
                     endpoint = %job.endpoint_id,

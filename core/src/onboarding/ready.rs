@@ -4,11 +4,14 @@
 //! every app provisioned — `client.ready` is sent once, with a summary.
 //!
 //! [`settle`] runs at the end of every onboarding step's successful
-//! attempt. It takes the client's row lock first, then reads the steps, so
-//! that of two steps finishing at once the second to commit sees the
-//! first's work: the last one sends the event. A worker killed between a
-//! step's commit and `settle` has not finished its job, which runs again
-//! (every step is idempotent) and settles then.
+//! attempt, after that step's own work is committed. It reads the steps
+//! without locking anything: of two steps finishing at once, the one whose
+//! read comes last sees both committed (each read follows its own step's
+//! commit), and if both see everything done, marking `ready_at` only where
+//! it is still empty lets one of them send the event. Most calls find a
+//! step still open and write nothing. A worker killed between a step's
+//! commit and `settle` has not finished its job, which runs again (every
+//! step is idempotent) and settles then.
 
 use crate::clock::now_ms;
 use crate::db::{Database, on_pool};
@@ -29,17 +32,15 @@ struct Summary {
 /// just finished. Whether it did.
 pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
-    let _turn = db.write_turn(Lane::Background).await;
     on_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
-        // A no-op update: the row lock every step's settle queues on.
+        // Reads only, on one connection: no write turn, no lock.
+        let mut conn = pool.acquire().await?;
         let Some((firm, ready_at, import, enrichment)) =
             sqlx::query_as::<_, (String, Option<i64>, Option<String>, String)>(
-                "UPDATE clients SET ready_at = ready_at WHERE id = $1
-                 RETURNING firm_id, ready_at, import_id, enrichment_status",
+                "SELECT firm_id, ready_at, import_id, enrichment_status FROM clients WHERE id = $1",
             )
             .bind(client_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?
         else {
             return Ok(false);
@@ -50,7 +51,7 @@ pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error>
         let (folders,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM client_folders WHERE client_id = $1")
                 .bind(client_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
         if folders == 0 {
             return Ok(false);
@@ -59,7 +60,7 @@ pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error>
             "SELECT label, folders_done_at FROM exercices WHERE client_id = $1 ORDER BY start_date",
         )
         .bind(client_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         if exercices.iter().any(|(_, done)| done.is_none()) {
             return Ok(false);
@@ -68,7 +69,7 @@ pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error>
             "SELECT id, role, status, last_error FROM invitations WHERE client_id = $1 ORDER BY created_at, id",
         )
         .bind(client_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         // Queued: not sent yet; a draft with an error: refused, to fix.
         if invitations.iter().any(|(_, _, status, error)| {
@@ -80,16 +81,12 @@ pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error>
             "SELECT app_id, status FROM client_apps WHERE client_id = $1 ORDER BY app_id",
         )
         .bind(client_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         if apps.iter().any(|(_, status)| !matches!(status.as_str(), "active" | "disabled")) {
             return Ok(false);
         }
-        sqlx::query("UPDATE clients SET ready_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        drop(conn);
         let summary = Summary {
             enrichment,
             folders,
@@ -110,6 +107,19 @@ pub async fn settle(db: &Database, client_id: &str) -> Result<bool, sqlx::Error>
             serde_json::to_value(&summary).unwrap_or_default(),
         )
         .in_bulk(import.is_some());
+        let _turn = db.write_turn(Lane::Background).await;
+        let mut tx = pool.begin().await?;
+        let first = sqlx::query("UPDATE clients SET ready_at = $1 WHERE id = $2 AND ready_at IS NULL")
+            .bind(now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !first {
+            // Another step's settle got there: it sent the event.
+            return Ok(false);
+        }
         emit!(tx, &event)?;
         tx.commit().await?;
         Ok(true)
@@ -166,8 +176,38 @@ pub async fn import_clients(
     .bind(import_id)
     .fetch_all(pool)
     .await?);
-    let mut dead = std::collections::BTreeMap::new();
-    if let Some(q) = queue
+    let mut out = ImportClients {
+        clients: rows.len(),
+        ..Default::default()
+    };
+    let failed = |out: &mut ImportClients, id: String, why: String| {
+        out.failed_count += 1;
+        if out.failed.len() < FAILED_SHOWN {
+            out.failed.push((id, why));
+        }
+    };
+    // Neither ready nor failed by the records: a dead job may say why.
+    let mut unsure = Vec::new();
+    for (id, ready_at, enrichment, message, invitation, app) in rows {
+        if ready_at.is_some() {
+            out.ready += 1;
+        } else if enrichment == "not_found" {
+            failed(
+                &mut out,
+                id,
+                format!("enrichment: {}", message.unwrap_or_default()),
+            );
+        } else if let Some(e) = invitation {
+            failed(&mut out, id, format!("invitation: {e}"));
+        } else if let Some(e) = app {
+            failed(&mut out, id, format!("app: {e}"));
+        } else {
+            unsure.push(id);
+        }
+    }
+    // The firm's dead jobs are read only while some client is unsure:
+    // not at every look of a wait whose clients are all accounted for.
+    if let Some(q) = queue.filter(|_| !unsure.is_empty())
         && let Ok(jobs) = q
             .list(&crate::job::JobFilter {
                 group: Some(firm.to_string()),
@@ -177,6 +217,7 @@ pub async fn import_clients(
             })
             .await
     {
+        let mut dead = std::collections::BTreeMap::new();
         for j in jobs {
             if let Some(subject) = j.subject {
                 dead.entry(subject).or_insert_with(|| {
@@ -184,29 +225,9 @@ pub async fn import_clients(
                 });
             }
         }
-    }
-    let mut out = ImportClients {
-        clients: rows.len(),
-        ..Default::default()
-    };
-    for (id, ready_at, enrichment, message, invitation, app) in rows {
-        if ready_at.is_some() {
-            out.ready += 1;
-            continue;
-        }
-        let why = if enrichment == "not_found" {
-            Some(format!("enrichment: {}", message.unwrap_or_default()))
-        } else if let Some(e) = invitation {
-            Some(format!("invitation: {e}"))
-        } else if let Some(e) = app {
-            Some(format!("app: {e}"))
-        } else {
-            dead.remove(&id)
-        };
-        if let Some(why) = why {
-            out.failed_count += 1;
-            if out.failed.len() < FAILED_SHOWN {
-                out.failed.push((id, why));
+        for id in unsure {
+            if let Some(why) = dead.remove(&id) {
+                failed(&mut out, id, why);
             }
         }
     }
